@@ -1,0 +1,280 @@
+//! The command line: `serve`, `config check`, `deliveries list|show`, `replay`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+use crate::domain::{DeliveryId, DeliveryState, format_millis, now_millis};
+use crate::store::{DeliveryFilter, OpenMode, ReplayOutcome, Store};
+
+#[derive(Parser)]
+#[command(name = "hookrelay", version, about = "Durable webhook relay: accept, persist, deliver with retries")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service.
+    Serve {
+        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = "hookrelay.toml")]
+        config: PathBuf,
+        /// Overrides server.listen (port 0 picks a free port; the address is printed).
+        #[arg(long)]
+        listen: Option<std::net::SocketAddr>,
+    },
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Inspect deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+    /// Deliver a delivery again now, with a fresh retry window.
+    Replay {
+        delivery_id: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate a config file and explain every error.
+    Check { file: PathBuf },
+}
+
+#[derive(Subcommand)]
+enum DeliveriesCommand {
+    /// List deliveries, newest first.
+    List {
+        #[arg(long)]
+        state: Option<DeliveryState>,
+        #[arg(long)]
+        destination: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Show one delivery with all its attempts.
+    Show {
+        delivery_id: String,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Args)]
+struct StoreArgs {
+    /// Config file whose server.store is used.
+    #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = "hookrelay.toml")]
+    config: PathBuf,
+    /// Store URL (sqlite://PATH); wins over --config.
+    #[arg(long, env = "HOOKRELAY_STORE")]
+    store: Option<String>,
+}
+
+impl StoreArgs {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<crate::store::sqlite::SqliteStore>> {
+        let url = match &self.store {
+            Some(url) => url.clone(),
+            None => Config::load(&self.config)?.server.store,
+        };
+        crate::store::open(&url, OpenMode::Client).with_context(|| format!("opening store {url}"))
+    }
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKRELAY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config, listen } => serve(config, listen).await,
+        Command::Config {
+            command: ConfigCommand::Check { file },
+        } => Ok(match Config::load(&file) {
+            Ok(config) => {
+                println!(
+                    "{}: ok ({} sources, {} destinations, {} routes)",
+                    file.display(),
+                    config.sources.len(),
+                    config.destinations.len(),
+                    config.routes.len()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(errors) => {
+                eprint!("{errors}");
+                ExitCode::FAILURE
+            }
+        }),
+        Command::Deliveries { command } => deliveries(command).await,
+        Command::Replay { delivery_id, store } => {
+            let id = DeliveryId::parse(&delivery_id)?;
+            let store = store.open()?;
+            match store.replay(&id, now_millis()).await? {
+                ReplayOutcome::Scheduled => {
+                    println!("{id}: scheduled for delivery now");
+                    Ok(ExitCode::SUCCESS)
+                }
+                ReplayOutcome::NotFound => anyhow::bail!("no delivery {id}"),
+                ReplayOutcome::InFlight => {
+                    anyhow::bail!("{id} is being delivered right now; replay it once it finishes")
+                }
+            }
+        }
+    }
+}
+
+async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {
+    let mut config = match Config::load(&path) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprint!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    if let Some(listen) = listen {
+        config.server.listen = listen;
+    }
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, store = %config.server.store, "hookrelay listening");
+    // Scripts and tests read this line to learn the port when listening on port 0.
+    println!("listening on http://{address}");
+    std::io::stdout().flush()?;
+    crate::run(config, listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        DeliveriesCommand::List {
+            state,
+            destination,
+            limit,
+            json,
+            store,
+        } => {
+            let store = store.open()?;
+            let filter = DeliveryFilter {
+                state,
+                destination,
+                limit,
+            };
+            let rows = store.list_deliveries(filter).await?;
+            if json {
+                for row in &rows {
+                    println!("{}", serde_json::to_string(row)?);
+                }
+            } else {
+                println!(
+                    "{:<36}  {:<10}  {:<16}  {:>8}  {:<24}  LAST",
+                    "DELIVERY", "STATE", "DESTINATION", "ATTEMPTS", "DUE"
+                );
+                for row in &rows {
+                    let due = row.due_at.map(format_millis).unwrap_or_else(|| "-".into());
+                    let last = match (&row.last_status, &row.last_error) {
+                        (_, Some(error)) => error.clone(),
+                        (Some(status), None) => status.to_string(),
+                        (None, None) => "-".into(),
+                    };
+                    println!(
+                        "{:<36}  {:<10}  {:<16}  {:>8}  {:<24}  {}",
+                        row.id, row.state, row.destination, row.attempts, due, last
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DeliveriesCommand::Show {
+            delivery_id,
+            json,
+            store,
+        } => {
+            let id = DeliveryId::parse(&delivery_id)?;
+            let store = store.open()?;
+            let Some((summary, attempts)) = store.delivery(&id).await? else {
+                anyhow::bail!("no delivery {id}");
+            };
+            if json {
+                let value = serde_json::json!({ "delivery": summary, "attempts": attempts });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("delivery     {}", summary.id);
+            println!("event        {} ({})", summary.event_id, summary.event_type.as_deref().unwrap_or("-"));
+            println!("source       {}", summary.source);
+            println!("destination  {}", summary.destination);
+            println!("state        {}", summary.state);
+            println!("created      {}", format_millis(summary.created_at));
+            for attempt in attempts {
+                println!(
+                    "  attempt {:>3}  {}  {:>6} ms  {}  {}",
+                    attempt.number,
+                    format_millis(attempt.started_at),
+                    attempt.duration_ms,
+                    attempt.status.map(|s| s.to_string()).unwrap_or_else(|| "---".into()),
+                    attempt.error.as_deref().unwrap_or(""),
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! Typed configuration: one TOML file plus `HOOKRELAY_*` overrides, validated once, every error located.
+
+mod raw;
+mod secret;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+pub use secret::Secret;
+
+use crate::delivery::plan::RetryPolicy;
+use crate::domain::{Name, Ordering};
+use crate::ingest::ProviderKind;
+use crate::routing::Route;
+use raw::{RawConfig, RawDestination, RawRetry, RawSource, parse_duration, parse_size};
+
+pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub sources: BTreeMap<Name, SourceConfig>,
+    pub destinations: BTreeMap<Name, DestinationConfig>,
+    pub routes: Vec<Route>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// `sqlite://path`; the scheme picks the store implementation.
+    pub store: String,
+    /// How long in-flight deliveries may finish after SIGTERM before they are released.
+    pub shutdown_grace: Duration,
+    /// A client slower than this to send its body gets 408 instead of holding a connection.
+    pub body_read_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    pub name: Name,
+    pub provider: ProviderKind,
+    /// Every secret accepted at once, so a rotation never rejects real events.
+    pub secrets: Vec<Secret>,
+    pub max_body_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct DestinationConfig {
+    pub name: Name,
+    pub url: reqwest::Url,
+    pub timeout: Duration,
+    pub concurrency: usize,
+    pub ordering: Ordering,
+    /// Signs forwarded requests (`webhook-signature`) so the receiver can verify us.
+    pub secret: Option<Secret>,
+    /// Original headers copied onto forwarded requests; `None` means the provider's defaults.
+    pub forward_headers: Option<Vec<String>>,
+    pub retry: RetryPolicy,
+}
+
+/// One problem in the config and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub location: String,
+    pub message: String,
+}
+
+/// Every problem found, so one `config check` run shows them all.
+#[derive(Debug)]
+pub struct ConfigErrors {
+    pub origin: String,
+    pub errors: Vec<ConfigError>,
+    pub env_applied: Vec<String>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.errors.len();
+        writeln!(f, "{}: {count} error(s) in the configuration", self.origin)?;
+        for error in &self.errors {
+            writeln!(f, "  {}: {}", error.location, error.message)?;
+        }
+        if !self.env_applied.is_empty() {
+            writeln!(f, "  (environment overrides applied: {})", self.env_applied.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates a config file, applying `HOOKRELAY_*` variables of this process.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
+            origin: origin.clone(),
+            errors: vec![ConfigError {
+                location: origin.clone(),
+                message: format!("cannot read file: {err}"),
+            }],
+            env_applied: vec![],
+        })?;
+        Self::parse(&text, &origin, std::env::vars())
+    }
+
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigErrors> {
+        let fail = |errors, env_applied| ConfigErrors {
+            origin: origin.to_owned(),
+            errors,
+            env_applied,
+        };
+        let one = |message: String| {
+            vec![ConfigError {
+                location: origin.to_owned(),
+                message,
+            }]
+        };
+        let mut table: toml::Table = toml::from_str(text).map_err(|err| fail(one(err.to_string()), vec![]))?;
+        let env_applied = raw::apply_env_overrides(&mut table, env);
+        // Deserializing the text itself keeps line numbers in messages; the table only when
+        // environment overrides changed it.
+        let parsed = if env_applied.is_empty() {
+            toml::from_str::<RawConfig>(text).map_err(|err| err.to_string())
+        } else {
+            RawConfig::deserialize_table(table)
+        };
+        let raw = parsed.map_err(|message| fail(one(message), env_applied.clone()))?;
+        validate(raw).map_err(|errors| fail(errors, env_applied))
+    }
+}
+
+impl RawConfig {
+    fn deserialize_table(table: toml::Table) -> Result<RawConfig, String> {
+        use serde::Deserialize;
+        RawConfig::deserialize(toml::Value::Table(table)).map_err(|err| err.to_string())
+    }
+}
+
+/// Collects errors instead of stopping at the first one.
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn check<T>(&mut self, location: impl Into<String>, result: Result<T, String>) -> Option<T> {
+        result
+            .map_err(|message| {
+                self.errors.push(ConfigError {
+                    location: location.into(),
+                    message,
+                })
+            })
+            .ok()
+    }
+}
+
+fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut c = Checker { errors: vec![] };
+    let server = &raw.server;
+    let listen = c.check(
+        "server.listen",
+        server
+            .listen
+            .as_deref()
+            .unwrap_or("127.0.0.1:8080")
+            .parse::<SocketAddr>()
+            .map_err(|err| format!("expected an address like 127.0.0.1:8080: {err}")),
+    );
+    let store = server
+        .store
+        .clone()
+        .unwrap_or_else(|| "sqlite://hookrelay.db".to_owned());
+    if !store.starts_with("sqlite://") {
+        c.errors.push(ConfigError {
+            location: "server.store".into(),
+            message: format!("{store:?}: only sqlite://PATH is supported in this version"),
+        });
+    }
+    let duration_or = |c: &mut Checker, location: &str, raw: &Option<String>, default: u64| {
+        match raw {
+            Some(text) => c.check(location, parse_duration(text)),
+            None => Some(Duration::from_secs(default)),
+        }
+    };
+    let shutdown_grace = duration_or(&mut c, "server.shutdown_grace", &server.shutdown_grace, 10);
+    let body_read_timeout =
+        duration_or(&mut c, "server.body_read_timeout", &server.body_read_timeout, 30);
+
+    let mut sources = BTreeMap::new();
+    for (name, source) in &raw.sources {
+        let location = format!("sources.{name}");
+        if let Some(parsed) = validate_source(&mut c, &location, name, source) {
+            sources.insert(parsed.name.clone(), parsed);
+        }
+    }
+    let mut destinations = BTreeMap::new();
+    for (name, destination) in &raw.destinations {
+        let location = format!("destinations.{name}");
+        if let Some(parsed) = validate_destination(&mut c, &location, name, destination) {
+            destinations.insert(parsed.name.clone(), parsed);
+        }
+    }
+    let mut routes = Vec::new();
+    for (index, route) in raw.routes.iter().enumerate() {
+        let location = format!("routes[{index}]");
+        let source = c.check(format!("{location}.source"), Name::parse(&route.source));
+        if let Some(source) = &source
+            && !raw.sources.contains_key(source.as_str())
+        {
+            c.errors.push(ConfigError {
+                location: format!("{location}.source"),
+                message: format!("unknown source {:?}", source.as_str()),
+            });
+        }
+        if route.destinations.is_empty() {
+            c.errors.push(ConfigError {
+                location: format!("{location}.destinations"),
+                message: "a route needs at least one destination".into(),
+            });
+        }
+        let mut targets = Vec::new();
+        for (i, target) in route.destinations.iter().enumerate() {
+            if !raw.destinations.contains_key(target) {
+                c.errors.push(ConfigError {
+                    location: format!("{location}.destinations[{i}]"),
+                    message: format!("unknown destination {target:?}"),
+                });
+            } else if let Ok(name) = Name::parse(target) {
+                targets.push(name);
+            }
+        }
+        if let Some(source) = source {
+            routes.push(Route {
+                source,
+                events: route.events.clone(),
+                destinations: targets,
+            });
+        }
+    }
+    if !c.errors.is_empty() {
+        return Err(c.errors);
+    }
+    Ok(Config {
+        server: ServerConfig {
+            listen: listen.expect("checked"),
+            store,
+            shutdown_grace: shutdown_grace.expect("checked"),
+            body_read_timeout: body_read_timeout.expect("checked"),
+        },
+        sources,
+        destinations,
+        routes,
+    })
+}
+
+fn validate_source(c: &mut Checker, location: &str, name: &str, raw: &RawSource) -> Option<SourceConfig> {
+    let name = c.check(location, Name::parse(name));
+    let provider = c.check(format!("{location}.provider"), raw.provider.parse::<ProviderKind>());
+    let mut secrets = Vec::new();
+    if let Some(secret) = &raw.secret {
+        secrets.extend(c.check(format!("{location}.secret"), Secret::resolve(secret)));
+    }
+    for (i, secret) in raw.secrets.iter().enumerate() {
+        secrets.extend(c.check(format!("{location}.secrets[{i}]"), Secret::resolve(secret)));
+    }
+    let max_body_bytes = match &raw.max_body {
+        Some(size) => c.check(format!("{location}.max_body"), parse_size(size)),
+        None => Some(DEFAULT_MAX_BODY),
+    };
+    Some(SourceConfig {
+        name: name?,
+        provider: provider?,
+        secrets,
+        max_body_bytes: max_body_bytes?,
+    })
+}
+
+fn validate_destination(
+    c: &mut Checker,
+    location: &str,
+    name: &str,
+    raw: &RawDestination,
+) -> Option<DestinationConfig> {
+    let name = c.check(location, Name::parse(name));
+    if raw.kind != "http" {
+        c.errors.push(ConfigError {
+            location: format!("{location}.type"),
+            message: format!("unknown destination type {:?}; supported: \"http\"", raw.kind),
+        });
+    }
+    let url = c.check(
+        format!("{location}.url"),
+        reqwest::Url::parse(&raw.url)
+            .map_err(|err| format!("{:?} is not a URL: {err}", raw.url))
+            .and_then(|url| match url.scheme() {
+                "http" | "https" => Ok(url),
+                other => Err(format!("scheme {other:?} is not http or https")),
+            }),
+    );
+    let timeout = match &raw.timeout {
+        Some(text) => c.check(format!("{location}.timeout"), parse_duration(text)),
+        None => Some(Duration::from_secs(30)),
+    };
+    let concurrency = c.check(
+        format!("{location}.concurrency"),
+        match raw.concurrency {
+            None => Ok(16),
+            Some(n) if (1..=1024).contains(&n) => Ok(n as usize),
+            Some(n) => Err(format!("{n} is outside 1..=1024")),
+        },
+    );
+    let ordering = c.check(
+        format!("{location}.ordering"),
+        match raw.ordering.as_deref() {
+            None | Some("parallel") => Ok(Ordering::Parallel),
+            Some("fifo") => Ok(Ordering::Fifo),
+            Some(other) => Err(format!("unknown ordering {other:?}; use \"parallel\" or \"fifo\"")),
+        },
+    );
+    let secret = match &raw.secret {
+        Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
+        None => None,
+    };
+    let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
+    Some(DestinationConfig {
+        name: name?,
+        url: url?,
+        timeout: timeout?,
+        concurrency: concurrency?,
+        ordering: ordering?,
+        secret,
+        forward_headers: raw.forward_headers.clone(),
+        retry: retry?,
+    })
+}
+
+fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let mut duration = |key: &str, value: &Option<String>, default: Duration| match value {
+        Some(text) => c.check(format!("{location}.{key}"), parse_duration(text)),
+        None => Some(default),
+    };
+    let initial_delay = duration("initial_delay", &raw.initial_delay, defaults.initial_delay);
+    let max_delay = duration("max_delay", &raw.max_delay, defaults.max_delay);
+    let max_age = duration("max_age", &raw.max_age, defaults.max_age);
+    let retry_after_cap = duration("retry_after_cap", &raw.retry_after_cap, defaults.retry_after_cap);
+    let max_attempts = c.check(
+        format!("{location}.max_attempts"),
+        match raw.max_attempts {
+            None => Ok(defaults.max_attempts),
+            Some(n) if (1..=10_000).contains(&n) => Ok(n as u32),
+            Some(n) => Err(format!("{n} is outside 1..=10000")),
+        },
+    );
+    Some(RetryPolicy {
+        initial_delay: initial_delay?,
+        max_delay: max_delay?,
+        max_attempts: max_attempts?,
+        max_age: max_age?,
+        retry_after_cap: retry_after_cap?,
+        permanent_4xx: raw.permanent_4xx.unwrap_or(defaults.permanent_4xx),
+    })
+}
+
+#[cfg(test)]
+mod tests;

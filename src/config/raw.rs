@@ -1,0 +1,227 @@
+//! The config file as written (serde shapes), `HOOKRELAY_*` environment overlays, unit parsing.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub sources: BTreeMap<String, RawSource>,
+    #[serde(default)]
+    pub destinations: BTreeMap<String, RawDestination>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub listen: Option<String>,
+    pub store: Option<String>,
+    pub shutdown_grace: Option<String>,
+    pub body_read_timeout: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub provider: String,
+    /// One secret; `secrets` takes several at once so a rotation never rejects real events.
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    pub max_body: Option<RawSize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDestination {
+    #[serde(rename = "type", default = "default_destination_type")]
+    pub kind: String,
+    pub url: String,
+    pub timeout: Option<String>,
+    pub concurrency: Option<i64>,
+    pub ordering: Option<String>,
+    pub secret: Option<String>,
+    pub forward_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub retry: RawRetry,
+}
+
+fn default_destination_type() -> String {
+    "http".to_owned()
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub initial_delay: Option<String>,
+    pub max_delay: Option<String>,
+    pub max_attempts: Option<i64>,
+    pub max_age: Option<String>,
+    pub retry_after_cap: Option<String>,
+    pub permanent_4xx: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub source: String,
+    /// Event types (`X-Gitlab-Event` values); absent means every event.
+    pub events: Option<Vec<String>>,
+    pub destinations: Vec<String>,
+}
+
+/// Applies `HOOKRELAY_A__B__C=value` variables to the parsed file as `a.b.c = value`.
+/// Returns the names of the variables applied, so errors can point at them.
+pub fn apply_env_overrides(
+    table: &mut toml::Table,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Vec<String> {
+    let mut applied = Vec::new();
+    for (name, value) in vars {
+        let Some(path) = name.strip_prefix("HOOKRELAY_") else {
+            continue;
+        };
+        if !path.contains("__") {
+            continue; // HOOKRELAY_LOG and friends are not config paths.
+        }
+        let segments: Vec<String> = path.split("__").map(|s| s.to_ascii_lowercase()).collect();
+        if segments.iter().any(String::is_empty) {
+            continue;
+        }
+        set_path(table, &segments, parse_env_value(&value));
+        applied.push(name);
+    }
+    applied
+}
+
+fn set_path(table: &mut toml::Table, segments: &[String], value: toml::Value) {
+    let (first, rest) = segments.split_first().expect("non-empty path");
+    let key = table
+        .keys()
+        .find(|existing| same_key(existing, first))
+        .cloned()
+        .unwrap_or_else(|| first.clone());
+    if rest.is_empty() {
+        table.insert(key, value);
+        return;
+    }
+    let entry = table
+        .entry(key)
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    if !entry.is_table() {
+        *entry = toml::Value::Table(toml::Table::new());
+    }
+    if let toml::Value::Table(inner) = entry {
+        set_path(inner, rest, value);
+    }
+}
+
+fn same_key(existing: &str, wanted: &str) -> bool {
+    existing.len() == wanted.len()
+        && existing
+            .bytes()
+            .zip(wanted.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'-' && b == b'_'))
+}
+
+/// A TOML literal (`8`, `true`, `["a"]`) when the text is one, otherwise the text as a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut table| table.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+}
+
+pub fn parse_duration(raw: &str) -> Result<Duration, String> {
+    humantime::parse_duration(raw.trim())
+        .map_err(|err| format!("{raw:?} is not a duration like \"10s\" or \"1h 30m\": {err}"))
+}
+
+pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
+    let text = match raw {
+        RawSize::Bytes(bytes) => return Ok(*bytes),
+        RawSize::Text(text) => text.trim(),
+    };
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like \"25MiB\" or 1048576"))?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "kib" | "k" => 1024,
+        "mb" => 1000 * 1000,
+        "mib" | "m" => 1024 * 1024,
+        "gb" => 1000 * 1000 * 1000,
+        "gib" | "g" => 1024 * 1024 * 1024,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    number
+        .checked_mul(factor)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_reach_nested_keys_case_insensitively() {
+        let mut table: toml::Table =
+            toml::from_str("[server]\nlisten = \"a\"\n[sources.gitlab-main]\nprovider = \"gitlab\"")
+                .unwrap();
+        let applied = apply_env_overrides(
+            &mut table,
+            [
+                ("HOOKRELAY_SERVER__LISTEN".into(), "0.0.0.0:9000".into()),
+                ("HOOKRELAY_SOURCES__GITLAB_MAIN__SECRET".into(), "env:X".into()),
+                ("HOOKRELAY_DESTINATIONS__CI__CONCURRENCY".into(), "4".into()),
+                ("HOOKRELAY_LOG".into(), "debug".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
+        );
+        assert_eq!(applied.len(), 3);
+        assert_eq!(table["server"]["listen"].as_str(), Some("0.0.0.0:9000"));
+        assert_eq!(
+            table["sources"]["gitlab-main"]["secret"].as_str(),
+            Some("env:X")
+        );
+        assert_eq!(
+            table["destinations"]["ci"]["concurrency"].as_integer(),
+            Some(4)
+        );
+    }
+
+    #[test]
+    fn sizes_and_durations_parse_with_units() {
+        let cases = [
+            (RawSize::Text("25MiB".into()), Ok(25 * 1024 * 1024)),
+            (RawSize::Text("10 kb".into()), Ok(10_000)),
+            (RawSize::Bytes(7), Ok(7)),
+            (RawSize::Text("12 parsecs".into()), Err(())),
+            (RawSize::Text("lots".into()), Err(())),
+        ];
+        for (raw, expected) in cases {
+            assert_eq!(parse_size(&raw).map_err(|_| ()), expected, "{raw:?}");
+        }
+        assert_eq!(parse_duration("1h 30m").unwrap(), Duration::from_secs(5400));
+        assert!(parse_duration("soon").is_err());
+    }
+}

@@ -1,0 +1,105 @@
+//! Config parsing and validation tests: every error names where it is.
+
+use super::*;
+
+const VALID: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+store = "sqlite:///tmp/x.db"
+
+[sources.gitlab]
+provider = "gitlab"
+secrets = ["old-token", "new-token"]
+max_body = "1MiB"
+
+[destinations.ci]
+url = "http://127.0.0.1:9/hook"
+timeout = "5s"
+ordering = "fifo"
+retry = { initial_delay = "1s", max_attempts = 5 }
+
+[[routes]]
+source = "gitlab"
+events = ["Push Hook"]
+destinations = ["ci"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, "test.toml", Vec::<(String, String)>::new())
+}
+
+#[test]
+fn a_valid_file_becomes_typed_config() {
+    let config = parse(VALID).unwrap();
+    let source = &config.sources["gitlab"];
+    assert_eq!(source.secrets.len(), 2);
+    assert_eq!(source.max_body_bytes, 1024 * 1024);
+    let ci = &config.destinations["ci"];
+    assert_eq!(ci.ordering, Ordering::Fifo);
+    assert_eq!(ci.retry.max_attempts, 5);
+    assert_eq!(ci.retry.initial_delay, Duration::from_secs(1));
+    assert_eq!(config.routes[0].destinations[0].as_str(), "ci");
+}
+
+#[test]
+fn every_error_is_reported_with_its_location() {
+    let text = r#"
+[server]
+listen = "nowhere"
+
+[sources.gitlab]
+provider = "gitlob"
+secret = "env:HOOKRELAY_TEST_UNSET_VARIABLE"
+
+[destinations.ci]
+url = "ftp://example"
+concurrency = 0
+
+[[routes]]
+source = "gitlab"
+destinations = ["ci", "missing"]
+"#;
+    let errors = parse(text).unwrap_err();
+    let locations: Vec<&str> = errors.errors.iter().map(|e| e.location.as_str()).collect();
+    for expected in [
+        "server.listen",
+        "sources.gitlab.provider",
+        "sources.gitlab.secret",
+        "destinations.ci.url",
+        "destinations.ci.concurrency",
+        "routes[0].destinations[1]",
+    ] {
+        assert!(locations.contains(&expected), "{expected} missing from {locations:?}");
+    }
+    let shown = errors.to_string();
+    assert!(shown.contains("test.toml"), "{shown}");
+    assert!(shown.contains("HOOKRELAY_TEST_UNSET_VARIABLE"), "{shown}");
+}
+
+#[test]
+fn syntax_and_unknown_keys_report_a_line() {
+    let errors = parse("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 3\n").unwrap_err();
+    let shown = errors.to_string();
+    assert!(shown.contains("line 3"), "{shown}");
+    assert!(shown.contains("lisen"), "{shown}");
+    let errors = parse("[server\n").unwrap_err();
+    assert!(errors.to_string().contains("line 1"), "{errors}");
+}
+
+#[test]
+fn environment_overrides_win_over_the_file() {
+    let env = vec![(
+        "HOOKRELAY_SERVER__LISTEN".to_owned(),
+        "127.0.0.1:4567".to_owned(),
+    )];
+    let config = Config::parse(VALID, "test.toml", env).unwrap();
+    assert_eq!(config.server.listen.port(), 4567);
+}
+
+#[test]
+fn debug_output_never_shows_secrets() {
+    let config = parse(VALID).unwrap();
+    let shown = format!("{config:?}");
+    assert!(!shown.contains("old-token"), "{shown}");
+    assert!(!shown.contains("new-token"), "{shown}");
+}

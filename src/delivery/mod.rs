@@ -1,0 +1,116 @@
+//! Delivery: the only code that calls destinations. One worker loop per destination claims due
+//! deliveries from the store, calls the destination, and records the attempt with its plan.
+
+pub mod http;
+pub mod plan;
+mod worker;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::Name;
+use crate::ingest::provider_for;
+use crate::store::{Store, StoredRequest};
+
+/// What a destination is handed for one attempt.
+pub struct Outbound<'a> {
+    /// Stable across retries: receivers deduplicate on it (`webhook-id`).
+    pub delivery_id: &'a str,
+    /// 1-based number of this attempt within the current retry window.
+    pub attempt: u32,
+    pub request: &'a StoredRequest,
+    /// Original headers to copy onto the forwarded request.
+    pub forward_headers: &'a [String],
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptOutcome {
+    pub delivered: bool,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub retry_after: Option<Duration>,
+    pub response_excerpt: Option<String>,
+}
+
+#[async_trait::async_trait]
+pub trait Destination: Send + Sync {
+    async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome;
+}
+
+/// Running delivery workers; ingest wakes them when it commits new deliveries.
+pub struct Engine {
+    wakers: HashMap<Name, Arc<Notify>>,
+    workers: JoinSet<()>,
+}
+
+impl Engine {
+    /// Starts one worker per configured destination.
+    pub fn start(
+        config: &Config,
+        store: Arc<dyn Store>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let lease_owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let mut defaults: HashMap<Name, Vec<String>> = HashMap::new();
+        for (name, source) in &config.sources {
+            let headers = provider_for(source.provider).forwarded_headers();
+            defaults.insert(name.clone(), headers.iter().map(|h| h.to_string()).collect());
+        }
+        let defaults = Arc::new(defaults);
+        let mut wakers = HashMap::new();
+        let mut workers = JoinSet::new();
+        for (name, destination) in &config.destinations {
+            let waker = Arc::new(Notify::new());
+            wakers.insert(name.clone(), waker.clone());
+            let http = http::HttpDestination::new(destination)
+                .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
+            let ctx = worker::WorkerContext {
+                name: name.clone(),
+                config: destination.clone(),
+                destination: Arc::new(http),
+                store: store.clone(),
+                waker,
+                shutdown: shutdown.clone(),
+                grace: config.server.shutdown_grace,
+                lease_owner: lease_owner.clone(),
+                default_forward: defaults.clone(),
+            };
+            workers.spawn(worker::run(ctx));
+        }
+        Ok(Self { wakers, workers })
+    }
+
+    pub fn waker(&self) -> Wakers {
+        Wakers(Arc::new(self.wakers.clone()))
+    }
+
+    /// Waits until every worker has stopped (after the shutdown token fired).
+    pub async fn join(mut self) {
+        while let Some(result) = self.workers.join_next().await {
+            if let Err(err) = result {
+                tracing::error!(error = %err, "delivery worker panicked");
+            }
+        }
+    }
+}
+
+/// Cheap handle ingest uses to tell workers that new deliveries are due.
+#[derive(Clone, Default)]
+pub struct Wakers(Arc<HashMap<Name, Arc<Notify>>>);
+
+impl Wakers {
+    pub fn wake(&self, destinations: &[Name]) {
+        for name in destinations {
+            if let Some(waker) = self.0.get(name) {
+                waker.notify_one();
+            }
+        }
+    }
+}

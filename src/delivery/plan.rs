@@ -1,0 +1,206 @@
+//! The retry planner: a pure function from (policy, attempt, outcome, clock, jitter) to a decision.
+
+use std::time::Duration;
+
+use crate::domain::UnixMillis;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay planned after the first failure; doubles after each further one.
+    pub initial_delay: Duration,
+    pub max_delay: Duration,
+    /// Attempts made before the delivery is declared dead.
+    pub max_attempts: u32,
+    /// A delivery whose next try would be later than this after it became due is dead.
+    pub max_age: Duration,
+    /// The longest `Retry-After` we honour; a receiver cannot park a delivery for a year.
+    pub retry_after_cap: Duration,
+    /// Treat 4xx (other than 408, 409, 425, 429) as permanent: dead at once, no retries.
+    pub permanent_4xx: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_delay: Duration::from_secs(5),
+            max_delay: Duration::from_secs(3600),
+            max_attempts: 30,
+            max_age: Duration::from_secs(3 * 24 * 3600),
+            retry_after_cap: Duration::from_secs(3600),
+            permanent_4xx: false,
+        }
+    }
+}
+
+/// What one attempt produced, as far as planning cares.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptResult {
+    /// The destination answered 2xx.
+    Delivered,
+    /// A non-2xx status, or no status at all (connection refused, timeout).
+    Failed {
+        status: Option<u16>,
+        retry_after: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlanInput {
+    /// Attempts made so far in this delivery's current window, this one included (1-based).
+    pub attempt: u32,
+    pub result: AttemptResult,
+    pub now: UnixMillis,
+    /// When the delivery first became due (or was last replayed): `max_age` counts from here.
+    pub window_start: UnixMillis,
+    /// Uniform random number in [0, 1), passed in so the planner stays deterministic.
+    pub jitter: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    Succeeded,
+    RetryAt(UnixMillis),
+    GiveUp(GiveUpReason),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GiveUpReason {
+    MaxAttempts,
+    MaxAge,
+    PermanentStatus(u16),
+}
+
+impl std::fmt::Display for GiveUpReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::MaxAttempts => f.write_str("retry limit reached (max_attempts)"),
+            Self::MaxAge => f.write_str("retry window exhausted (max_age)"),
+            Self::PermanentStatus(code) => write!(f, "status {code} treated as permanent"),
+        }
+    }
+}
+
+const TRANSIENT_4XX: [u16; 4] = [408, 409, 425, 429];
+
+pub fn plan_next(policy: &RetryPolicy, input: &PlanInput) -> Decision {
+    let (status, retry_after) = match &input.result {
+        AttemptResult::Delivered => return Decision::Succeeded,
+        AttemptResult::Failed {
+            status,
+            retry_after,
+        } => (*status, *retry_after),
+    };
+    if let Some(code) = status
+        && policy.permanent_4xx
+        && (400..500).contains(&code)
+        && !TRANSIENT_4XX.contains(&code)
+    {
+        return Decision::GiveUp(GiveUpReason::PermanentStatus(code));
+    }
+    if input.attempt >= policy.max_attempts {
+        return Decision::GiveUp(GiveUpReason::MaxAttempts);
+    }
+    let mut delay = backoff(policy, input.attempt, input.jitter);
+    if let Some(asked) = retry_after {
+        delay = delay.max(asked.min(policy.retry_after_cap));
+    }
+    let next = input.now.saturating_add(millis(delay));
+    let deadline = input.window_start.saturating_add(millis(policy.max_age));
+    if next > deadline {
+        return Decision::GiveUp(GiveUpReason::MaxAge);
+    }
+    Decision::RetryAt(next)
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Exponential backoff with "equal jitter": uniform in [d/2, d] where d doubles per attempt
+/// up to `max_delay`. Half the delay is kept so a flapping receiver is never hammered at once.
+fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(40);
+    let full = policy
+        .initial_delay
+        .checked_mul(1u32 << doublings.min(31))
+        .unwrap_or(policy.max_delay)
+        .min(policy.max_delay);
+    let jitter = jitter.clamp(0.0, 1.0);
+    full.mul_f64(0.5 + 0.5 * jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn failed(status: Option<u16>, retry_after_secs: Option<u64>) -> AttemptResult {
+        AttemptResult::Failed {
+            status,
+            retry_after: retry_after_secs.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn decisions_follow_the_table() {
+        let policy = RetryPolicy::default();
+        let strict = RetryPolicy {
+            permanent_4xx: true,
+            ..RetryPolicy::default()
+        };
+        let now = 1_000_000_000;
+        // (policy, attempt, result, minutes since window start, jitter, expected)
+        let table: Vec<(&RetryPolicy, u32, AttemptResult, i64, f64, Decision)> = vec![
+            (&policy, 1, AttemptResult::Delivered, 0, 0.5, Decision::Succeeded),
+            // First failure: 5 s, jitter 0 keeps half, jitter 1 keeps all.
+            (&policy, 1, failed(Some(500), None), 0, 0.0, Decision::RetryAt(now + 2_500)),
+            (&policy, 1, failed(Some(500), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
+            (&policy, 3, failed(None, None), 0, 1.0, Decision::RetryAt(now + 20_000)),
+            // Doubling stops at max_delay (1 h).
+            (&policy, 20, failed(Some(503), None), 0, 1.0, Decision::RetryAt(now + 60 * MIN)),
+            // Retry-After longer than the backoff is honoured, within the cap.
+            (&policy, 1, failed(Some(429), Some(120)), 0, 1.0, Decision::RetryAt(now + 120_000)),
+            (&policy, 1, failed(Some(503), Some(86_400)), 0, 1.0, Decision::RetryAt(now + 60 * MIN)),
+            // Retry-After shorter than the backoff does not shorten it.
+            (&policy, 3, failed(Some(503), Some(1)), 0, 1.0, Decision::RetryAt(now + 20_000)),
+            // Limits.
+            (&policy, 30, failed(Some(500), None), 0, 0.5, Decision::GiveUp(GiveUpReason::MaxAttempts)),
+            (&policy, 5, failed(Some(500), None), 3 * 24 * 60 - 1, 1.0, Decision::GiveUp(GiveUpReason::MaxAge)),
+            (&policy, 5, failed(Some(500), None), 3 * 24 * 60 - 2, 1.0, Decision::RetryAt(now + 80_000)),
+            // 4xx are retried unless the destination marks them permanent.
+            (&policy, 1, failed(Some(404), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
+            (&strict, 1, failed(Some(404), None), 0, 1.0, Decision::GiveUp(GiveUpReason::PermanentStatus(404))),
+            (&strict, 1, failed(Some(429), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
+            (&strict, 1, failed(Some(408), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
+            (&strict, 1, failed(Some(500), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
+        ];
+        for (i, (policy, attempt, result, minutes, jitter, expected)) in table.into_iter().enumerate() {
+            let input = PlanInput {
+                attempt,
+                result,
+                now,
+                window_start: now - minutes * MIN,
+                jitter,
+            };
+            assert_eq!(plan_next(policy, &input), expected, "row {i}: {input:?}");
+        }
+    }
+
+    #[test]
+    fn huge_attempt_numbers_do_not_overflow() {
+        let policy = RetryPolicy {
+            max_attempts: u32::MAX,
+            max_age: Duration::from_secs(u64::MAX / 4),
+            ..RetryPolicy::default()
+        };
+        let input = PlanInput {
+            attempt: u32::MAX - 1,
+            result: failed(None, None),
+            now: 0,
+            window_start: 0,
+            jitter: 0.99,
+        };
+        assert!(matches!(plan_next(&policy, &input), Decision::RetryAt(_)));
+    }
+}

@@ -1,0 +1,202 @@
+//! One destination's worker loop: claim what is due within its concurrency, attempt each,
+//! record the outcome with the planner's decision, and release leases at shutdown.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::plan::{AttemptResult, Decision, PlanInput, plan_next};
+use super::{Destination, Outbound};
+use crate::config::DestinationConfig;
+use crate::domain::{Name, Ordering, now_millis};
+use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, NextState, Store};
+
+/// How often an idle worker looks at the store anyway (changes made by other processes,
+/// such as `hookrelay replay`, do not wake it).
+const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct WorkerContext {
+    pub name: Name,
+    pub config: DestinationConfig,
+    pub destination: Arc<dyn Destination>,
+    pub store: Arc<dyn Store>,
+    pub waker: Arc<Notify>,
+    pub shutdown: CancellationToken,
+    pub grace: Duration,
+    pub lease_owner: String,
+    pub default_forward: Arc<HashMap<Name, Vec<String>>>,
+}
+
+impl WorkerContext {
+    fn lease(&self) -> Duration {
+        // Longer than the timeout, so a live attempt never loses its lease.
+        self.config.timeout * 2 + Duration::from_secs(5)
+    }
+}
+
+/// Deliveries this worker holds, so a shutdown can give them back.
+type Leases = Arc<Mutex<HashMap<i64, i64>>>;
+
+pub async fn run(ctx: WorkerContext) {
+    let ctx = Arc::new(ctx);
+    let slots = match ctx.config.ordering {
+        Ordering::Parallel => ctx.config.concurrency,
+        Ordering::Fifo => 1,
+    };
+    let permits = Arc::new(Semaphore::new(slots));
+    let finished = Arc::new(Notify::new());
+    let leases: Leases = Arc::default();
+    let mut attempts = JoinSet::new();
+    loop {
+        if ctx.shutdown.is_cancelled() {
+            break;
+        }
+        while attempts.try_join_next().is_some() {}
+        let free = permits.available_permits();
+        let mut wait = POLL_INTERVAL;
+        if free > 0 {
+            let now = now_millis();
+            let request = ClaimRequest {
+                destination: ctx.name.clone(),
+                ordering: ctx.config.ordering,
+                limit: free,
+                now,
+                lease_until: now + ctx.lease().as_millis() as i64,
+                lease_owner: ctx.lease_owner.clone(),
+            };
+            match ctx.store.claim(request).await {
+                Ok(claimed) => {
+                    let got = claimed.deliveries.len();
+                    for delivery in claimed.deliveries {
+                        let permit = permits.clone().try_acquire_owned().expect("counted free");
+                        leases.lock().unwrap().insert(delivery.seq, delivery.lease_token);
+                        let (ctx, leases, finished) = (ctx.clone(), leases.clone(), finished.clone());
+                        attempts.spawn(async move {
+                            attempt(&ctx, &delivery).await;
+                            leases.lock().unwrap().remove(&delivery.seq);
+                            drop(permit);
+                            finished.notify_one();
+                        });
+                    }
+                    if got == free && got > 0 {
+                        // Full: the next chance comes when an attempt finishes.
+                        wait = POLL_INTERVAL;
+                    } else if got > 0 && ctx.config.ordering == Ordering::Parallel {
+                        continue; // More may be due; look again at once.
+                    } else if let Some(due) = claimed.next_due {
+                        let until = (due - now_millis()).max(5) as u64;
+                        wait = Duration::from_millis(until).min(POLL_INTERVAL);
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(destination = %ctx.name, error = %err, "claim failed; retrying");
+                }
+            }
+        }
+        tokio::select! {
+            _ = ctx.waker.notified() => {}
+            _ = finished.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = ctx.shutdown.cancelled() => break,
+        }
+    }
+    drain(&ctx, attempts, &leases).await;
+}
+
+/// Lets in-flight attempts finish within the grace period, then gives the rest back.
+async fn drain(ctx: &WorkerContext, mut attempts: JoinSet<()>, leases: &Leases) {
+    let deadline = tokio::time::Instant::now() + ctx.grace;
+    while !attempts.is_empty() {
+        match tokio::time::timeout_at(deadline, attempts.join_next()).await {
+            Ok(_) => {}
+            Err(_) => {
+                attempts.abort_all();
+                while attempts.join_next().await.is_some() {}
+            }
+        }
+    }
+    let held: Vec<(i64, i64)> = leases.lock().unwrap().drain().collect();
+    if held.is_empty() {
+        return;
+    }
+    let count = held.len();
+    match ctx.store.release(held, now_millis()).await {
+        Ok(()) => tracing::info!(destination = %ctx.name, count, "released unfinished deliveries"),
+        Err(err) => tracing::warn!(
+            destination = %ctx.name, error = %err,
+            "could not release leases; they expire on their own"
+        ),
+    }
+}
+
+async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
+    let number = delivery.attempts + 1;
+    let request = &delivery.request;
+    let forward = match &ctx.config.forward_headers {
+        Some(chosen) => chosen.as_slice(),
+        None => ctx
+            .default_forward
+            .get(&request.source)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]),
+    };
+    let started_at = now_millis();
+    let clock = Instant::now();
+    let outcome = ctx
+        .destination
+        .deliver(&Outbound {
+            delivery_id: delivery.id.as_str(),
+            attempt: number,
+            request,
+            forward_headers: forward,
+        })
+        .await;
+    let duration_ms = clock.elapsed().as_millis() as i64;
+    let result = if outcome.delivered {
+        AttemptResult::Delivered
+    } else {
+        AttemptResult::Failed {
+            status: outcome.status,
+            retry_after: outcome.retry_after,
+        }
+    };
+    let decision = plan_next(
+        &ctx.config.retry,
+        &PlanInput {
+            attempt: number,
+            result,
+            now: now_millis(),
+            window_start: delivery.window_start,
+            jitter: fastrand::f64(),
+        },
+    );
+    let next = match decision {
+        Decision::Succeeded => NextState::Succeeded,
+        Decision::RetryAt(at) => NextState::RetryAt(at),
+        Decision::GiveUp(reason) => {
+            tracing::warn!(delivery = %delivery.id, destination = %ctx.name, %reason, "delivery is dead");
+            NextState::Dead
+        }
+    };
+    if let Some(error) = &outcome.error {
+        tracing::debug!(delivery = %delivery.id, attempt = number, %error, "attempt failed");
+    }
+    let record = AttemptRecord {
+        delivery_seq: delivery.seq,
+        lease_token: delivery.lease_token,
+        started_at,
+        duration_ms,
+        status: outcome.status,
+        error: outcome.error,
+        response_excerpt: outcome.response_excerpt,
+        next,
+    };
+    if let Err(err) = ctx.store.complete(record).await {
+        // The lease expires and the delivery is tried again: at-least-once holds.
+        tracing::error!(delivery = %delivery.id, error = %err, "could not record attempt");
+    }
+}

@@ -1,0 +1,220 @@
+//! Pure domain types shared by every layer: ids, names, delivery states, ordering modes.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Id of one accepted request. UUID v7, so ids sort by arrival time.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct EventId(String);
+
+/// Id of one (event, destination) delivery. Sent to destinations as `webhook-id`,
+/// stable across retries so receivers can deduplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DeliveryId(String);
+
+macro_rules! uuid_id {
+    ($ty:ident, $prefix:literal) => {
+        impl $ty {
+            pub fn generate() -> Self {
+                Self(format!(concat!($prefix, "{}"), uuid::Uuid::now_v7().simple()))
+            }
+
+            /// Parses an id typed by a person; only the shape is checked.
+            pub fn parse(raw: &str) -> Result<Self, IdError> {
+                let rest = raw.strip_prefix($prefix).ok_or(IdError {
+                    kind: stringify!($ty),
+                    raw: raw.to_owned(),
+                })?;
+                if rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    Ok(Self(raw.to_owned()))
+                } else {
+                    Err(IdError {
+                        kind: stringify!($ty),
+                        raw: raw.to_owned(),
+                    })
+                }
+            }
+
+            /// Wraps an id read back from the store, which only holds ids we generated.
+            pub fn from_stored(raw: String) -> Self {
+                Self(raw)
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $ty {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+uuid_id!(EventId, "evt_");
+uuid_id!(DeliveryId, "dlv_");
+
+#[derive(Debug, thiserror::Error)]
+#[error("{raw:?} is not a valid {kind} (expected a prefix and 32 hex digits)")]
+pub struct IdError {
+    kind: &'static str,
+    raw: String,
+}
+
+/// Name of a source or destination as written in the config and in `/hooks/{source}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(transparent)]
+pub struct Name(String);
+
+impl Name {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let valid = !raw.is_empty()
+            && raw.len() <= 64
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(format!(
+                "{raw:?} is not a valid name: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.'"
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::borrow::Borrow<str> for Name {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Where a delivery is in its life. Terminal states are kept for inspection and replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Pending,
+    InFlight,
+    Succeeded,
+    Dead,
+    Superseded,
+    Cancelled,
+}
+
+impl DeliveryState {
+    pub const ALL: [DeliveryState; 6] = [
+        Self::Pending,
+        Self::InFlight,
+        Self::Succeeded,
+        Self::Dead,
+        Self::Superseded,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::InFlight => "in_flight",
+            Self::Succeeded => "succeeded",
+            Self::Dead => "dead",
+            Self::Superseded => "superseded",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for DeliveryState {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let wanted = raw.replace('-', "_");
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str() == wanted)
+            .ok_or_else(|| {
+                let known: Vec<_> = Self::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown state {raw:?}; known: {}", known.join(", "))
+            })
+    }
+}
+
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a destination orders its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Ordering {
+    /// Up to `concurrency` deliveries in flight, in any order.
+    #[default]
+    Parallel,
+    /// One at a time in arrival order; a failing head blocks the ones behind it.
+    Fifo,
+}
+
+/// Milliseconds since the Unix epoch: the only clock representation stored or compared.
+pub type UnixMillis = i64;
+
+pub fn now_millis() -> UnixMillis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// RFC 3339 text for people reading the CLI.
+pub fn format_millis(ms: UnixMillis) -> String {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_millis(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_back_and_sort_by_time() {
+        let first = EventId::generate();
+        let second = EventId::generate();
+        assert_eq!(EventId::parse(first.as_str()).unwrap(), first);
+        assert!(first.as_str() < second.as_str());
+        assert!(DeliveryId::parse(first.as_str()).is_err());
+        assert!(DeliveryId::parse("dlv_xyz").is_err());
+    }
+
+    #[test]
+    fn names_reject_path_tricks() {
+        for bad in ["", "a/b", "..%2f", "with space", &"x".repeat(65)] {
+            assert!(Name::parse(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(Name::parse("gitlab-main_1.prod").is_ok());
+    }
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for state in DeliveryState::ALL {
+            assert_eq!(state.as_str().parse::<DeliveryState>().unwrap(), state);
+        }
+        assert!("in-flight".parse::<DeliveryState>().is_ok());
+        assert!("lost".parse::<DeliveryState>().is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! `POST /hooks/{source}`: limit the body, verify, classify, dedup, route, commit, then answer.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde_json::json;
+
+use super::AppState;
+use crate::domain::{EventId, Name, now_millis};
+use crate::ingest::Inbound;
+use crate::routing::destinations_for;
+use crate::store::{NewEvent, StoreError};
+
+/// Headers that carry the sender's credential: kept by name, never by value.
+const CREDENTIAL_HEADERS: [&str; 2] = ["x-gitlab-token", "authorization"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("unknown source")]
+    UnknownSource,
+    #[error("request body exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("request body was not received in time")]
+    SlowBody,
+    #[error("could not read request body")]
+    BadBody,
+    #[error("{0}")]
+    Rejected(crate::ingest::Rejection),
+    #[error("temporarily unable to store the event; retry later")]
+    Unavailable,
+    #[error("internal error storing the event")]
+    Store,
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Self::UnknownSource => StatusCode::NOT_FOUND,
+            Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
+            Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::Rejected(_) => StatusCode::UNAUTHORIZED,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if matches!(self, Self::Unavailable | Self::Store) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+        }
+        if matches!(self, Self::TooLarge(_)) {
+            // The rest of the body is never read; the connection cannot be reused.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    Path(source): Path<String>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let metrics = &state.metrics;
+    let source = Name::parse(&source).map_err(|_| IngestError::UnknownSource)?;
+    let Some(runtime) = state.sources.get(&source) else {
+        return Err(IngestError::UnknownSource);
+    };
+    let limit = runtime.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        metrics.too_large.fetch_add(1, Relaxed);
+        return Err(IngestError::TooLarge(limit));
+    }
+    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
+    let body = match tokio::time::timeout(state.body_read_timeout, limited.collect()).await {
+        Err(_) => return Err(IngestError::SlowBody),
+        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
+            metrics.too_large.fetch_add(1, Relaxed);
+            return Err(IngestError::TooLarge(limit));
+        }
+        Ok(Err(_)) => return Err(IngestError::BadBody),
+        Ok(Ok(collected)) => collected.to_bytes(),
+    };
+
+    let inbound = Inbound {
+        headers: &headers,
+        body: &body,
+    };
+    if let Err(rejection) = runtime.provider.verify(&inbound, &runtime.config.secrets) {
+        metrics.count_rejection(rejection.reason());
+        tracing::warn!(%source, %remote, reason = %rejection, "webhook rejected");
+        return Err(IngestError::Rejected(rejection));
+    }
+    let classification = runtime.provider.classify(&inbound);
+    let destinations = destinations_for(&state.routes, &source, classification.event_type.as_deref());
+    let event = NewEvent {
+        id: EventId::generate(),
+        source: source.clone(),
+        received_at: now_millis(),
+        remote_addr: Some(remote.to_string()),
+        event_type: classification.event_type,
+        dedup_key: classification.dedup_key,
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        headers: stored_headers(&headers),
+        body,
+        destinations: destinations.clone(),
+    };
+    let accepted = state.store.insert_event(event).await.map_err(|err| {
+        metrics.store_errors.fetch_add(1, Relaxed);
+        tracing::error!(%source, error = %err, "event not stored");
+        match err {
+            StoreError::Unavailable(_) => IngestError::Unavailable,
+            _ => IngestError::Store,
+        }
+    })?;
+    if accepted.duplicate {
+        metrics.duplicates.fetch_add(1, Relaxed);
+    } else {
+        metrics.accepted.fetch_add(1, Relaxed);
+        state.wakers.wake(&destinations);
+    }
+    let status = if accepted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let body = json!({
+        "event_id": accepted.event_id,
+        "deliveries": accepted.deliveries,
+        "duplicate": accepted.duplicate,
+    });
+    Ok((status, Json(body)).into_response())
+}
+
+fn stored_headers(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let value = if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+                b"[redacted]".to_vec()
+            } else {
+                value.as_bytes().to_vec()
+            };
+            (name.as_str().to_owned(), value)
+        })
+        .collect()
+}

@@ -1,0 +1,186 @@
+//! The `Store` trait: a domain-shaped interface to durable state. Knows nothing of HTTP.
+//!
+//! One implementation today (`sqlite`), chosen once from the store URL by [`open`].
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::domain::{DeliveryId, DeliveryState, EventId, Name, Ordering, UnixMillis};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot take more right now (disk full, writer stopped): callers answer 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store failure: {0}")]
+    Backend(String),
+    #[error("invalid store url {0:?}: expected sqlite://PATH")]
+    BadUrl(String),
+}
+
+/// A request accepted by ingest, with the destinations routing chose for it.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub source: Name,
+    pub received_at: UnixMillis,
+    pub remote_addr: Option<String>,
+    pub event_type: Option<String>,
+    pub dedup_key: Option<String>,
+    pub content_type: Option<String>,
+    /// Every header exactly as received, in order, duplicates kept.
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+    pub destinations: Vec<Name>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Accepted {
+    /// The new event's id, or the original's when this was a duplicate.
+    pub event_id: EventId,
+    pub deliveries: usize,
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub destination: Name,
+    pub ordering: Ordering,
+    pub limit: usize,
+    pub now: UnixMillis,
+    /// Claimed deliveries become claimable again after this, should their worker vanish.
+    pub lease_until: UnixMillis,
+    pub lease_owner: String,
+}
+
+/// The stored request a delivery forwards.
+#[derive(Debug, Clone)]
+pub struct StoredRequest {
+    pub event_id: EventId,
+    pub source: Name,
+    pub received_at: UnixMillis,
+    pub event_type: Option<String>,
+    pub content_type: Option<String>,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub seq: i64,
+    pub id: DeliveryId,
+    pub destination: Name,
+    /// Attempts already made in the current retry window.
+    pub attempts: u32,
+    pub window_start: UnixMillis,
+    /// Proves this claim is still ours when the attempt is recorded.
+    pub lease_token: i64,
+    pub request: Arc<StoredRequest>,
+}
+
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// When the destination's next delivery becomes claimable, if any is waiting.
+    pub next_due: Option<UnixMillis>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NextState {
+    Succeeded,
+    RetryAt(UnixMillis),
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub delivery_seq: i64,
+    pub lease_token: i64,
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+    pub next: NextState,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DeliveryFilter {
+    pub state: Option<DeliveryState>,
+    pub destination: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DeliverySummary {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub source: String,
+    pub event_type: Option<String>,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// Next try for pending deliveries; lease expiry for in-flight ones.
+    pub due_at: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayOutcome {
+    /// The delivery is pending again and due now, with a fresh retry window.
+    Scheduled,
+    NotFound,
+    /// A worker holds it right now; replaying would deliver twice at once.
+    InFlight,
+}
+
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Durably commits the event and one pending delivery per destination in one transaction,
+    /// or finds the original when the source already has an event with this dedup key.
+    async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError>;
+    async fn claim(&self, request: ClaimRequest) -> Result<Claimed, StoreError>;
+    /// Records one attempt and moves the delivery on, if the lease is still ours.
+    async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError>;
+    /// Gives leased deliveries back, due now, without counting an attempt (shutdown).
+    async fn release(&self, leases: Vec<(i64, i64)>, now: UnixMillis) -> Result<(), StoreError>;
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliverySummary>, StoreError>;
+    async fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<(DeliverySummary, Vec<AttemptView>)>, StoreError>;
+    async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError>;
+}
+
+/// How the process will use the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The server: takes the store's lock, so leases left by a dead predecessor are released.
+    Server,
+    /// CLI commands next to a running server: no lock, no lease recovery.
+    Client,
+}
+
+pub fn open(url: &str, mode: OpenMode) -> Result<Arc<sqlite::SqliteStore>, StoreError> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| StoreError::BadUrl(url.to_owned()))?;
+    sqlite::SqliteStore::open(std::path::Path::new(path), mode).map(Arc::new)
+}

@@ -1,0 +1,225 @@
+//! Embedded store: SQLite in WAL mode with synchronous=FULL, one group-committing writer
+//! thread, a reader connection, and checkpoints kept off the commit path.
+
+mod read;
+mod schema;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::domain::{DeliveryId, UnixMillis, now_millis};
+use crate::store::{
+    Accepted, AttemptRecord, AttemptView, ClaimRequest, Claimed, DeliveryFilter, DeliverySummary,
+    NewEvent, OpenMode, ReplayOutcome, Store, StoreError,
+};
+use writer::{Command, backend};
+
+/// Commands waiting for the writer; a full queue makes ingest wait (backpressure), not fail.
+const QUEUE_DEPTH: usize = 8192;
+/// WAL pages (4 KiB) beyond which a blocking checkpoint caps the file.
+const WAL_CAP_PAGES: i64 = 64 * 1024;
+
+pub struct SqliteStore {
+    commands: mpsc::Sender<Command>,
+    reader: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Held for the life of a server: one server per database file.
+    _lock: Option<File>,
+    stop_checkpoints: Option<std::sync::mpsc::Sender<()>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: the WAL is fsynced at every commit, so a 2xx survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, mode: OpenMode) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                StoreError::Backend(format!("cannot create {}: {err}", parent.display()))
+            })?;
+        }
+        let lock = match mode {
+            OpenMode::Server => Some(take_lock(path)?),
+            OpenMode::Client => None,
+        };
+        let mut conn = open_connection(path).map_err(backend)?;
+        // Checkpoints run on their own thread so no commit waits for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(backend)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_CAP_PAGES * 4096).map_err(backend)?;
+        schema::migrate(&mut conn).map_err(backend)?;
+        if mode == OpenMode::Server {
+            // We hold the lock, so any lease in the file belongs to a process that is gone.
+            let released = conn
+                .execute(
+                    "UPDATE deliveries SET state = 'pending', due_at = ?1, lease_owner = NULL
+                     WHERE state = 'in_flight'",
+                    [now_millis()],
+                )
+                .map_err(backend)?;
+            if released > 0 {
+                tracing::info!(released, "released leases left by a previous process");
+            }
+        }
+        let reader = open_connection(path).map_err(backend)?;
+        let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer::run(conn, queue))
+            .map_err(|err| StoreError::Backend(format!("cannot start writer thread: {err}")))?;
+        let stop_checkpoints = match mode {
+            OpenMode::Server => Some(spawn_checkpointer(path)?),
+            OpenMode::Client => None,
+        };
+        Ok(Self {
+            commands,
+            reader: Arc::new(Mutex::new(reader)),
+            path: path.to_owned(),
+            _lock: lock,
+            stop_checkpoints,
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Unavailable("store writer has stopped".into()))?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            query(&conn)
+        })
+        .await
+        .map_err(|err| StoreError::Backend(format!("read task failed: {err}")))?
+        .map_err(backend)
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_checkpoints.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+    let file = File::create(&lock_path).map_err(|err| {
+        StoreError::Backend(format!("cannot create {}: {err}", lock_path.display()))
+    })?;
+    file.try_lock().map_err(|_| {
+        StoreError::Unavailable(format!(
+            "another hookrelay server is using {} (lock {} is held)",
+            path.display(),
+            lock_path.display()
+        ))
+    })?;
+    Ok(file)
+}
+
+fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+    let conn = open_connection(path).map_err(backend)?;
+    let (stop, stopped) = std::sync::mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("store-checkpoint".into())
+        .spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                stopped.recv_timeout(Duration::from_millis(500))
+            {
+                checkpoint(&conn);
+            }
+            checkpoint(&conn);
+        })
+        .map_err(|err| StoreError::Backend(format!("cannot start checkpoint thread: {err}")))?;
+    Ok(stop)
+}
+
+/// A passive checkpoint never blocks the writer; only a WAL past its cap gets a truncating one.
+fn checkpoint(conn: &Connection) {
+    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    });
+    match passive {
+        Ok((wal_pages, _)) if wal_pages > WAL_CAP_PAGES => {
+            if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+                tracing::warn!(error = %err, "truncating checkpoint failed");
+            }
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError> {
+        self.call(|reply| Command::Insert(event, reply)).await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
+        self.call(|reply| Command::Claim(request, reply)).await
+    }
+
+    async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError> {
+        self.call(|reply| Command::Complete(record, reply)).await
+    }
+
+    async fn release(&self, leases: Vec<(i64, i64)>, now: UnixMillis) -> Result<(), StoreError> {
+        self.call(|reply| Command::Release(leases, now, reply)).await
+    }
+
+    async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliverySummary>, StoreError> {
+        self.read(move |conn| read::list_deliveries(conn, &filter)).await
+    }
+
+    async fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<(DeliverySummary, Vec<AttemptView>)>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| read::delivery(conn, &id)).await
+    }
+
+    async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError> {
+        let id = id.clone();
+        self.call(|reply| Command::Replay(id, now, reply)).await
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,126 @@
+//! SQLite schema and migrations, applied in order and tracked with `PRAGMA user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `index` to `index + 1`. Never edit a shipped one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE events (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    source       TEXT NOT NULL,
+    received_at  INTEGER NOT NULL,
+    remote_addr  TEXT,
+    event_type   TEXT,
+    dedup_key    TEXT,
+    content_type TEXT,
+    headers      BLOB NOT NULL,
+    body         BLOB NOT NULL
+);
+CREATE UNIQUE INDEX events_dedup ON events(source, dedup_key) WHERE dedup_key IS NOT NULL;
+
+CREATE TABLE deliveries (
+    seq          INTEGER PRIMARY KEY,
+    id           TEXT NOT NULL UNIQUE,
+    event_seq    INTEGER NOT NULL REFERENCES events(seq),
+    destination  TEXT NOT NULL,
+    state        TEXT NOT NULL,
+    -- pending: next attempt; in_flight: lease expiry; terminal states: NULL.
+    due_at       INTEGER,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    window_start INTEGER NOT NULL,
+    lease_owner  TEXT,
+    lease_token  INTEGER NOT NULL DEFAULT 0,
+    created_at   INTEGER NOT NULL,
+    updated_at   INTEGER NOT NULL,
+    last_status  INTEGER,
+    last_error   TEXT
+);
+CREATE INDEX deliveries_due ON deliveries(destination, due_at)
+    WHERE state IN ('pending', 'in_flight');
+CREATE INDEX deliveries_active_order ON deliveries(destination, seq)
+    WHERE state IN ('pending', 'in_flight');
+CREATE INDEX deliveries_by_state ON deliveries(state, seq);
+CREATE INDEX deliveries_by_event ON deliveries(event_seq);
+
+CREATE TABLE attempts (
+    seq              INTEGER PRIMARY KEY,
+    delivery_seq     INTEGER NOT NULL REFERENCES deliveries(seq),
+    number           INTEGER NOT NULL,
+    started_at       INTEGER NOT NULL,
+    duration_ms      INTEGER NOT NULL,
+    status           INTEGER,
+    error            TEXT,
+    response_excerpt TEXT
+);
+CREATE INDEX attempts_by_delivery ON attempts(delivery_seq);
+"#];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let current = usize::try_from(current).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "database schema version {current} is newer than this hookrelay ({}); upgrade hookrelay",
+            MIGRATIONS.len()
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (version + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// Encodes headers as HTTP/1 wire lines (`name: value\r\n`): lossless for any byte values
+/// a header may legally hold, order and duplicates kept.
+pub fn encode_headers(headers: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+pub fn decode_headers(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
+    raw.split(|&b| b == b'\n')
+        .filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.iter().position(|&b| b == b':')?;
+            let name = String::from_utf8_lossy(&line[..colon]).into_owned();
+            let value = line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]);
+            Some((name, value.to_vec()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_exactly() {
+        let headers = vec![
+            ("x-gitlab-event".to_owned(), b"Push Hook".to_vec()),
+            ("x-dup".to_owned(), b"one".to_vec()),
+            ("x-dup".to_owned(), b"two: with colon".to_vec()),
+            ("x-binary".to_owned(), vec![0xff, 0x80, b' ', b'x']),
+            ("x-empty".to_owned(), vec![]),
+        ];
+        assert_eq!(decode_headers(&encode_headers(&headers)), headers);
+    }
+
+    #[test]
+    fn migrations_apply_once_and_refuse_newer_schemas() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        let err = migrate(&mut conn).unwrap_err().to_string();
+        assert!(err.contains("newer"), "{err}");
+    }
+}

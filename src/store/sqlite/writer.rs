@@ -1,0 +1,405 @@
+//! The single writer thread: group commit. Every write waiting in the queue shares one
+//! transaction and one fsync; each gets its own savepoint, so one failure spoils no other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use tokio::sync::{mpsc, oneshot};
+
+use super::schema::{decode_headers, encode_headers};
+use crate::domain::{DeliveryId, EventId, Name, Ordering, UnixMillis};
+use crate::store::{
+    Accepted, AttemptRecord, ClaimRequest, Claimed, ClaimedDelivery, NewEvent, NextState,
+    ReplayOutcome, StoreError, StoredRequest,
+};
+
+/// Most commands one transaction takes; bounds the latency a batch adds to its first member.
+const MAX_BATCH: usize = 1024;
+
+pub enum Command {
+    Insert(NewEvent, oneshot::Sender<Result<Accepted, StoreError>>),
+    Claim(ClaimRequest, oneshot::Sender<Result<Claimed, StoreError>>),
+    Complete(AttemptRecord, oneshot::Sender<Result<(), StoreError>>),
+    Release(Vec<(i64, i64)>, UnixMillis, oneshot::Sender<Result<(), StoreError>>),
+    Replay(DeliveryId, UnixMillis, oneshot::Sender<Result<ReplayOutcome, StoreError>>),
+}
+
+/// A command's answer, held until the batch's commit decides whether it stands.
+enum Reply {
+    Insert(oneshot::Sender<Result<Accepted, StoreError>>, Result<Accepted, StoreError>),
+    Claim(oneshot::Sender<Result<Claimed, StoreError>>, Result<Claimed, StoreError>),
+    Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
+    Replay(oneshot::Sender<Result<ReplayOutcome, StoreError>>, Result<ReplayOutcome, StoreError>),
+}
+
+impl Reply {
+    fn send(self, commit_error: Option<&str>) {
+        let fail = |ok| match commit_error {
+            Some(error) if ok => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
+            _ => Ok(()),
+        };
+        // A caller that went away (client disconnected) no longer needs its answer.
+        match self {
+            Reply::Insert(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
+            Reply::Claim(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
+            Reply::Unit(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
+            Reply::Replay(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
+        }
+    }
+}
+
+pub fn run(mut conn: Connection, mut queue: mpsc::Receiver<Command>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(command) => batch.push(command),
+                Err(_) => break,
+            }
+        }
+        apply_batch(&mut conn, &mut batch);
+    }
+}
+
+fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(err) => {
+            let error = err.to_string();
+            for command in batch.drain(..) {
+                reject(command, &error);
+            }
+            return;
+        }
+    };
+    let replies: Vec<Reply> = batch
+        .drain(..)
+        .map(|command| apply_in_savepoint(&mut tx, command))
+        .collect();
+    let commit_error = tx.commit().err().map(|err| err.to_string());
+    if let Some(error) = &commit_error {
+        tracing::error!(%error, "store commit failed; the whole batch is refused");
+    }
+    for reply in replies {
+        reply.send(commit_error.as_deref());
+    }
+}
+
+fn reject(command: Command, error: &str) {
+    let err = || StoreError::Unavailable(error.to_owned());
+    match command {
+        Command::Insert(_, tx) => drop(tx.send(Err(err()))),
+        Command::Claim(_, tx) => drop(tx.send(Err(err()))),
+        Command::Complete(_, tx) | Command::Release(_, _, tx) => drop(tx.send(Err(err()))),
+        Command::Replay(_, _, tx) => drop(tx.send(Err(err()))),
+    }
+}
+
+fn apply_in_savepoint(tx: &mut Transaction<'_>, command: Command) -> Reply {
+    let mut savepoint = match tx.savepoint() {
+        Ok(sp) => sp,
+        Err(err) => {
+            reject(command, &err.to_string());
+            // The rejection was already sent; an empty Unit reply keeps the types simple.
+            let (dummy, _) = oneshot::channel();
+            return Reply::Unit(dummy, Ok(()));
+        }
+    };
+    let reply = match command {
+        Command::Insert(event, reply) => Reply::Insert(reply, insert_event(&savepoint, event)),
+        Command::Claim(request, reply) => Reply::Claim(reply, claim(&savepoint, &request)),
+        Command::Complete(record, reply) => Reply::Unit(reply, complete(&savepoint, &record)),
+        Command::Release(leases, now, reply) => Reply::Unit(reply, release(&savepoint, &leases, now)),
+        Command::Replay(id, now, reply) => Reply::Replay(reply, replay(&savepoint, &id, now)),
+    };
+    let failed = match &reply {
+        Reply::Insert(_, r) => r.is_err(),
+        Reply::Claim(_, r) => r.is_err(),
+        Reply::Unit(_, r) => r.is_err(),
+        Reply::Replay(_, r) => r.is_err(),
+    };
+    let finish = if failed {
+        savepoint.rollback().and_then(|_| savepoint.commit())
+    } else {
+        savepoint.commit()
+    };
+    if let Err(err) = finish {
+        tracing::error!(error = %err, "savepoint could not be closed");
+    }
+    reply
+}
+
+pub fn backend(err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Backend(err.to_string()),
+    }
+}
+
+fn insert_event(tx: &Connection, event: NewEvent) -> Result<Accepted, StoreError> {
+    if let Some(key) = &event.dedup_key {
+        let original: Option<String> = tx
+            .prepare_cached("SELECT id FROM events WHERE source = ?1 AND dedup_key = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![event.source.as_str(), key], |row| row.get(0))
+                    .optional()
+            })
+            .map_err(backend)?;
+        if let Some(original) = original {
+            return Ok(Accepted {
+                event_id: EventId::from_stored(original),
+                deliveries: 0,
+                duplicate: true,
+            });
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (id, source, received_at, remote_addr, event_type, dedup_key,
+                             content_type, headers, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            event.id.as_str(),
+            event.source.as_str(),
+            event.received_at,
+            event.remote_addr,
+            event.event_type,
+            event.dedup_key,
+            event.content_type,
+            encode_headers(&event.headers),
+            &event.body[..],
+        ])
+    })
+    .map_err(backend)?;
+    let event_seq = tx.last_insert_rowid();
+    let mut insert_delivery = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_seq, destination, state, due_at, window_start,
+                                     created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?4)",
+        )
+        .map_err(backend)?;
+    for destination in &event.destinations {
+        insert_delivery
+            .execute(params![
+                DeliveryId::generate().as_str(),
+                event_seq,
+                destination.as_str(),
+                event.received_at
+            ])
+            .map_err(backend)?;
+    }
+    Ok(Accepted {
+        event_id: event.id,
+        deliveries: event.destinations.len(),
+        duplicate: false,
+    })
+}
+
+fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+    let destination = request.destination.as_str();
+    let candidates: Vec<i64> = match request.ordering {
+        Ordering::Parallel => tx
+            .prepare_cached(
+                "SELECT seq FROM deliveries
+                 WHERE destination = ?1 AND state IN ('pending', 'in_flight') AND due_at <= ?2
+                 ORDER BY due_at, seq LIMIT ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![destination, request.now, request.limit as i64],
+                    |row| row.get(0),
+                )?
+                .collect()
+            }),
+        // Only the oldest unfinished delivery may go; if it is not due, nothing goes.
+        Ordering::Fifo => tx
+            .prepare_cached(
+                "SELECT seq, due_at FROM deliveries
+                 WHERE destination = ?1 AND state IN ('pending', 'in_flight')
+                 ORDER BY seq LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![destination], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()
+            })
+            .map(|head| match head {
+                Some((seq, due)) if due <= request.now && request.limit > 0 => vec![seq],
+                _ => vec![],
+            }),
+    }
+    .map_err(backend)?;
+
+    let mut deliveries = Vec::with_capacity(candidates.len());
+    let mut requests: HashMap<i64, Arc<StoredRequest>> = HashMap::new();
+    for seq in candidates {
+        let (id, event_seq, attempts, window_start, lease_token) = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease_owner = ?3,
+                        lease_token = lease_token + 1, updated_at = ?4
+                 WHERE seq = ?1
+                 RETURNING id, event_seq, attempts, window_start, lease_token",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![seq, request.lease_until, request.lease_owner, request.now],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, u32>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+            })
+            .map_err(backend)?;
+        let stored = match requests.get(&event_seq) {
+            Some(found) => found.clone(),
+            None => {
+                let loaded = Arc::new(load_request(tx, event_seq)?);
+                requests.insert(event_seq, loaded.clone());
+                loaded
+            }
+        };
+        deliveries.push(ClaimedDelivery {
+            seq,
+            id: DeliveryId::from_stored(id),
+            destination: request.destination.clone(),
+            attempts,
+            window_start,
+            lease_token,
+            request: stored,
+        });
+    }
+    let next_due = tx
+        .prepare_cached(
+            "SELECT MIN(due_at) FROM deliveries
+             WHERE destination = ?1 AND state IN ('pending', 'in_flight')",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![destination], |row| row.get(0)))
+        .map_err(backend)?;
+    Ok(Claimed {
+        deliveries,
+        next_due,
+    })
+}
+
+fn load_request(tx: &Connection, event_seq: i64) -> Result<StoredRequest, StoreError> {
+    tx.prepare_cached(
+        "SELECT id, source, received_at, event_type, content_type, headers, body
+         FROM events WHERE seq = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![event_seq], |row| {
+            let source: String = row.get(1)?;
+            let headers: Vec<u8> = row.get(5)?;
+            let body: Vec<u8> = row.get(6)?;
+            Ok(StoredRequest {
+                event_id: EventId::from_stored(row.get(0)?),
+                source: Name::parse(&source).unwrap_or_else(|_| Name::parse("unknown").unwrap()),
+                received_at: row.get(2)?,
+                event_type: row.get(3)?,
+                content_type: row.get(4)?,
+                headers: decode_headers(&headers),
+                body: body.into(),
+            })
+        })
+    })
+    .map_err(backend)
+}
+
+fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), StoreError> {
+    let (state, due_at) = match record.next {
+        NextState::Succeeded => ("succeeded", None),
+        NextState::RetryAt(at) => ("pending", Some(at)),
+        NextState::Dead => ("dead", None),
+    };
+    let updated = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?3, due_at = ?4, attempts = attempts + 1,
+                    lease_owner = NULL, updated_at = ?5, last_status = ?6, last_error = ?7
+             WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.delivery_seq,
+                record.lease_token,
+                state,
+                due_at,
+                record.started_at + record.duration_ms,
+                record.status,
+                record.error,
+            ])
+        })
+        .map_err(backend)?;
+    if updated == 0 {
+        tracing::warn!(
+            delivery = record.delivery_seq,
+            "attempt finished after its lease was taken over; recorded, state left alone"
+        );
+    }
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
+                               response_excerpt)
+         VALUES (?1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = ?1), ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            record.delivery_seq,
+            record.started_at,
+            record.duration_ms,
+            record.status,
+            record.error,
+            record.response_excerpt,
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn release(tx: &Connection, leases: &[(i64, i64)], now: UnixMillis) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', due_at = ?3, lease_owner = NULL,
+                    updated_at = ?3
+             WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
+        )
+        .map_err(backend)?;
+    for (seq, token) in leases {
+        stmt.execute(params![seq, token, now]).map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn replay(tx: &Connection, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM deliveries WHERE id = ?1",
+            params![id.as_str()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    match state.as_deref() {
+        None => return Ok(ReplayOutcome::NotFound),
+        Some("in_flight") => return Ok(ReplayOutcome::InFlight),
+        Some(_) => {}
+    }
+    tx.execute(
+        "UPDATE deliveries SET state = 'pending', due_at = ?2, attempts = 0, window_start = ?2,
+                updated_at = ?2
+         WHERE id = ?1",
+        params![id.as_str(), now],
+    )
+    .map_err(backend)?;
+    Ok(ReplayOutcome::Scheduled)
+}
