@@ -12,7 +12,11 @@ use crate::domain::{DeliveryId, DeliveryState, format_millis, now_millis};
 use crate::store::{DeliveryFilter, OpenMode, ReplayOutcome, Store};
 
 #[derive(Parser)]
-#[command(name = "hookrelay", version, about = "Durable webhook relay: accept, persist, deliver with retries")]
+#[command(
+    name = "hookrelay",
+    version,
+    about = "Durable webhook relay: accept, persist, deliver with retries"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,7 +26,12 @@ struct Cli {
 enum Command {
     /// Run the service.
     Serve {
-        #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = "hookrelay.toml")]
+        #[arg(
+            long,
+            short,
+            env = "HOOKRELAY_CONFIG",
+            default_value = "hookrelay.toml"
+        )]
         config: PathBuf,
         /// Overrides server.listen (port 0 picks a free port; the address is printed).
         #[arg(long)]
@@ -81,7 +90,12 @@ enum DeliveriesCommand {
 #[derive(Args)]
 struct StoreArgs {
     /// Config file whose server.store is used.
-    #[arg(long, short, env = "HOOKRELAY_CONFIG", default_value = "hookrelay.toml")]
+    #[arg(
+        long,
+        short,
+        env = "HOOKRELAY_CONFIG",
+        default_value = "hookrelay.toml"
+    )]
     config: PathBuf,
     /// Store URL (sqlite://PATH); wins over --config.
     #[arg(long, env = "HOOKRELAY_STORE")]
@@ -259,7 +273,11 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             println!("delivery     {}", summary.id);
-            println!("event        {} ({})", summary.event_id, summary.event_type.as_deref().unwrap_or("-"));
+            println!(
+                "event        {} ({})",
+                summary.event_id,
+                summary.event_type.as_deref().unwrap_or("-")
+            );
             println!("source       {}", summary.source);
             println!("destination  {}", summary.destination);
             println!("state        {}", summary.state);
@@ -270,7 +288,10 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                     attempt.number,
                     format_millis(attempt.started_at),
                     attempt.duration_ms,
-                    attempt.status.map(|s| s.to_string()).unwrap_or_else(|| "---".into()),
+                    attempt
+                        .status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "---".into()),
                     attempt.error.as_deref().unwrap_or(""),
                 );
             }

@@ -20,7 +20,10 @@ macro_rules! uuid_id {
     ($ty:ident, $prefix:literal) => {
         impl $ty {
             pub fn generate() -> Self {
-                Self(format!(concat!($prefix, "{}"), uuid::Uuid::now_v7().simple()))
+                Self(format!(
+                    concat!($prefix, "{}"),
+                    uuid::Uuid::now_v7().simple()
+                ))
             }
 
             /// Parses an id typed by a person; only the shape is checked.

@@ -31,10 +31,9 @@ fn matches_event(wanted: Option<&[String]>, event_type: Option<&str>) -> bool {
     let Some(wanted) = wanted else {
         return true;
     };
-    wanted.iter().any(|w| {
-        w == "*"
-            || event_type.is_some_and(|actual| w.eq_ignore_ascii_case(actual))
-    })
+    wanted
+        .iter()
+        .any(|w| w == "*" || event_type.is_some_and(|actual| w.eq_ignore_ascii_case(actual)))
 }
 
 #[cfg(test)]
@@ -56,7 +55,11 @@ mod tests {
     #[test]
     fn routes_select_destinations_by_source_and_event() {
         let routes = vec![
-            route("gitlab", Some(&["Push Hook", "Tag Push Hook"]), &["ci", "audit"]),
+            route(
+                "gitlab",
+                Some(&["Push Hook", "Tag Push Hook"]),
+                &["ci", "audit"],
+            ),
             route("gitlab", Some(&["merge request hook"]), &["review"]),
             route("gitlab", None, &["audit"]),
             route("other", Some(&["*"]), &["catchall"]),

@@ -84,7 +84,11 @@ impl fmt::Display for ConfigErrors {
             writeln!(f, "  {}: {}", error.location, error.message)?;
         }
         if !self.env_applied.is_empty() {
-            writeln!(f, "  (environment overrides applied: {})", self.env_applied.join(", "))?;
+            writeln!(
+                f,
+                "  (environment overrides applied: {})",
+                self.env_applied.join(", ")
+            )?;
         }
         Ok(())
     }
@@ -123,7 +127,8 @@ impl Config {
                 message,
             }]
         };
-        let mut table: toml::Table = toml::from_str(text).map_err(|err| fail(one(err.to_string()), vec![]))?;
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|err| fail(one(err.to_string()), vec![]))?;
         let env_applied = raw::apply_env_overrides(&mut table, env);
         // Deserializing the text itself keeps line numbers in messages; the table only when
         // environment overrides changed it.
@@ -184,15 +189,18 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             message: format!("{store:?}: only sqlite://PATH is supported in this version"),
         });
     }
-    let duration_or = |c: &mut Checker, location: &str, raw: &Option<String>, default: u64| {
-        match raw {
+    let duration_or =
+        |c: &mut Checker, location: &str, raw: &Option<String>, default: u64| match raw {
             Some(text) => c.check(location, parse_duration(text)),
             None => Some(Duration::from_secs(default)),
-        }
-    };
+        };
     let shutdown_grace = duration_or(&mut c, "server.shutdown_grace", &server.shutdown_grace, 10);
-    let body_read_timeout =
-        duration_or(&mut c, "server.body_read_timeout", &server.body_read_timeout, 30);
+    let body_read_timeout = duration_or(
+        &mut c,
+        "server.body_read_timeout",
+        &server.body_read_timeout,
+        30,
+    );
 
     let mut sources = BTreeMap::new();
     for (name, source) in &raw.sources {
@@ -261,9 +269,17 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     })
 }
 
-fn validate_source(c: &mut Checker, location: &str, name: &str, raw: &RawSource) -> Option<SourceConfig> {
+fn validate_source(
+    c: &mut Checker,
+    location: &str,
+    name: &str,
+    raw: &RawSource,
+) -> Option<SourceConfig> {
     let name = c.check(location, Name::parse(name));
-    let provider = c.check(format!("{location}.provider"), raw.provider.parse::<ProviderKind>());
+    let provider = c.check(
+        format!("{location}.provider"),
+        raw.provider.parse::<ProviderKind>(),
+    );
     let mut secrets = Vec::new();
     if let Some(secret) = &raw.secret {
         secrets.extend(c.check(format!("{location}.secret"), Secret::resolve(secret)));
@@ -293,7 +309,10 @@ fn validate_destination(
     if raw.kind != "http" {
         c.errors.push(ConfigError {
             location: format!("{location}.type"),
-            message: format!("unknown destination type {:?}; supported: \"http\"", raw.kind),
+            message: format!(
+                "unknown destination type {:?}; supported: \"http\"",
+                raw.kind
+            ),
         });
     }
     let url = c.check(
@@ -322,7 +341,9 @@ fn validate_destination(
         match raw.ordering.as_deref() {
             None | Some("parallel") => Ok(Ordering::Parallel),
             Some("fifo") => Ok(Ordering::Fifo),
-            Some(other) => Err(format!("unknown ordering {other:?}; use \"parallel\" or \"fifo\"")),
+            Some(other) => Err(format!(
+                "unknown ordering {other:?}; use \"parallel\" or \"fifo\""
+            )),
         },
     );
     let secret = match &raw.secret {
@@ -351,7 +372,11 @@ fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<Ret
     let initial_delay = duration("initial_delay", &raw.initial_delay, defaults.initial_delay);
     let max_delay = duration("max_delay", &raw.max_delay, defaults.max_delay);
     let max_age = duration("max_age", &raw.max_age, defaults.max_age);
-    let retry_after_cap = duration("retry_after_cap", &raw.retry_after_cap, defaults.retry_after_cap);
+    let retry_after_cap = duration(
+        "retry_after_cap",
+        &raw.retry_after_cap,
+        defaults.retry_after_cap,
+    );
     let max_attempts = c.check(
         format!("{location}.max_attempts"),
         match raw.max_attempts {

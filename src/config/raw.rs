@@ -184,14 +184,18 @@ mod tests {
 
     #[test]
     fn env_overrides_reach_nested_keys_case_insensitively() {
-        let mut table: toml::Table =
-            toml::from_str("[server]\nlisten = \"a\"\n[sources.gitlab-main]\nprovider = \"gitlab\"")
-                .unwrap();
+        let mut table: toml::Table = toml::from_str(
+            "[server]\nlisten = \"a\"\n[sources.gitlab-main]\nprovider = \"gitlab\"",
+        )
+        .unwrap();
         let applied = apply_env_overrides(
             &mut table,
             [
                 ("HOOKRELAY_SERVER__LISTEN".into(), "0.0.0.0:9000".into()),
-                ("HOOKRELAY_SOURCES__GITLAB_MAIN__SECRET".into(), "env:X".into()),
+                (
+                    "HOOKRELAY_SOURCES__GITLAB_MAIN__SECRET".into(),
+                    "env:X".into(),
+                ),
                 ("HOOKRELAY_DESTINATIONS__CI__CONCURRENCY".into(), "4".into()),
                 ("HOOKRELAY_LOG".into(), "debug".into()),
                 ("PATH".into(), "/bin".into()),

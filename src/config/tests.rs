@@ -69,7 +69,10 @@ destinations = ["ci", "missing"]
         "destinations.ci.concurrency",
         "routes[0].destinations[1]",
     ] {
-        assert!(locations.contains(&expected), "{expected} missing from {locations:?}");
+        assert!(
+            locations.contains(&expected),
+            "{expected} missing from {locations:?}"
+        );
     }
     let shown = errors.to_string();
     assert!(shown.contains("test.toml"), "{shown}");

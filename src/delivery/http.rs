@@ -42,20 +42,28 @@ impl HttpDestination {
 fn signing_key(secret: &Secret) -> Vec<u8> {
     let raw = secret.expose();
     raw.strip_prefix(b"whsec_")
-        .and_then(|encoded| base64::engine::general_purpose::STANDARD.decode(encoded).ok())
+        .and_then(|encoded| {
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .ok()
+        })
         .unwrap_or_else(|| raw.to_vec())
 }
 
 /// Standard Webhooks v1 signature: HMAC-SHA256 over `id.timestamp.body`, base64.
 pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
     mac.update(id.as_bytes());
     mac.update(b".");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
     let digest = mac.finalize().into_bytes();
-    format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(digest))
+    format!(
+        "v1,{}",
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    )
 }
 
 #[async_trait::async_trait]
@@ -76,7 +84,11 @@ impl Destination for HttpDestination {
             builder = builder.header("content-type", content_type.as_str());
         }
         for (name, value) in &request.headers {
-            if outbound.forward_headers.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            if outbound
+                .forward_headers
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(name))
+            {
                 builder = builder.header(name.as_str(), value.as_slice());
             }
         }
@@ -150,7 +162,10 @@ pub fn parse_retry_after(raw: &str) -> Option<Duration> {
         return Some(Duration::from_secs(seconds));
     }
     let when = httpdate::parse_http_date(raw).ok()?;
-    Some(when.duration_since(std::time::SystemTime::now()).unwrap_or_default())
+    Some(
+        when.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]
@@ -162,14 +177,22 @@ mod tests {
         // The example from the Standard Webhooks specification.
         let secret = Secret::from_bytes("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         let body = br#"{"test": 2432232314}"#;
-        let got = sign(&signing_key(&secret), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
+        let got = sign(
+            &signing_key(&secret),
+            "msg_p5jXN8AQM9LWM0D4loKWxJek",
+            1614265330,
+            body,
+        );
         assert_eq!(got, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
     }
 
     #[test]
     fn retry_after_accepts_seconds_and_dates() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

@@ -61,7 +61,10 @@ impl Engine {
         let mut defaults: HashMap<Name, Vec<String>> = HashMap::new();
         for (name, source) in &config.sources {
             let headers = provider_for(source.provider).forwarded_headers();
-            defaults.insert(name.clone(), headers.iter().map(|h| h.to_string()).collect());
+            defaults.insert(
+                name.clone(),
+                headers.iter().map(|h| h.to_string()).collect(),
+            );
         }
         let defaults = Arc::new(defaults);
         let mut wakers = HashMap::new();

@@ -152,30 +152,144 @@ mod tests {
         let now = 1_000_000_000;
         // (policy, attempt, result, minutes since window start, jitter, expected)
         let table: Vec<(&RetryPolicy, u32, AttemptResult, i64, f64, Decision)> = vec![
-            (&policy, 1, AttemptResult::Delivered, 0, 0.5, Decision::Succeeded),
+            (
+                &policy,
+                1,
+                AttemptResult::Delivered,
+                0,
+                0.5,
+                Decision::Succeeded,
+            ),
             // First failure: 5 s, jitter 0 keeps half, jitter 1 keeps all.
-            (&policy, 1, failed(Some(500), None), 0, 0.0, Decision::RetryAt(now + 2_500)),
-            (&policy, 1, failed(Some(500), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
-            (&policy, 3, failed(None, None), 0, 1.0, Decision::RetryAt(now + 20_000)),
+            (
+                &policy,
+                1,
+                failed(Some(500), None),
+                0,
+                0.0,
+                Decision::RetryAt(now + 2_500),
+            ),
+            (
+                &policy,
+                1,
+                failed(Some(500), None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 5_000),
+            ),
+            (
+                &policy,
+                3,
+                failed(None, None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 20_000),
+            ),
             // Doubling stops at max_delay (1 h).
-            (&policy, 20, failed(Some(503), None), 0, 1.0, Decision::RetryAt(now + 60 * MIN)),
+            (
+                &policy,
+                20,
+                failed(Some(503), None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 60 * MIN),
+            ),
             // Retry-After longer than the backoff is honoured, within the cap.
-            (&policy, 1, failed(Some(429), Some(120)), 0, 1.0, Decision::RetryAt(now + 120_000)),
-            (&policy, 1, failed(Some(503), Some(86_400)), 0, 1.0, Decision::RetryAt(now + 60 * MIN)),
+            (
+                &policy,
+                1,
+                failed(Some(429), Some(120)),
+                0,
+                1.0,
+                Decision::RetryAt(now + 120_000),
+            ),
+            (
+                &policy,
+                1,
+                failed(Some(503), Some(86_400)),
+                0,
+                1.0,
+                Decision::RetryAt(now + 60 * MIN),
+            ),
             // Retry-After shorter than the backoff does not shorten it.
-            (&policy, 3, failed(Some(503), Some(1)), 0, 1.0, Decision::RetryAt(now + 20_000)),
+            (
+                &policy,
+                3,
+                failed(Some(503), Some(1)),
+                0,
+                1.0,
+                Decision::RetryAt(now + 20_000),
+            ),
             // Limits.
-            (&policy, 30, failed(Some(500), None), 0, 0.5, Decision::GiveUp(GiveUpReason::MaxAttempts)),
-            (&policy, 5, failed(Some(500), None), 3 * 24 * 60 - 1, 1.0, Decision::GiveUp(GiveUpReason::MaxAge)),
-            (&policy, 5, failed(Some(500), None), 3 * 24 * 60 - 2, 1.0, Decision::RetryAt(now + 80_000)),
+            (
+                &policy,
+                30,
+                failed(Some(500), None),
+                0,
+                0.5,
+                Decision::GiveUp(GiveUpReason::MaxAttempts),
+            ),
+            (
+                &policy,
+                5,
+                failed(Some(500), None),
+                3 * 24 * 60 - 1,
+                1.0,
+                Decision::GiveUp(GiveUpReason::MaxAge),
+            ),
+            (
+                &policy,
+                5,
+                failed(Some(500), None),
+                3 * 24 * 60 - 2,
+                1.0,
+                Decision::RetryAt(now + 80_000),
+            ),
             // 4xx are retried unless the destination marks them permanent.
-            (&policy, 1, failed(Some(404), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
-            (&strict, 1, failed(Some(404), None), 0, 1.0, Decision::GiveUp(GiveUpReason::PermanentStatus(404))),
-            (&strict, 1, failed(Some(429), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
-            (&strict, 1, failed(Some(408), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
-            (&strict, 1, failed(Some(500), None), 0, 1.0, Decision::RetryAt(now + 5_000)),
+            (
+                &policy,
+                1,
+                failed(Some(404), None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 5_000),
+            ),
+            (
+                &strict,
+                1,
+                failed(Some(404), None),
+                0,
+                1.0,
+                Decision::GiveUp(GiveUpReason::PermanentStatus(404)),
+            ),
+            (
+                &strict,
+                1,
+                failed(Some(429), None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 5_000),
+            ),
+            (
+                &strict,
+                1,
+                failed(Some(408), None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 5_000),
+            ),
+            (
+                &strict,
+                1,
+                failed(Some(500), None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 5_000),
+            ),
         ];
-        for (i, (policy, attempt, result, minutes, jitter, expected)) in table.into_iter().enumerate() {
+        for (i, (policy, attempt, result, minutes, jitter, expected)) in
+            table.into_iter().enumerate()
+        {
             let input = PlanInput {
                 attempt,
                 result,

@@ -73,8 +73,12 @@ pub async fn run(ctx: WorkerContext) {
                     let got = claimed.deliveries.len();
                     for delivery in claimed.deliveries {
                         let permit = permits.clone().try_acquire_owned().expect("counted free");
-                        leases.lock().unwrap().insert(delivery.seq, delivery.lease_token);
-                        let (ctx, leases, finished) = (ctx.clone(), leases.clone(), finished.clone());
+                        leases
+                            .lock()
+                            .unwrap()
+                            .insert(delivery.seq, delivery.lease_token);
+                        let (ctx, leases, finished) =
+                            (ctx.clone(), leases.clone(), finished.clone());
                         attempts.spawn(async move {
                             attempt(&ctx, &delivery).await;
                             leases.lock().unwrap().remove(&delivery.seq);

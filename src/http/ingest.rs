@@ -57,9 +57,10 @@ impl IntoResponse for IngestError {
         }
         if matches!(self, Self::TooLarge(_)) {
             // The rest of the body is never read; the connection cannot be reused.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }
@@ -107,7 +108,8 @@ pub async fn receive(
         return Err(IngestError::Rejected(rejection));
     }
     let classification = runtime.provider.classify(&inbound);
-    let destinations = destinations_for(&state.routes, &source, classification.event_type.as_deref());
+    let destinations =
+        destinations_for(&state.routes, &source, classification.event_type.as_deref());
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),

@@ -102,8 +102,14 @@ impl Metrics {
             "hookrelay_requests_rejected_total",
             "Webhooks refused before storage, by reason.",
             &[
-                ("{reason=\"missing_credentials\"}", self.missing_credentials.load(Relaxed)),
-                ("{reason=\"invalid_credentials\"}", self.invalid_credentials.load(Relaxed)),
+                (
+                    "{reason=\"missing_credentials\"}",
+                    self.missing_credentials.load(Relaxed),
+                ),
+                (
+                    "{reason=\"invalid_credentials\"}",
+                    self.invalid_credentials.load(Relaxed),
+                ),
                 ("{reason=\"too_large\"}", self.too_large.load(Relaxed)),
                 ("{reason=\"store_error\"}", self.store_errors.load(Relaxed)),
             ],

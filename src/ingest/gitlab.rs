@@ -51,7 +51,9 @@ mod tests {
 
     use super::*;
 
-    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+    type Pairs = &'static [(&'static str, &'static str)];
+
+    fn headers(pairs: Pairs) -> HeaderMap {
         pairs
             .iter()
             .map(|(k, v)| (http::HeaderName::from_static(k), v.parse().unwrap()))
@@ -61,17 +63,28 @@ mod tests {
     #[test]
     fn token_checks_follow_the_table() {
         let secrets = [Secret::from_bytes("s3cret"), Secret::from_bytes("rotated")];
-        let table: &[(&[(&'static str, &'static str)], &[Secret], Result<(), &str>)] = &[
+        let table: &[(Pairs, &[Secret], Result<(), &str>)] = &[
             (&[("x-gitlab-token", "s3cret")], &secrets, Ok(())),
             (&[("x-gitlab-token", "rotated")], &secrets, Ok(())),
-            (&[("x-gitlab-token", "S3CRET")], &secrets, Err("invalid_credentials")),
-            (&[("x-gitlab-token", "")], &secrets, Err("invalid_credentials")),
+            (
+                &[("x-gitlab-token", "S3CRET")],
+                &secrets,
+                Err("invalid_credentials"),
+            ),
+            (
+                &[("x-gitlab-token", "")],
+                &secrets,
+                Err("invalid_credentials"),
+            ),
             (&[], &secrets, Err("missing_credentials")),
             (&[], &[], Ok(())),
         ];
         for (pairs, secrets, expected) in table {
             let headers = headers(pairs);
-            let inbound = Inbound { headers: &headers, body: b"{}" };
+            let inbound = Inbound {
+                headers: &headers,
+                body: b"{}",
+            };
             let got = GitLab.verify(&inbound, secrets).map_err(|r| r.reason());
             assert_eq!(&got, expected, "{pairs:?}");
         }
@@ -79,15 +92,24 @@ mod tests {
 
     #[test]
     fn classification_uses_idempotency_key_then_webhook_id_never_uuids() {
-        let table: &[(&[(&'static str, &'static str)], Option<&str>)] = &[
-            (&[("idempotency-key", "k1"), ("webhook-id", "w1")], Some("k1")),
+        let table: &[(Pairs, Option<&str>)] = &[
+            (
+                &[("idempotency-key", "k1"), ("webhook-id", "w1")],
+                Some("k1"),
+            ),
             (&[("webhook-id", "w1")], Some("w1")),
-            (&[("x-gitlab-webhook-uuid", "u"), ("x-gitlab-event-uuid", "e")], None),
+            (
+                &[("x-gitlab-webhook-uuid", "u"), ("x-gitlab-event-uuid", "e")],
+                None,
+            ),
         ];
         for (pairs, expected) in table {
             let mut headers = headers(pairs);
             headers.insert("x-gitlab-event", "Push Hook".parse().unwrap());
-            let got = GitLab.classify(&Inbound { headers: &headers, body: b"" });
+            let got = GitLab.classify(&Inbound {
+                headers: &headers,
+                body: b"",
+            });
             assert_eq!(got.dedup_key.as_deref(), *expected, "{pairs:?}");
             assert_eq!(got.event_type.as_deref(), Some("Push Hook"));
         }

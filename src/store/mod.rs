@@ -160,7 +160,10 @@ pub trait Store: Send + Sync {
     async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError>;
     /// Gives leased deliveries back, due now, without counting an attempt (shutdown).
     async fn release(&self, leases: Vec<(i64, i64)>, now: UnixMillis) -> Result<(), StoreError>;
-    async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliverySummary>, StoreError>;
+    async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+    ) -> Result<Vec<DeliverySummary>, StoreError>;
     async fn delivery(
         &self,
         id: &DeliveryId,

@@ -36,14 +36,18 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
     }
 }
 
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -65,8 +69,10 @@ impl SqliteStore {
         };
         let mut conn = open_connection(path).map_err(backend)?;
         // Checkpoints run on their own thread so no commit waits for one.
-        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(backend)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_CAP_PAGES * 4096).map_err(backend)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(backend)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_CAP_PAGES * 4096)
+            .map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
         if mode == OpenMode::Server {
             // We hold the lock, so any lease in the file belongs to a process that is gone.
@@ -120,7 +126,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let conn = reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let conn = reader
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             query(&conn)
         })
         .await
@@ -200,11 +208,16 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, leases: Vec<(i64, i64)>, now: UnixMillis) -> Result<(), StoreError> {
-        self.call(|reply| Command::Release(leases, now, reply)).await
+        self.call(|reply| Command::Release(leases, now, reply))
+            .await
     }
 
-    async fn list_deliveries(&self, filter: DeliveryFilter) -> Result<Vec<DeliverySummary>, StoreError> {
-        self.read(move |conn| read::list_deliveries(conn, &filter)).await
+    async fn list_deliveries(
+        &self,
+        filter: DeliveryFilter,
+    ) -> Result<Vec<DeliverySummary>, StoreError> {
+        self.read(move |conn| read::list_deliveries(conn, &filter))
+            .await
     }
 
     async fn delivery(

@@ -92,7 +92,9 @@ pub fn decode_headers(raw: &[u8]) -> Vec<(String, Vec<u8>)> {
             let line = line.strip_suffix(b"\r")?;
             let colon = line.iter().position(|&b| b == b':')?;
             let name = String::from_utf8_lossy(&line[..colon]).into_owned();
-            let value = line[colon + 1..].strip_prefix(b" ").unwrap_or(&line[colon + 1..]);
+            let value = line[colon + 1..]
+                .strip_prefix(b" ")
+                .unwrap_or(&line[colon + 1..]);
             Some((name, value.to_vec()))
         })
         .collect()

@@ -56,14 +56,23 @@ fn open_temp() -> (tempfile::TempDir, SqliteStore) {
 #[tokio::test]
 async fn duplicates_return_the_original_and_add_no_deliveries() {
     let (_dir, store) = open_temp();
-    let first = store.insert_event(event(Some("k"), &["a", "b"], 1)).await.unwrap();
+    let first = store
+        .insert_event(event(Some("k"), &["a", "b"], 1))
+        .await
+        .unwrap();
     assert_eq!((first.deliveries, first.duplicate), (2, false));
-    let again = store.insert_event(event(Some("k"), &["a", "b"], 2)).await.unwrap();
+    let again = store
+        .insert_event(event(Some("k"), &["a", "b"], 2))
+        .await
+        .unwrap();
     assert_eq!(again.event_id, first.event_id);
     assert_eq!((again.deliveries, again.duplicate), (0, true));
     let unkeyed = store.insert_event(event(None, &["a"], 3)).await.unwrap();
     assert!(!unkeyed.duplicate);
-    let all = store.list_deliveries(DeliveryFilter::default()).await.unwrap();
+    let all = store
+        .list_deliveries(DeliveryFilter::default())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 3);
 }
 
@@ -71,25 +80,53 @@ async fn duplicates_return_the_original_and_add_no_deliveries() {
 async fn claims_lease_and_completion_moves_state() {
     let (_dir, store) = open_temp();
     store.insert_event(event(None, &["a"], 10)).await.unwrap();
-    let claimed = store.claim(claim_request("a", Ordering::Parallel, 8, 10)).await.unwrap();
+    let claimed = store
+        .claim(claim_request("a", Ordering::Parallel, 8, 10))
+        .await
+        .unwrap();
     assert_eq!(claimed.deliveries.len(), 1);
-    assert_eq!(claimed.deliveries[0].request.body.as_ref(), b"{\"not\": json");
+    assert_eq!(
+        claimed.deliveries[0].request.body.as_ref(),
+        b"{\"not\": json"
+    );
     // Leased: nobody else gets it before the lease ends, and the next due time is the lease end.
-    let again = store.claim(claim_request("a", Ordering::Parallel, 8, 20)).await.unwrap();
+    let again = store
+        .claim(claim_request("a", Ordering::Parallel, 8, 20))
+        .await
+        .unwrap();
     assert!(again.deliveries.is_empty());
     assert_eq!(again.next_due, Some(1_010));
     let first = &claimed.deliveries[0];
-    store.complete(done(first, NextState::RetryAt(500), 30)).await.unwrap();
-    assert!(store.claim(claim_request("a", Ordering::Parallel, 8, 499)).await.unwrap().deliveries.is_empty());
-    let retried = store.claim(claim_request("a", Ordering::Parallel, 8, 500)).await.unwrap();
+    store
+        .complete(done(first, NextState::RetryAt(500), 30))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim(claim_request("a", Ordering::Parallel, 8, 499))
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    let retried = store
+        .claim(claim_request("a", Ordering::Parallel, 8, 500))
+        .await
+        .unwrap();
     assert_eq!(retried.deliveries[0].attempts, 1);
-    store.complete(done(&retried.deliveries[0], NextState::Dead, 600)).await.unwrap();
+    store
+        .complete(done(&retried.deliveries[0], NextState::Dead, 600))
+        .await
+        .unwrap();
     let (summary, attempts) = store.delivery(&first.id).await.unwrap().unwrap();
     assert_eq!(summary.state, DeliveryState::Dead);
     assert_eq!(attempts.len(), 2);
     assert_eq!(attempts[1].number, 2);
     // A stale completion (old lease token) is recorded but does not change the state.
-    store.complete(done(first, NextState::Succeeded, 700)).await.unwrap();
+    store
+        .complete(done(first, NextState::Succeeded, 700))
+        .await
+        .unwrap();
     let (summary, attempts) = store.delivery(&first.id).await.unwrap().unwrap();
     assert_eq!((summary.state, attempts.len()), (DeliveryState::Dead, 3));
 }
@@ -98,10 +135,19 @@ async fn claims_lease_and_completion_moves_state() {
 async fn expired_leases_are_claimed_again() {
     let (_dir, store) = open_temp();
     store.insert_event(event(None, &["a"], 10)).await.unwrap();
-    let first = store.claim(claim_request("a", Ordering::Parallel, 8, 10)).await.unwrap();
-    let later = store.claim(claim_request("a", Ordering::Parallel, 8, 1_011)).await.unwrap();
+    let first = store
+        .claim(claim_request("a", Ordering::Parallel, 8, 10))
+        .await
+        .unwrap();
+    let later = store
+        .claim(claim_request("a", Ordering::Parallel, 8, 1_011))
+        .await
+        .unwrap();
     assert_eq!(later.deliveries.len(), 1);
-    assert_ne!(later.deliveries[0].lease_token, first.deliveries[0].lease_token);
+    assert_ne!(
+        later.deliveries[0].lease_token,
+        first.deliveries[0].lease_token
+    );
 }
 
 #[tokio::test]
@@ -110,16 +156,45 @@ async fn fifo_hands_out_only_the_head() {
     for at in [1, 2, 3] {
         store.insert_event(event(None, &["f"], at)).await.unwrap();
     }
-    let head = store.claim(claim_request("f", Ordering::Fifo, 8, 10)).await.unwrap();
+    let head = store
+        .claim(claim_request("f", Ordering::Fifo, 8, 10))
+        .await
+        .unwrap();
     assert_eq!(head.deliveries.len(), 1);
-    assert!(store.claim(claim_request("f", Ordering::Fifo, 8, 10)).await.unwrap().deliveries.is_empty());
+    assert!(
+        store
+            .claim(claim_request("f", Ordering::Fifo, 8, 10))
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
     // A failing head blocks the rest until it is retried.
-    store.complete(done(&head.deliveries[0], NextState::RetryAt(100), 11)).await.unwrap();
-    assert!(store.claim(claim_request("f", Ordering::Fifo, 8, 50)).await.unwrap().deliveries.is_empty());
-    let retried = store.claim(claim_request("f", Ordering::Fifo, 8, 100)).await.unwrap();
+    store
+        .complete(done(&head.deliveries[0], NextState::RetryAt(100), 11))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim(claim_request("f", Ordering::Fifo, 8, 50))
+            .await
+            .unwrap()
+            .deliveries
+            .is_empty()
+    );
+    let retried = store
+        .claim(claim_request("f", Ordering::Fifo, 8, 100))
+        .await
+        .unwrap();
     assert_eq!(retried.deliveries[0].id, head.deliveries[0].id);
-    store.complete(done(&retried.deliveries[0], NextState::Succeeded, 101)).await.unwrap();
-    let second = store.claim(claim_request("f", Ordering::Fifo, 8, 102)).await.unwrap();
+    store
+        .complete(done(&retried.deliveries[0], NextState::Succeeded, 101))
+        .await
+        .unwrap();
+    let second = store
+        .claim(claim_request("f", Ordering::Fifo, 8, 102))
+        .await
+        .unwrap();
     assert_ne!(second.deliveries[0].id, head.deliveries[0].id);
 }
 
@@ -127,14 +202,32 @@ async fn fifo_hands_out_only_the_head() {
 async fn replay_makes_a_dead_delivery_due_and_refuses_in_flight_ones() {
     let (_dir, store) = open_temp();
     store.insert_event(event(None, &["a"], 10)).await.unwrap();
-    let claimed = store.claim(claim_request("a", Ordering::Parallel, 1, 10)).await.unwrap();
+    let claimed = store
+        .claim(claim_request("a", Ordering::Parallel, 1, 10))
+        .await
+        .unwrap();
     let id = claimed.deliveries[0].id.clone();
-    assert_eq!(store.replay(&id, 11).await.unwrap(), ReplayOutcome::InFlight);
-    store.complete(done(&claimed.deliveries[0], NextState::Dead, 12)).await.unwrap();
-    assert_eq!(store.replay(&id, 13).await.unwrap(), ReplayOutcome::Scheduled);
-    let again = store.claim(claim_request("a", Ordering::Parallel, 1, 13)).await.unwrap();
+    assert_eq!(
+        store.replay(&id, 11).await.unwrap(),
+        ReplayOutcome::InFlight
+    );
+    store
+        .complete(done(&claimed.deliveries[0], NextState::Dead, 12))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.replay(&id, 13).await.unwrap(),
+        ReplayOutcome::Scheduled
+    );
+    let again = store
+        .claim(claim_request("a", Ordering::Parallel, 1, 13))
+        .await
+        .unwrap();
     assert_eq!(again.deliveries[0].attempts, 0);
-    assert_eq!(store.replay(&DeliveryId::generate(), 14).await.unwrap(), ReplayOutcome::NotFound);
+    assert_eq!(
+        store.replay(&DeliveryId::generate(), 14).await.unwrap(),
+        ReplayOutcome::NotFound
+    );
 }
 
 #[tokio::test]
@@ -145,11 +238,21 @@ async fn a_second_server_cannot_open_the_same_file_and_restarts_release_leases()
     let err = SqliteStore::open(&path, OpenMode::Server).unwrap_err();
     assert!(err.to_string().contains("another hookrelay"), "{err}");
     store.insert_event(event(None, &["a"], 10)).await.unwrap();
-    let claimed = store.claim(claim_request("a", Ordering::Parallel, 1, 10)).await.unwrap();
+    let claimed = store
+        .claim(claim_request("a", Ordering::Parallel, 1, 10))
+        .await
+        .unwrap();
     assert_eq!(claimed.deliveries.len(), 1);
     drop(store);
     let reopened = SqliteStore::open(&path, OpenMode::Server).unwrap();
     let now = now_millis();
-    let again = reopened.claim(claim_request("a", Ordering::Parallel, 1, now)).await.unwrap();
-    assert_eq!(again.deliveries.len(), 1, "lease of the dead process was not released");
+    let again = reopened
+        .claim(claim_request("a", Ordering::Parallel, 1, now))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.deliveries.len(),
+        1,
+        "lease of the dead process was not released"
+    );
 }

@@ -21,16 +21,36 @@ pub enum Command {
     Insert(NewEvent, oneshot::Sender<Result<Accepted, StoreError>>),
     Claim(ClaimRequest, oneshot::Sender<Result<Claimed, StoreError>>),
     Complete(AttemptRecord, oneshot::Sender<Result<(), StoreError>>),
-    Release(Vec<(i64, i64)>, UnixMillis, oneshot::Sender<Result<(), StoreError>>),
-    Replay(DeliveryId, UnixMillis, oneshot::Sender<Result<ReplayOutcome, StoreError>>),
+    Release(
+        Vec<(i64, i64)>,
+        UnixMillis,
+        oneshot::Sender<Result<(), StoreError>>,
+    ),
+    Replay(
+        DeliveryId,
+        UnixMillis,
+        oneshot::Sender<Result<ReplayOutcome, StoreError>>,
+    ),
 }
 
 /// A command's answer, held until the batch's commit decides whether it stands.
 enum Reply {
-    Insert(oneshot::Sender<Result<Accepted, StoreError>>, Result<Accepted, StoreError>),
-    Claim(oneshot::Sender<Result<Claimed, StoreError>>, Result<Claimed, StoreError>),
-    Unit(oneshot::Sender<Result<(), StoreError>>, Result<(), StoreError>),
-    Replay(oneshot::Sender<Result<ReplayOutcome, StoreError>>, Result<ReplayOutcome, StoreError>),
+    Insert(
+        oneshot::Sender<Result<Accepted, StoreError>>,
+        Result<Accepted, StoreError>,
+    ),
+    Claim(
+        oneshot::Sender<Result<Claimed, StoreError>>,
+        Result<Claimed, StoreError>,
+    ),
+    Unit(
+        oneshot::Sender<Result<(), StoreError>>,
+        Result<(), StoreError>,
+    ),
+    Replay(
+        oneshot::Sender<Result<ReplayOutcome, StoreError>>,
+        Result<ReplayOutcome, StoreError>,
+    ),
 }
 
 impl Reply {
@@ -111,7 +131,9 @@ fn apply_in_savepoint(tx: &mut Transaction<'_>, command: Command) -> Reply {
         Command::Insert(event, reply) => Reply::Insert(reply, insert_event(&savepoint, event)),
         Command::Claim(request, reply) => Reply::Claim(reply, claim(&savepoint, &request)),
         Command::Complete(record, reply) => Reply::Unit(reply, complete(&savepoint, &record)),
-        Command::Release(leases, now, reply) => Reply::Unit(reply, release(&savepoint, &leases, now)),
+        Command::Release(leases, now, reply) => {
+            Reply::Unit(reply, release(&savepoint, &leases, now))
+        }
         Command::Replay(id, now, reply) => Reply::Replay(reply, replay(&savepoint, &id, now)),
     };
     let failed = match &reply {

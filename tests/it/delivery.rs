@@ -1,0 +1,181 @@
+//! Delivery seen from outside: retries through outages, dead letters, replay, FIFO, shutdown.
+
+use serde_json::Value;
+
+use crate::harness::*;
+
+const FAST_RETRIES: &str = r#"retry = { initial_delay = "100ms", max_delay = "400ms" }"#;
+
+fn attempts_of(relay: &Relay, delivery_id: &str) -> Value {
+    let output = relay.cli(&["deliveries", "show", delivery_id, "--json"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn only_delivery_id(relay: &Relay) -> String {
+    let output = relay.cli(&["deliveries", "list", "--json"]);
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let first: Value = serde_json::from_str(stdout.lines().next().expect("one delivery")).unwrap();
+    first["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_event_survives_a_down_then_failing_sink_and_every_attempt_is_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = free_port();
+    let sink_url = format!("http://{address}/deliver");
+    let relay = Relay::start(dir.path(), &config(dir.path(), &sink_url, FAST_RETRIES));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post_push(&client, &relay, push_body(7), None)
+            .await
+            .status(),
+        202
+    );
+    let id = only_delivery_id(&relay);
+
+    // Nobody listens yet: wait until two connection failures are on record.
+    wait_for_cli(
+        &relay,
+        &["deliveries", "show", &id, "--json"],
+        "two failed attempts",
+        |out| {
+            serde_json::from_str::<Value>(out)
+                .map(|v| v["attempts"].as_array().map_or(0, Vec::len) >= 2)
+                .unwrap_or(false)
+        },
+    )
+    .await;
+
+    // Then the sink comes up but answers 500 twice before it recovers.
+    let sink = Sink::start_on(address).await;
+    sink.fail_next(2);
+    sink.wait_until("a 200 after two 500s", |r| r.len() >= 3)
+        .await;
+    let done = wait_for_cli(
+        &relay,
+        &["deliveries", "show", &id, "--json"],
+        "success",
+        |out| out.contains("\"succeeded\""),
+    )
+    .await;
+    let shown: Value = serde_json::from_str(&done).unwrap();
+    let attempts = shown["attempts"].as_array().unwrap();
+    let errors: Vec<&str> = attempts
+        .iter()
+        .filter_map(|a| a["error"].as_str())
+        .collect();
+    assert!(errors.iter().any(|e| e.contains("connect")), "{errors:?}");
+    assert_eq!(
+        errors.iter().filter(|e| e.contains("500")).count(),
+        2,
+        "{errors:?}"
+    );
+    assert_eq!(attempts.last().unwrap()["status"], 200);
+    sink.with_received(|received| {
+        assert!(
+            received
+                .iter()
+                .all(|r| r.body.as_ref() == push_body(7).as_bytes())
+        );
+        let ids: Vec<_> = received
+            .iter()
+            .map(|r| r.headers["webhook-id"].clone())
+            .collect();
+        assert!(
+            ids.windows(2).all(|w| w[0] == w[1]),
+            "webhook-id must be stable across retries"
+        );
+    });
+}
+
+#[tokio::test]
+async fn a_dead_delivery_is_listed_and_replayed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    sink.set_status(500);
+    let extra = r#"retry = { initial_delay = "50ms", max_attempts = 2 }"#;
+    let relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, extra));
+    let client = reqwest::Client::new();
+    post_push(&client, &relay, push_body(1), None).await;
+    let dead = wait_for_cli(
+        &relay,
+        &["deliveries", "list", "--state", "dead"],
+        "a dead delivery",
+        |out| out.contains("dlv_"),
+    )
+    .await;
+    assert_eq!(sink.count(), 2, "max_attempts = 2");
+    let id = only_delivery_id(&relay);
+    assert!(dead.contains(&id), "{dead}");
+    assert_eq!(attempts_of(&relay, &id)["delivery"]["state"], "dead");
+
+    sink.set_status(200);
+    let output = relay.cli(&["replay", &id]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    sink.wait_for(3).await;
+    wait_for_cli(
+        &relay,
+        &["deliveries", "list", "--state", "succeeded"],
+        "success",
+        |out| out.contains(&id),
+    )
+    .await;
+
+    let missing = relay.cli(&["replay", "dlv_0000000000000000000000000000000f"]);
+    assert!(!missing.status.success());
+    let garbage = relay.cli(&["replay", "not-an-id"]);
+    assert!(String::from_utf8_lossy(&garbage.stderr).contains("not a valid"));
+}
+
+#[tokio::test]
+async fn fifo_destinations_deliver_in_arrival_order_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    sink.fail_next(1);
+    let extra = format!("ordering = \"fifo\"\n{FAST_RETRIES}");
+    let relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, &extra));
+    let client = reqwest::Client::new();
+    for n in 0..5 {
+        post_push(&client, &relay, push_body(n), None).await;
+    }
+    sink.wait_for(6).await;
+    sink.with_received(|received| {
+        let order: Vec<String> = received
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["n"].to_string())
+            .collect();
+        // The failed head is retried before anything behind it goes.
+        assert_eq!(order, ["0", "0", "1", "2", "3", "4"]);
+    });
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly_and_a_restart_delivers_what_was_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let address = free_port();
+    let sink_url = format!("http://{address}/deliver");
+    let mut relay = Relay::start(dir.path(), &config(dir.path(), &sink_url, FAST_RETRIES));
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        assert_eq!(
+            post_push(&client, &relay, push_body(n), None)
+                .await
+                .status(),
+            202
+        );
+    }
+    let status = relay.terminate();
+    assert!(status.success(), "exit status {status:?}\n{}", relay.log());
+    let sink = Sink::start_on(address).await;
+    let _relay = Relay::start(dir.path(), &config(dir.path(), &sink_url, FAST_RETRIES));
+    sink.wait_for(3).await;
+}

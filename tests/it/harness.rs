@@ -1,0 +1,308 @@
+//! Test harness: the real hookrelay binary as a child process, and a real HTTP sink.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use tokio::sync::Notify;
+
+pub const TOKEN: &str = "gitlab-secret-token";
+
+/// Long enough for a slow CI machine, short enough that a hang fails the run.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_hookrelay")
+}
+
+/// A running hookrelay process with its own data directory.
+pub struct Relay {
+    child: Child,
+    pub url: String,
+    pub dir: PathBuf,
+}
+
+impl Relay {
+    /// Writes `config` to `dir/hookrelay.toml` and starts `hookrelay serve` on a free port.
+    pub fn start(dir: &Path, config: &str) -> Relay {
+        let config_path = dir.join("hookrelay.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("hookrelay.log"))
+            .unwrap();
+        let mut child = Command::new(binary())
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config_path)
+            .env("HOOKRELAY_LOG", "info,hookrelay=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawning hookrelay");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                let log = std::fs::read_to_string(dir.join("hookrelay.log")).unwrap_or_default();
+                panic!("hookrelay did not start: {line:?}\n{log}")
+            })
+            .to_owned();
+        Relay {
+            child,
+            url,
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn hook_url(&self, source: &str) -> String {
+        format!("{}/hooks/{source}", self.url)
+    }
+
+    /// `kill -9`: no chance to flush or release anything.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        self.child.wait().unwrap()
+    }
+
+    /// Runs a CLI command against this relay's config (and so its store).
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli_in(&self.dir, args)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("hookrelay.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(binary())
+        .args(args)
+        .env("HOOKRELAY_CONFIG", dir.join("hookrelay.toml"))
+        .output()
+        .unwrap()
+}
+
+/// A config with one GitLab source and one HTTP destination routed for every event.
+pub fn config(dir: &Path, sink_url: &str, destination_extra: &str) -> String {
+    format!(
+        r#"
+[server]
+store = "sqlite://{db}"
+shutdown_grace = "5s"
+
+[sources.gitlab]
+provider = "gitlab"
+secret = "{TOKEN}"
+max_body = "1MiB"
+
+[destinations.sink]
+url = "{sink_url}"
+timeout = "5s"
+{destination_extra}
+
+[[routes]]
+source = "gitlab"
+destinations = ["sink"]
+"#,
+        db = dir.join("hookrelay.db").display()
+    )
+}
+
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+struct SinkState {
+    received: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+    status: Arc<AtomicU16>,
+    /// Requests still to fail with 500 before `status` applies.
+    fail_next: Arc<AtomicUsize>,
+}
+
+/// The destination side: records every request and answers with a status the test controls.
+pub struct Sink {
+    pub url: String,
+    state: SinkState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Sink {
+    pub async fn start() -> Sink {
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    pub async fn start_on(address: SocketAddr) -> Sink {
+        let listener = tokio::net::TcpListener::bind(address).await.unwrap();
+        let url = format!("http://{}/deliver", listener.local_addr().unwrap());
+        let state = SinkState {
+            received: Arc::default(),
+            arrived: Arc::default(),
+            status: Arc::new(AtomicU16::new(200)),
+            fail_next: Arc::default(),
+        };
+        let app = axum::Router::new()
+            .route("/deliver", axum::routing::post(record))
+            .with_state(state.clone());
+        let (shutdown, stopped) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Sink {
+            url,
+            state,
+            shutdown: Some(shutdown),
+        }
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn fail_next(&self, count: usize) {
+        self.state.fail_next.store(count, Ordering::SeqCst);
+    }
+
+    pub fn count(&self) -> usize {
+        self.state.received.lock().unwrap().len()
+    }
+
+    /// Waits until `done` holds for what arrived so far; panics after [`PATIENCE`].
+    pub async fn wait_until(&self, what: &str, done: impl Fn(&[Received]) -> bool) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let arrived = self.state.arrived.notified();
+            if done(&self.state.received.lock().unwrap()) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "sink: gave up waiting for {what}; got {} requests",
+                    self.count()
+                );
+            }
+        }
+    }
+
+    pub async fn wait_for(&self, count: usize) {
+        self.wait_until(&format!("{count} requests"), |r| r.len() >= count)
+            .await;
+    }
+
+    pub fn with_received<T>(&self, read: impl FnOnce(&[Received]) -> T) -> T {
+        read(&self.state.received.lock().unwrap())
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+async fn record(State(state): State<SinkState>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let failing = state
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    state
+        .received
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
+    state.arrived.notify_waiters();
+    if failing {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::from_u16(state.status.load(Ordering::SeqCst)).unwrap()
+    }
+}
+
+/// Finds a port nobody listens on (bound, then released).
+pub fn free_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+pub fn push_body(n: usize) -> String {
+    format!(
+        r#"{{"object_kind":"push","event_name":"push","ref":"refs/heads/main","n":{n},"project":{{"path_with_namespace":"group/app"}}}}"#
+    )
+}
+
+pub async fn post_push(
+    client: &reqwest::Client,
+    relay: &Relay,
+    body: String,
+    key: Option<&str>,
+) -> reqwest::Response {
+    let mut request = client
+        .post(relay.hook_url("gitlab"))
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", TOKEN)
+        .body(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await.unwrap()
+}
+
+/// Polls a CLI query until `done` holds; the state lives in another process's store.
+pub async fn wait_for_cli(
+    relay: &Relay,
+    args: &[&str],
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let output = relay.cli(args);
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if done(&stdout) {
+            return stdout;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "gave up waiting for {what}; last output:\n{stdout}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

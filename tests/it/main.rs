@@ -1,0 +1,8 @@
+//! One integration-test binary (one link step): the real hookrelay binary against real HTTP.
+
+mod cli;
+mod crash;
+mod delivery;
+mod harness;
+mod ingest;
+mod tidy;
