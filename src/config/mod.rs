@@ -58,6 +58,8 @@ pub struct DestinationConfig {
     pub secret: Option<Secret>,
     /// Original headers copied onto forwarded requests; `None` means the provider's defaults.
     pub forward_headers: Option<Vec<String>>,
+    /// Deliveries are stored and held, not attempted, until the destination is resumed.
+    pub paused: bool,
     pub retry: RetryPolicy,
 }
 
@@ -359,6 +361,7 @@ fn validate_destination(
         ordering: ordering?,
         secret,
         forward_headers: raw.forward_headers.clone(),
+        paused: raw.paused.unwrap_or(false),
         retry: retry?,
     })
 }

@@ -56,6 +56,7 @@ pub struct RawDestination {
     pub ordering: Option<String>,
     pub secret: Option<String>,
     pub forward_headers: Option<Vec<String>>,
+    pub paused: Option<bool>,
     #[serde(default)]
     pub retry: RawRetry,
 }

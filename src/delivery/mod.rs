@@ -70,6 +70,10 @@ impl Engine {
         let mut wakers = HashMap::new();
         let mut workers = JoinSet::new();
         for (name, destination) in &config.destinations {
+            if destination.paused {
+                tracing::info!(destination = %name, "paused: deliveries are held");
+                continue;
+            }
             let waker = Arc::new(Notify::new());
             wakers.insert(name.clone(), waker.clone());
             let http = http::HttpDestination::new(destination)

@@ -1,0 +1,186 @@
+//! Benchmark: durable ingest against a bare axum handler (both loaded by wrk, side by side),
+//! then forwarding throughput and receive→delivered latency to a local sink.
+//!
+//! Run through `bench/run.sh`, which builds in release mode and installs wrk if needed.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{Process, WrkResult, run_wrk, write_wrk_script};
+
+const TOKEN: &str = "bench-token";
+
+fn relay_config(db: &std::path::Path, sink_url: &str, paused: bool) -> String {
+    format!(
+        r#"
+[server]
+store = "sqlite://{db}"
+shutdown_grace = "5s"
+
+[sources.gitlab]
+provider = "gitlab"
+secret = "{TOKEN}"
+
+[destinations.sink]
+url = "{sink_url}"
+timeout = "10s"
+concurrency = 64
+paused = {paused}
+retry = {{ initial_delay = "1s", max_delay = "10s" }}
+
+[[routes]]
+source = "gitlab"
+events = ["Push Hook"]
+destinations = ["sink"]
+"#,
+        db = db.display()
+    )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--bare") {
+        return support::bare_server().await;
+    }
+    let seconds: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let forward_count: usize = std::env::var("BENCH_FORWARD")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(50_000);
+    let relay_bin = support::relay_binary()?;
+    let dir = tempfile::tempdir()?;
+    let body = support::push_body_3k();
+    println!(
+        "hookrelay bench: {} cores, body {} bytes, {seconds} s per wrk run",
+        support::cores(),
+        body.len()
+    );
+
+    // (a) + (b): durable ingest versus the bare ceiling, same wrk script, same machine, same run.
+    let sink = support::Sink::start().await?;
+    let bare = Process::start(&std::env::current_exe()?, &["--bare"], dir.path(), "bare")?;
+    let config_path = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config_path,
+        relay_config(&dir.path().join("ingest.db"), &sink.url, true),
+    )?;
+    let relay = Process::start(
+        &relay_bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config_path.to_str().unwrap(),
+        ],
+        dir.path(),
+        "relay",
+    )?;
+    let mut rows: Vec<(usize, WrkResult, WrkResult)> = Vec::new();
+    for connections in [32usize, 256] {
+        let script = write_wrk_script(dir.path(), &body, TOKEN, &format!("c{connections}"))?;
+        let ceiling = run_wrk(
+            &format!("{}/hooks/gitlab", bare.url),
+            &script,
+            connections,
+            seconds,
+        )?;
+        let durable = run_wrk(
+            &format!("{}/hooks/gitlab", relay.url),
+            &script,
+            connections,
+            seconds,
+        )?;
+        rows.push((connections, ceiling, durable));
+    }
+    let ingest_rss = relay.peak_rss_mb();
+    relay.stop();
+    bare.stop();
+
+    println!();
+    println!("ingest: POST /hooks/gitlab, ~3 KB GitLab push, wrk -t2 --latency");
+    println!(
+        "{:>6}  {:>14} {:>9} {:>9}   {:>14} {:>9} {:>9}   {:>6}  {:>8}",
+        "conns", "bare req/s", "p50", "p99", "durable req/s", "p50", "p99", "ratio", "non-2xx"
+    );
+    for (connections, ceiling, durable) in &rows {
+        println!(
+            "{:>6}  {:>14.0} {:>9} {:>9}   {:>14.0} {:>9} {:>9}   {:>6.2}  {:>8}",
+            connections,
+            ceiling.requests_per_sec,
+            support::ms(ceiling.p50),
+            support::ms(ceiling.p99),
+            durable.requests_per_sec,
+            support::ms(durable.p50),
+            support::ms(durable.p99),
+            durable.requests_per_sec / ceiling.requests_per_sec,
+            durable.non_2xx,
+        );
+    }
+    println!(
+        "targets: ratio >= 0.25 at 32 and >= 0.30 at 256 connections; durable p99 < 10 ms at 32"
+    );
+
+    // (c) forwarding: a backlog stored while the destination is paused, then drained.
+    let config_path = dir.path().join("forward.toml");
+    let db = dir.path().join("forward.db");
+    std::fs::write(&config_path, relay_config(&db, &sink.url, true))?;
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config_path.to_str().unwrap(),
+    ];
+    let loader = Process::start(&relay_bin, &args, dir.path(), "loader")?;
+    support::post_many(&loader.url, &body, TOKEN, forward_count, 64).await?;
+    let loader_rss = loader.peak_rss_mb();
+    loader.stop();
+    std::fs::write(&config_path, relay_config(&db, &sink.url, false))?;
+    sink.reset();
+    let started = Instant::now();
+    let forwarder = Process::start(&relay_bin, &args, dir.path(), "forwarder")?;
+    let drained = sink
+        .wait_for(forward_count as u64, Duration::from_secs(120))
+        .await;
+    let elapsed = started.elapsed();
+    let forwarded = sink.count();
+
+    // Receive→delivered latency at a steady rate on the drained relay.
+    let latency = support::steady_latency(&forwarder.url, &body, TOKEN, &sink, 1_000, 5).await?;
+    let forward_rss = forwarder.peak_rss_mb();
+    forwarder.stop();
+
+    println!();
+    println!(
+        "forwarding: backlog of {forward_count} stored deliveries, destination concurrency 64, local sink"
+    );
+    println!(
+        "  delivered {forwarded} in {:.2} s: {:.0} deliveries/s{}   (target >= 10000/s)",
+        elapsed.as_secs_f64(),
+        forwarded as f64 / elapsed.as_secs_f64(),
+        if drained {
+            ""
+        } else {
+            "  (did not drain within 120 s)"
+        }
+    );
+    println!(
+        "  receive->delivered at {} req/s for 5 s: p50 {}  p99 {}  max {}  ({} of {} delivered)",
+        1_000,
+        support::ms(latency.p50),
+        support::ms(latency.p99),
+        support::ms(latency.max),
+        latency.delivered,
+        latency.sent
+    );
+    println!();
+    println!(
+        "peak resident memory of hookrelay: ingest run {ingest_rss:.1} MB, backlog load {loader_rss:.1} MB, forwarding {forward_rss:.1} MB   (target < 100 MB)"
+    );
+    Ok(())
+}

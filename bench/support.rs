@@ -1,0 +1,423 @@
+//! Benchmark plumbing: child processes, wrk runs and their parsing, the sink, load clients.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::http::HeaderMap;
+use tokio::sync::Notify;
+
+pub fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+pub fn micros_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+pub fn ms(duration: Duration) -> String {
+    format!("{:.2}ms", duration.as_secs_f64() * 1000.0)
+}
+
+/// The release binary next to this example (`target/release/examples/bench` → `target/release/hookrelay`).
+pub fn relay_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("HOOKRELAY_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("hookrelay"))
+        .context("locating the hookrelay binary")?;
+    if !path.exists() {
+        bail!(
+            "{} not found: build it with cargo build --release",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// A server process that prints `listening on http://ADDR` as its first line.
+pub struct Process {
+    child: Child,
+    pub url: String,
+}
+
+impl Process {
+    pub fn start(
+        program: &Path,
+        args: &[&str],
+        dir: &Path,
+        label: &str,
+    ) -> anyhow::Result<Process> {
+        let log = std::fs::File::create(dir.join(format!("{label}.log")))?;
+        let mut child = Command::new(program)
+            .args(args)
+            .env("HOOKRELAY_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .with_context(|| format!("{label} did not start: {line:?}"))?
+            .to_owned();
+        Ok(Process { child, url })
+    }
+
+    /// Peak resident set size (VmHWM) in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .map(|kb| kb / 1024.0)
+            .unwrap_or(f64::NAN)
+    }
+
+    /// SIGTERM and wait, so the store is closed cleanly before the next phase.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+/// The ceiling: axum reading the body and answering 200, nothing stored.
+pub async fn bare_server() -> anyhow::Result<()> {
+    let app = axum::Router::new().route(
+        "/hooks/{source}",
+        axum::routing::post(|_body: axum::body::Bytes| async { "{}" }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// A GitLab push event of about 3 KB, shaped like the documented payload.
+pub fn push_body_3k() -> String {
+    let commits: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                r#"{{"id":"b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327{i}","message":"Update Catalan translation to e38cb41 (#{i})\n\nSee https://gitlab.example.com/mike/diaspora/issues/{i}","title":"Update Catalan translation to e38cb41","timestamp":"2011-12-12T14:27:31+02:00","url":"http://example.com/mike/diaspora/commit/b6568db1bc1dcd7f8b4d5a946b0b91f9dacd7327","author":{{"name":"Jordi Mallach","email":"jordi@softcatala.org"}},"added":["CHANGELOG"],"modified":["app/controller/application.rb"],"removed":[]}}"#
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"object_kind":"push","event_name":"push","before":"95790bf891e76fee5e1747ab589903a6a1f80f22","after":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7","ref":"refs/heads/master","ref_protected":true,"checkout_sha":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7","user_id":4,"user_name":"John Smith","user_username":"jsmith","user_email":"john@example.com","project_id":15,"project":{{"id":15,"name":"Diaspora","description":"","web_url":"http://example.com/mike/diaspora","git_ssh_url":"git@example.com:mike/diaspora.git","git_http_url":"http://example.com/mike/diaspora.git","namespace":"Mike","visibility_level":0,"path_with_namespace":"mike/diaspora","default_branch":"master"}},"commits":[{}],"total_commits_count":6}}"#,
+        commits.join(",")
+    )
+}
+
+/// A wrk script posting the body with GitLab headers and a unique Idempotency-Key per request.
+pub fn write_wrk_script(dir: &Path, body: &str, token: &str, run: &str) -> anyhow::Result<PathBuf> {
+    let path = dir.join(format!("post-{run}.lua"));
+    let script = format!(
+        r#"wrk.method = "POST"
+wrk.body = [==[{body}]==]
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["X-Gitlab-Event"] = "Push Hook"
+wrk.headers["X-Gitlab-Token"] = "{token}"
+local threads = 0
+function setup(thread)
+  thread:set("tid", threads)
+  threads = threads + 1
+end
+local counter = 0
+function request()
+  counter = counter + 1
+  wrk.headers["Idempotency-Key"] = "{run}-" .. tid .. "-" .. counter
+  return wrk.format()
+end
+"#
+    );
+    std::fs::write(&path, script)?;
+    Ok(path)
+}
+
+#[derive(Debug, Clone)]
+pub struct WrkResult {
+    pub requests_per_sec: f64,
+    pub p50: Duration,
+    pub p99: Duration,
+    pub non_2xx: u64,
+}
+
+pub fn run_wrk(
+    url: &str,
+    script: &Path,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<WrkResult> {
+    let output = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(script)
+        .arg(url)
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    parse_wrk(&text).with_context(|| {
+        format!(
+            "unexpected wrk output:\n{text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+fn parse_wrk(text: &str) -> Option<WrkResult> {
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|line| line.strip_prefix(prefix))
+            .map(|rest| rest.trim().to_owned())
+    };
+    let requests_per_sec = field("Requests/sec:")?.parse().ok()?;
+    let p50 = parse_wrk_duration(&field("50%")?)?;
+    let p99 = parse_wrk_duration(&field("99%")?)?;
+    let non_2xx = field("Non-2xx or 3xx responses:")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Some(WrkResult {
+        requests_per_sec,
+        p50,
+        p99,
+        non_2xx,
+    })
+}
+
+fn parse_wrk_duration(raw: &str) -> Option<Duration> {
+    let split = raw.find(|c: char| c.is_ascii_alphabetic())?;
+    let (number, unit) = raw.split_at(split);
+    let number: f64 = number.trim().parse().ok()?;
+    let micros = match unit {
+        "us" => number,
+        "ms" => number * 1_000.0,
+        "s" => number * 1_000_000.0,
+        "m" => number * 60_000_000.0,
+        _ => return None,
+    };
+    Some(Duration::from_micros(micros as u64))
+}
+
+/// The destination: counts deliveries and, for latency probes, records receive→delivered time.
+#[derive(Clone)]
+pub struct Sink {
+    pub url: String,
+    count: Arc<AtomicU64>,
+    latencies: Arc<Mutex<Vec<Duration>>>,
+    arrived: Arc<Notify>,
+}
+
+impl Sink {
+    pub async fn start() -> anyhow::Result<Sink> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let sink = Sink {
+            url: format!("http://{}/deliver", listener.local_addr()?),
+            count: Arc::default(),
+            latencies: Arc::default(),
+            arrived: Arc::default(),
+        };
+        let state = sink.clone();
+        let app = axum::Router::new().route(
+            "/deliver",
+            axum::routing::post(move |headers: HeaderMap, _body: axum::body::Bytes| {
+                let state = state.clone();
+                async move {
+                    state.record(&headers);
+                    "ok"
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Ok(sink)
+    }
+
+    fn record(&self, headers: &HeaderMap) {
+        // Latency probes carry their send time in the key: lat-<n>-<micros>.
+        let sent = headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .filter(|key| key.starts_with("lat-"))
+            .and_then(|key| key.rsplit('-').next())
+            .and_then(|micros| micros.parse::<u64>().ok());
+        if let Some(sent) = sent {
+            let latency = Duration::from_micros(micros_now().saturating_sub(sent));
+            self.latencies.lock().unwrap().push(latency);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.arrived.notify_waiters();
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn reset(&self) {
+        self.count.store(0, Ordering::Relaxed);
+        self.latencies.lock().unwrap().clear();
+    }
+
+    /// True when `count` arrived within `patience`.
+    pub async fn wait_for(&self, count: u64, patience: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            let arrived = self.arrived.notified();
+            if self.count() >= count {
+                return true;
+            }
+            // Arrivals notify waiters; the short cap only guards against a missed wake-up.
+            let wake = tokio::time::Instant::now() + Duration::from_millis(50);
+            if tokio::time::timeout_at(deadline.min(wake), arrived)
+                .await
+                .is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
+                return self.count() >= count;
+            }
+        }
+    }
+}
+
+/// Posts `count` events with `concurrency` requests in flight.
+pub async fn post_many(
+    base: &str,
+    body: &str,
+    token: &str,
+    count: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let next = Arc::new(AtomicU64::new(0));
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..concurrency {
+        let (client, next) = (client.clone(), next.clone());
+        let (url, body, token) = (
+            format!("{base}/hooks/gitlab"),
+            body.to_owned(),
+            token.to_owned(),
+        );
+        workers.spawn(async move {
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count as u64 {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let response = client
+                    .post(&url)
+                    .header("x-gitlab-event", "Push Hook")
+                    .header("x-gitlab-token", &token)
+                    .header("idempotency-key", format!("load-{n}"))
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("load request answered {}", response.status());
+                }
+            }
+        });
+    }
+    while let Some(result) = workers.join_next().await {
+        result??;
+    }
+    Ok(())
+}
+
+pub struct Latency {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+    pub sent: usize,
+    pub delivered: usize,
+}
+
+/// Sends `rate` requests a second for `seconds`, each stamped with its send time.
+pub async fn steady_latency(
+    base: &str,
+    body: &str,
+    token: &str,
+    sink: &Sink,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Latency> {
+    sink.reset();
+    let client = reqwest::Client::new();
+    let total = (rate * seconds) as usize;
+    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..total {
+        ticker.tick().await;
+        let request = client
+            .post(format!("{base}/hooks/gitlab"))
+            .header("x-gitlab-event", "Push Hook")
+            .header("x-gitlab-token", token)
+            .header("idempotency-key", format!("lat-{n}-{}", micros_now()))
+            .body(body.to_owned());
+        requests.spawn(async move { request.send().await.map(|r| r.status().is_success()) });
+    }
+    while let Some(result) = requests.join_next().await {
+        if !result?? {
+            bail!("latency request was not accepted");
+        }
+    }
+    sink.wait_for(total as u64, Duration::from_secs(30)).await;
+    let mut samples = sink.latencies.lock().unwrap().clone();
+    samples.sort();
+    let pick = |q: f64| {
+        samples
+            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Ok(Latency {
+        p50: pick(0.50),
+        p99: pick(0.99),
+        max: samples.last().copied().unwrap_or_default(),
+        sent: total,
+        delivered: samples.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn wrk_output_parses() {
+        let text = "  Latency Distribution\n     50%  235.00us\n     99%    1.20ms\n  Non-2xx or 3xx responses: 3\nRequests/sec:  97000.12\n";
+        let parsed = super::parse_wrk(text).unwrap();
+        assert_eq!(parsed.p50.as_micros(), 235);
+        assert_eq!(parsed.p99.as_micros(), 1200);
+        assert_eq!(parsed.non_2xx, 3);
+    }
+}
