@@ -7,6 +7,7 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,8 +23,14 @@ use writer::{Command, backend};
 
 /// Commands waiting for the writer; a full queue makes ingest wait (backpressure), not fail.
 const QUEUE_DEPTH: usize = 8192;
-/// WAL pages (4 KiB) beyond which a blocking checkpoint caps the file.
-const WAL_CAP_PAGES: i64 = 64 * 1024;
+/// WAL pages (4 KiB) after which the WAL is made to start over; `journal_size_limit` then
+/// trims the file to `WAL_CAP_BYTES`.
+const WAL_RESTART_PAGES: i64 = 2 * 1024;
+const WAL_CAP_BYTES: i64 = 64 * 1024 * 1024;
+/// Frames the writer may be left to copy when it finishes a checkpoint.
+const SMALL_TAIL_PAGES: i64 = 128;
+/// Small, frequent checkpoints keep each one's fsync short.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
@@ -53,6 +60,8 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // FULL: the WAL is fsynced at every commit, so a 2xx survives power loss.
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // Savepoint journals stay in memory instead of a temporary file.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(conn)
 }
 
@@ -71,7 +80,7 @@ impl SqliteStore {
         // Checkpoints run on their own thread so no commit waits for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend)?;
-        conn.pragma_update(None, "journal_size_limit", WAL_CAP_PAGES * 4096)
+        conn.pragma_update(None, "journal_size_limit", WAL_CAP_BYTES)
             .map_err(backend)?;
         schema::migrate(&mut conn).map_err(backend)?;
         if mode == OpenMode::Server {
@@ -89,12 +98,14 @@ impl SqliteStore {
         }
         let reader = open_connection(path).map_err(backend)?;
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
+        let finish_checkpoint = Arc::new(AtomicBool::new(false));
+        let flag = finish_checkpoint.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, queue))
+            .spawn(move || writer::run(conn, queue, &flag))
             .map_err(|err| StoreError::Backend(format!("cannot start writer thread: {err}")))?;
         let stop_checkpoints = match mode {
-            OpenMode::Server => Some(spawn_checkpointer(path)?),
+            OpenMode::Server => Some(spawn_checkpointer(path, finish_checkpoint)?),
             OpenMode::Client => None,
         };
         Ok(Self {
@@ -160,36 +171,63 @@ fn take_lock(path: &Path) -> Result<File, StoreError> {
     Ok(file)
 }
 
-fn spawn_checkpointer(path: &Path) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
+fn spawn_checkpointer(
+    path: &Path,
+    writer_should_finish: Arc<AtomicBool>,
+) -> Result<std::sync::mpsc::Sender<()>, StoreError> {
     let conn = open_connection(path).map_err(backend)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new()
         .name("store-checkpoint".into())
         .spawn(move || {
             while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
-                stopped.recv_timeout(Duration::from_millis(500))
+                stopped.recv_timeout(CHECKPOINT_INTERVAL)
             {
-                checkpoint(&conn);
+                checkpoint(&conn, &writer_should_finish);
             }
-            checkpoint(&conn);
+            checkpoint(&conn, &writer_should_finish);
         })
         .map_err(|err| StoreError::Backend(format!("cannot start checkpoint thread: {err}")))?;
     Ok(stop)
 }
 
-/// A passive checkpoint never blocks the writer; only a WAL past its cap gets a truncating one.
-fn checkpoint(conn: &Connection) {
-    let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
-        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
-    });
-    match passive {
-        Ok((wal_pages, _)) if wal_pages > WAL_CAP_PAGES => {
-            if let Err(err) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
-                tracing::warn!(error = %err, "truncating checkpoint failed");
-            }
+/// Checkpoints run beside the writer, passive, so they never block it. Under continuous load,
+/// though, a passive checkpoint never leaves the WAL fully copied at the moment the writer
+/// begins, so the WAL would never start over and would grow (and appending to a growing file
+/// costs far more than rewriting one already in the page cache). So once the WAL is large and
+/// a checkpoint has copied nearly all of it, the writer is asked to finish the job between two
+/// batches: its own passive checkpoint copies only the last few frames, and its next
+/// transaction starts the WAL over.
+fn checkpoint(conn: &Connection, writer_should_finish: &AtomicBool) {
+    let passive = || {
+        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+            Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+        })
+    };
+    let (mut wal_pages, mut copied) = match passive() {
+        Ok(counts) => counts,
+        Err(err) => {
+            tracing::warn!(error = %err, "checkpoint failed");
+            return;
         }
-        Ok(_) => {}
-        Err(err) => tracing::warn!(error = %err, "checkpoint failed"),
+    };
+    if wal_pages < WAL_RESTART_PAGES {
+        return;
+    }
+    // Each pass copies what the writer added during the previous one, so passes shrink; once
+    // the tail is small, the writer's share of the work (and of the fsync) is small too.
+    for _ in 0..4 {
+        let before = wal_pages;
+        match passive() {
+            Ok(counts) => (wal_pages, copied) = counts,
+            Err(_) => return,
+        }
+        if wal_pages - before <= SMALL_TAIL_PAGES {
+            break;
+        }
+    }
+    if copied == wal_pages {
+        writer_should_finish.store(true, std::sync::atomic::Ordering::Release);
     }
 }
 

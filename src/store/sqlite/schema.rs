@@ -40,7 +40,6 @@ CREATE INDEX deliveries_due ON deliveries(destination, due_at)
 CREATE INDEX deliveries_active_order ON deliveries(destination, seq)
     WHERE state IN ('pending', 'in_flight');
 CREATE INDEX deliveries_by_state ON deliveries(state, seq);
-CREATE INDEX deliveries_by_event ON deliveries(event_seq);
 
 CREATE TABLE attempts (
     seq              INTEGER PRIMARY KEY,

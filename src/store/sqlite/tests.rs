@@ -256,3 +256,19 @@ async fn a_second_server_cannot_open_the_same_file_and_restarts_release_leases()
         "lease of the dead process was not released"
     );
 }
+
+#[tokio::test]
+async fn a_failing_command_spoils_no_other_in_its_batch() {
+    let (_dir, store) = open_temp();
+    let good = event(None, &["a"], 1);
+    let mut clash = event(None, &["a"], 2);
+    let first = event(None, &["a"], 0);
+    clash.id = first.id.clone();
+    store.insert_event(first).await.unwrap();
+    // Sent together, so the writer is likely to take them in one batch.
+    let (good, clash) = tokio::join!(store.insert_event(good), store.insert_event(clash));
+    assert!(good.is_ok(), "{good:?}");
+    assert!(clash.is_err(), "a second event with the same id must be refused");
+    let all = store.list_deliveries(DeliveryFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 2);
+}

@@ -1,10 +1,11 @@
 //! The single writer thread: group commit. Every write waiting in the queue shares one
-//! transaction and one fsync; each gets its own savepoint, so one failure spoils no other.
+//! transaction and one fsync; a failing command is isolated so it spoils no other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
 use super::schema::{decode_headers, encode_headers};
@@ -33,43 +34,63 @@ pub enum Command {
     ),
 }
 
-/// A command's answer, held until the batch's commit decides whether it stands.
-enum Reply {
-    Insert(
-        oneshot::Sender<Result<Accepted, StoreError>>,
-        Result<Accepted, StoreError>,
-    ),
-    Claim(
-        oneshot::Sender<Result<Claimed, StoreError>>,
-        Result<Claimed, StoreError>,
-    ),
-    Unit(
-        oneshot::Sender<Result<(), StoreError>>,
-        Result<(), StoreError>,
-    ),
-    Replay(
-        oneshot::Sender<Result<ReplayOutcome, StoreError>>,
-        Result<ReplayOutcome, StoreError>,
-    ),
+/// A command's result, held until the batch's commit decides whether it stands.
+enum Outcome {
+    Insert(Result<Accepted, StoreError>),
+    Claim(Result<Claimed, StoreError>),
+    Unit(Result<(), StoreError>),
+    Replay(Result<ReplayOutcome, StoreError>),
 }
 
-impl Reply {
-    fn send(self, commit_error: Option<&str>) {
-        let fail = |ok| match commit_error {
-            Some(error) if ok => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
-            _ => Ok(()),
-        };
-        // A caller that went away (client disconnected) no longer needs its answer.
+impl Outcome {
+    fn failed(&self) -> bool {
         match self {
-            Reply::Insert(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
-            Reply::Claim(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
-            Reply::Unit(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
-            Reply::Replay(tx, r) => drop(tx.send(fail(r.is_ok()).and(r))),
+            Outcome::Insert(r) => r.is_err(),
+            Outcome::Claim(r) => r.is_err(),
+            Outcome::Unit(r) => r.is_err(),
+            Outcome::Replay(r) => r.is_err(),
         }
     }
 }
 
-pub fn run(mut conn: Connection, mut queue: mpsc::Receiver<Command>) {
+fn execute(conn: &Connection, command: &Command) -> Outcome {
+    match command {
+        Command::Insert(event, _) => Outcome::Insert(insert_event(conn, event)),
+        Command::Claim(request, _) => Outcome::Claim(claim(conn, request)),
+        Command::Complete(record, _) => Outcome::Unit(complete(conn, record)),
+        Command::Release(leases, now, _) => Outcome::Unit(release(conn, leases, *now)),
+        Command::Replay(id, now, _) => Outcome::Replay(replay(conn, id, *now)),
+    }
+}
+
+/// Sends a command its answer; a commit failure turns every success into an error.
+/// A caller that went away (client disconnected) no longer needs its answer.
+fn respond(command: Command, outcome: Outcome, commit_error: Option<&str>) {
+    fn settle<T>(
+        result: Result<T, StoreError>,
+        commit_error: Option<&str>,
+    ) -> Result<T, StoreError> {
+        match (result, commit_error) {
+            (Ok(_), Some(error)) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
+            (result, _) => result,
+        }
+    }
+    let mismatch = || tracing::error!("store outcome does not match its command");
+    match (command, outcome) {
+        (Command::Insert(_, tx), Outcome::Insert(r)) => drop(tx.send(settle(r, commit_error))),
+        (Command::Claim(_, tx), Outcome::Claim(r)) => drop(tx.send(settle(r, commit_error))),
+        (Command::Complete(_, tx), Outcome::Unit(r))
+        | (Command::Release(_, _, tx), Outcome::Unit(r)) => drop(tx.send(settle(r, commit_error))),
+        (Command::Replay(_, _, tx), Outcome::Replay(r)) => drop(tx.send(settle(r, commit_error))),
+        _ => mismatch(),
+    }
+}
+
+pub fn run(
+    mut conn: Connection,
+    mut queue: mpsc::Receiver<Command>,
+    finish_checkpoint: &AtomicBool,
+) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
@@ -80,31 +101,90 @@ pub fn run(mut conn: Connection, mut queue: mpsc::Receiver<Command>) {
             }
         }
         apply_batch(&mut conn, &mut batch);
+        if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
+            finish_wal_checkpoint(&conn);
+        }
     }
 }
 
+/// Copies the few WAL frames the checkpoint thread has not, so the next transaction can
+/// start the WAL over (see `checkpoint` in the parent module).
+fn finish_wal_checkpoint(conn: &Connection) {
+    let started = std::time::Instant::now();
+    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
+        Ok((row.get::<_, i64>(1)?, row.get::<_, i64>(2)?))
+    }) {
+        Ok((wal_pages, copied)) => tracing::trace!(
+            wal_pages,
+            copied,
+            us = started.elapsed().as_micros(),
+            "writer finished a checkpoint"
+        ),
+        Err(err) => tracing::debug!(error = %err, "writer checkpoint skipped"),
+    }
+}
+
+/// Runs the batch in one transaction. Commands almost never fail, so the fast path has no
+/// savepoints; if one does fail, the transaction is rolled back and the batch redone with a
+/// savepoint per command, so the failure spoils no other command.
 fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
-    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
-        Ok(tx) => tx,
+    let started = std::time::Instant::now();
+    let mut result = run_in_transaction(conn, batch, false);
+    if let Ok((outcomes, _)) = &result
+        && outcomes.iter().any(Outcome::failed)
+    {
+        result = run_in_transaction(conn, batch, true);
+    }
+    let total = started.elapsed();
+    let size = batch.len();
+    if total > std::time::Duration::from_millis(50) {
+        tracing::warn!(size, total_ms = total.as_millis(), "slow store commit");
+    } else {
+        tracing::trace!(size, total_us = total.as_micros(), "commit");
+    }
+    match result {
+        Ok((outcomes, commit_error)) => {
+            if let Some(error) = &commit_error {
+                tracing::error!(%error, "store commit failed; the whole batch is refused");
+            }
+            for (command, outcome) in batch.drain(..).zip(outcomes) {
+                respond(command, outcome, commit_error.as_deref());
+            }
+        }
         Err(err) => {
             let error = err.to_string();
+            tracing::error!(%error, "store transaction could not start");
             for command in batch.drain(..) {
                 reject(command, &error);
             }
-            return;
         }
-    };
-    let replies: Vec<Reply> = batch
-        .drain(..)
-        .map(|command| apply_in_savepoint(&mut tx, command))
-        .collect();
+    }
+}
+
+type BatchResult = rusqlite::Result<(Vec<Outcome>, Option<String>)>;
+
+fn run_in_transaction(conn: &mut Connection, batch: &[Command], isolate: bool) -> BatchResult {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for command in batch {
+        if !isolate {
+            outcomes.push(execute(&tx, command));
+            continue;
+        }
+        let mut savepoint = tx.savepoint()?;
+        let outcome = execute(&savepoint, command);
+        if outcome.failed() {
+            savepoint.rollback()?;
+        }
+        savepoint.commit()?;
+        outcomes.push(outcome);
+    }
+    if !isolate && outcomes.iter().any(Outcome::failed) {
+        tx.rollback()?;
+        return Ok((outcomes, None));
+    }
     let commit_error = tx.commit().err().map(|err| err.to_string());
-    if let Some(error) = &commit_error {
-        tracing::error!(%error, "store commit failed; the whole batch is refused");
-    }
-    for reply in replies {
-        reply.send(commit_error.as_deref());
-    }
+    Ok((outcomes, commit_error))
 }
 
 fn reject(command: Command, error: &str) {
@@ -117,42 +197,6 @@ fn reject(command: Command, error: &str) {
     }
 }
 
-fn apply_in_savepoint(tx: &mut Transaction<'_>, command: Command) -> Reply {
-    let mut savepoint = match tx.savepoint() {
-        Ok(sp) => sp,
-        Err(err) => {
-            reject(command, &err.to_string());
-            // The rejection was already sent; an empty Unit reply keeps the types simple.
-            let (dummy, _) = oneshot::channel();
-            return Reply::Unit(dummy, Ok(()));
-        }
-    };
-    let reply = match command {
-        Command::Insert(event, reply) => Reply::Insert(reply, insert_event(&savepoint, event)),
-        Command::Claim(request, reply) => Reply::Claim(reply, claim(&savepoint, &request)),
-        Command::Complete(record, reply) => Reply::Unit(reply, complete(&savepoint, &record)),
-        Command::Release(leases, now, reply) => {
-            Reply::Unit(reply, release(&savepoint, &leases, now))
-        }
-        Command::Replay(id, now, reply) => Reply::Replay(reply, replay(&savepoint, &id, now)),
-    };
-    let failed = match &reply {
-        Reply::Insert(_, r) => r.is_err(),
-        Reply::Claim(_, r) => r.is_err(),
-        Reply::Unit(_, r) => r.is_err(),
-        Reply::Replay(_, r) => r.is_err(),
-    };
-    let finish = if failed {
-        savepoint.rollback().and_then(|_| savepoint.commit())
-    } else {
-        savepoint.commit()
-    };
-    if let Err(err) = finish {
-        tracing::error!(error = %err, "savepoint could not be closed");
-    }
-    reply
-}
-
 pub fn backend(err: rusqlite::Error) -> StoreError {
     match err.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::DatabaseBusy) => {
@@ -162,7 +206,7 @@ pub fn backend(err: rusqlite::Error) -> StoreError {
     }
 }
 
-fn insert_event(tx: &Connection, event: NewEvent) -> Result<Accepted, StoreError> {
+fn insert_event(tx: &Connection, event: &NewEvent) -> Result<Accepted, StoreError> {
     if let Some(key) = &event.dedup_key {
         let original: Option<String> = tx
             .prepare_cached("SELECT id FROM events WHERE source = ?1 AND dedup_key = ?2")
@@ -217,7 +261,7 @@ fn insert_event(tx: &Connection, event: NewEvent) -> Result<Accepted, StoreError
             .map_err(backend)?;
     }
     Ok(Accepted {
-        event_id: event.id,
+        event_id: event.id.clone(),
         deliveries: event.destinations.len(),
         duplicate: false,
     })
