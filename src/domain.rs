@@ -22,7 +22,7 @@ macro_rules! uuid_id {
             pub fn generate() -> Self {
                 Self(format!(
                     concat!($prefix, "{}"),
-                    uuid::Uuid::now_v7().simple()
+                    time_ordered_uuid().simple()
                 ))
             }
 
@@ -58,6 +58,15 @@ macro_rules! uuid_id {
             }
         }
     };
+}
+
+/// UUID v7: millisecond time prefix, then random bits. The random part comes from a fast
+/// user-space generator (no syscall per id): ids must be unique, not unguessable.
+fn time_ordered_uuid() -> uuid::Uuid {
+    let millis = now_millis().max(0) as u64;
+    let mut random = [0u8; 10];
+    fastrand::fill(&mut random);
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
 }
 
 uuid_id!(EventId, "evt_");

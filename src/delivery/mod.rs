@@ -57,7 +57,11 @@ impl Engine {
         store: Arc<dyn Store>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let lease_owner = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7().simple());
+        let lease_owner = format!(
+            "{}-{}",
+            std::process::id(),
+            crate::domain::EventId::generate()
+        );
         let mut defaults: HashMap<Name, Vec<String>> = HashMap::new();
         for (name, source) in &config.sources {
             let headers = provider_for(source.provider).forwarded_headers();

@@ -268,7 +268,13 @@ async fn a_failing_command_spoils_no_other_in_its_batch() {
     // Sent together, so the writer is likely to take them in one batch.
     let (good, clash) = tokio::join!(store.insert_event(good), store.insert_event(clash));
     assert!(good.is_ok(), "{good:?}");
-    assert!(clash.is_err(), "a second event with the same id must be refused");
-    let all = store.list_deliveries(DeliveryFilter::default()).await.unwrap();
+    assert!(
+        clash.is_err(),
+        "a second event with the same id must be refused"
+    );
+    let all = store
+        .list_deliveries(DeliveryFilter::default())
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
 }
