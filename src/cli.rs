@@ -106,7 +106,7 @@ impl StoreArgs {
     fn open(&self) -> anyhow::Result<std::sync::Arc<crate::store::sqlite::SqliteStore>> {
         let url = match &self.store {
             Some(url) => url.clone(),
-            None => Config::load(&self.config)?.server.store,
+            None => crate::config::load_store_url(&self.config)?,
         };
         crate::store::open(&url, OpenMode::Client).with_context(|| format!("opening store {url}"))
     }

@@ -144,6 +144,31 @@ impl Config {
     }
 }
 
+/// Only `server.store` (file, then environment): what CLI commands next to a running server
+/// need, without resolving secrets they never use.
+pub fn load_store_url(path: &Path) -> Result<String, ConfigErrors> {
+    let origin = path.display().to_string();
+    let fail = |message: String| ConfigErrors {
+        origin: origin.clone(),
+        errors: vec![ConfigError {
+            location: origin.clone(),
+            message,
+        }],
+        env_applied: vec![],
+    };
+    let text =
+        std::fs::read_to_string(path).map_err(|err| fail(format!("cannot read file: {err}")))?;
+    let mut table: toml::Table = toml::from_str(&text).map_err(|err| fail(err.to_string()))?;
+    raw::apply_env_overrides(&mut table, std::env::vars());
+    match table.get("server").and_then(|server| server.get("store")) {
+        None => Ok("sqlite://hookrelay.db".to_owned()),
+        Some(toml::Value::String(url)) => Ok(url.clone()),
+        Some(_) => Err(fail(
+            "server.store must be a string like sqlite://PATH".to_owned(),
+        )),
+    }
+}
+
 impl RawConfig {
     fn deserialize_table(table: toml::Table) -> Result<RawConfig, String> {
         use serde::Deserialize;
