@@ -47,6 +47,25 @@ enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Post a realistic sample event, signed as the real sender signs, to try a source.
+    Send {
+        /// gitlab, github, gitea, bitbucket, standard or generic.
+        #[arg(long)]
+        provider: String,
+        /// Event: push, tag_push, merge_request, note, pipeline, job, release, member (GitLab);
+        /// ping, push, pull_request (GitHub); push (Gitea); repo:push (Bitbucket); any type
+        /// (standard, generic).
+        #[arg(long, default_value = "push")]
+        event: String,
+        /// Token or signing secret (`whsec_...` for Standard Webhooks and GitLab signing tokens).
+        #[arg(long, env = "HOOKRELAY_SEND_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        /// Send this file's bytes instead of the built-in sample.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The hook URL, such as http://127.0.0.1:8080/hooks/gitlab.
+        url: String,
+    },
     /// Deliver a delivery again now, with a fresh retry window.
     Replay {
         delivery_id: String,
@@ -147,6 +166,9 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             command: ConfigCommand::Check { file },
         } => Ok(match Config::load(&file) {
             Ok(config) => {
+                for warning in &config.warnings {
+                    println!("warning: {}: {}", warning.location, warning.message);
+                }
                 println!(
                     "{}: ok ({} sources, {} destinations, {} routes)",
                     file.display(),
@@ -162,6 +184,26 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             }
         }),
         Command::Deliveries { command } => deliveries(command).await,
+        Command::Send {
+            provider,
+            event,
+            secret,
+            body,
+            url,
+        } => {
+            let provider: crate::ingest::ProviderKind = provider
+                .parse()
+                .map_err(|err: String| anyhow::anyhow!(err))?;
+            let body = match body {
+                Some(path) => Some(
+                    std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let sample = crate::send::build(provider, &event, secret.as_deref(), body)?;
+            crate::send::send(&url, sample).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Replay { delivery_id, store } => {
             let id = DeliveryId::parse(&delivery_id)?;
             let store = store.open()?;

@@ -7,6 +7,7 @@
 //! - [`http`]: the axum surface (`/hooks/{source}`, health, metrics).
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
+//! - [`send`]: signed sample events for `hookrelay send`.
 //! - [`cli`]: the command line.
 
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod domain;
 pub mod http;
 pub mod ingest;
 pub mod routing;
+pub mod send;
 pub mod store;
 
 use std::future::Future;
@@ -38,6 +40,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = store::open(&config.server.store, OpenMode::Server)
         .with_context(|| format!("opening store {}", config.server.store))?;
+    for warning in &config.warnings {
+        tracing::warn!(location = %warning.location, "{}", warning.message);
+    }
     let token = CancellationToken::new();
     let engine = delivery::Engine::start(&config, store.clone(), token.clone())?;
     let state = http::AppState::new(&config, store.clone(), engine.waker());

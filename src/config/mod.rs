@@ -1,7 +1,9 @@
 //! Typed configuration: one TOML file plus `HOOKRELAY_*` overrides, validated once, every error located.
 
 mod raw;
+mod route;
 mod secret;
+mod source;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,9 +15,8 @@ pub use secret::Secret;
 
 use crate::delivery::plan::RetryPolicy;
 use crate::domain::{Name, Ordering};
-use crate::ingest::ProviderKind;
 use crate::routing::Route;
-use raw::{RawConfig, RawDestination, RawRetry, RawSource, parse_duration, parse_size};
+use raw::{RawConfig, RawDestination, RawRetry, parse_duration};
 
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 
@@ -25,6 +26,8 @@ pub struct Config {
     pub sources: BTreeMap<Name, SourceConfig>,
     pub destinations: BTreeMap<Name, DestinationConfig>,
     pub routes: Vec<Route>,
+    /// Valid but risky settings (`config check` prints them, `serve` logs them).
+    pub warnings: Vec<ConfigError>,
 }
 
 #[derive(Debug, Clone)]
@@ -41,10 +44,21 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct SourceConfig {
     pub name: Name,
-    pub provider: ProviderKind,
+    pub provider: crate::ingest::ProviderKind,
     /// Every secret accepted at once, so a rotation never rejects real events.
     pub secrets: Vec<Secret>,
+    /// Standard Webhooks symmetric keys, already base64-decoded from `whsec_...`.
+    pub signing_secrets: Vec<Secret>,
+    /// Standard Webhooks v1a public keys.
+    pub public_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Refuse requests without a valid `webhook-signature` (GitLab sources).
+    pub require_signature: bool,
+    /// How far `webhook-timestamp` may be from our clock, either way.
+    pub timestamp_tolerance: Duration,
     pub max_body_bytes: u64,
+    pub allow_ips: Option<Vec<ipnet::IpNet>>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub generic_auth: crate::ingest::generic::GenericAuth,
 }
 
 #[derive(Debug, Clone)]
@@ -176,12 +190,27 @@ impl RawConfig {
     }
 }
 
-/// Collects errors instead of stopping at the first one.
+/// Collects errors (and warnings) instead of stopping at the first one.
 struct Checker {
     errors: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
 }
 
 impl Checker {
+    fn error(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(ConfigError {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
     fn check<T>(&mut self, location: impl Into<String>, result: Result<T, String>) -> Option<T> {
         result
             .map_err(|message| {
@@ -195,7 +224,10 @@ impl Checker {
 }
 
 fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
-    let mut c = Checker { errors: vec![] };
+    let mut c = Checker {
+        errors: vec![],
+        warnings: vec![],
+    };
     let server = &raw.server;
     let listen = c.check(
         "server.listen",
@@ -232,7 +264,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut sources = BTreeMap::new();
     for (name, source) in &raw.sources {
         let location = format!("sources.{name}");
-        if let Some(parsed) = validate_source(&mut c, &location, name, source) {
+        if let Some(parsed) = source::validate_source(&mut c, &location, name, source) {
             sources.insert(parsed.name.clone(), parsed);
         }
     }
@@ -246,38 +278,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut routes = Vec::new();
     for (index, route) in raw.routes.iter().enumerate() {
         let location = format!("routes[{index}]");
-        let source = c.check(format!("{location}.source"), Name::parse(&route.source));
-        if let Some(source) = &source
-            && !raw.sources.contains_key(source.as_str())
-        {
-            c.errors.push(ConfigError {
-                location: format!("{location}.source"),
-                message: format!("unknown source {:?}", source.as_str()),
-            });
-        }
-        if route.destinations.is_empty() {
-            c.errors.push(ConfigError {
-                location: format!("{location}.destinations"),
-                message: "a route needs at least one destination".into(),
-            });
-        }
-        let mut targets = Vec::new();
-        for (i, target) in route.destinations.iter().enumerate() {
-            if !raw.destinations.contains_key(target) {
-                c.errors.push(ConfigError {
-                    location: format!("{location}.destinations[{i}]"),
-                    message: format!("unknown destination {target:?}"),
-                });
-            } else if let Ok(name) = Name::parse(target) {
-                targets.push(name);
-            }
-        }
-        if let Some(source) = source {
-            routes.push(Route {
-                source,
-                events: route.events.clone(),
-                destinations: targets,
-            });
+        if let Some(parsed) = route::validate_route(&mut c, &location, route, &raw) {
+            routes.push(parsed);
         }
     }
     if !c.errors.is_empty() {
@@ -293,36 +295,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         sources,
         destinations,
         routes,
-    })
-}
-
-fn validate_source(
-    c: &mut Checker,
-    location: &str,
-    name: &str,
-    raw: &RawSource,
-) -> Option<SourceConfig> {
-    let name = c.check(location, Name::parse(name));
-    let provider = c.check(
-        format!("{location}.provider"),
-        raw.provider.parse::<ProviderKind>(),
-    );
-    let mut secrets = Vec::new();
-    if let Some(secret) = &raw.secret {
-        secrets.extend(c.check(format!("{location}.secret"), Secret::resolve(secret)));
-    }
-    for (i, secret) in raw.secrets.iter().enumerate() {
-        secrets.extend(c.check(format!("{location}.secrets[{i}]"), Secret::resolve(secret)));
-    }
-    let max_body_bytes = match &raw.max_body {
-        Some(size) => c.check(format!("{location}.max_body"), parse_size(size)),
-        None => Some(DEFAULT_MAX_BODY),
-    };
-    Some(SourceConfig {
-        name: name?,
-        provider: provider?,
-        secrets,
-        max_body_bytes: max_body_bytes?,
+        warnings: c.warnings,
     })
 }
 

@@ -35,7 +35,43 @@ pub struct RawSource {
     pub secret: Option<String>,
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// Standard Webhooks keys (`whsec_...`): GitLab 19.0+ signing tokens, `standard` sources.
+    #[serde(default)]
+    pub signing_secrets: Vec<String>,
+    /// Standard Webhooks v1a Ed25519 public keys (`whpk_...`).
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+    pub require_signature: Option<bool>,
+    pub timestamp_tolerance: Option<String>,
     pub max_body: Option<RawSize>,
+    /// CIDRs allowed to send; absent means any address.
+    pub allow_ips: Option<Vec<String>>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub auth: Option<RawGenericAuth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum RawGenericAuth {
+    Bearer,
+    Hmac {
+        header: String,
+        algorithm: Option<String>,
+        encoding: Option<String>,
+        prefix: Option<String>,
+        timestamp_header: Option<String>,
+    },
+    Token {
+        header: String,
+    },
+    Basic {
+        username: String,
+    },
+    Query {
+        param: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -82,6 +118,13 @@ pub struct RawRoute {
     pub source: String,
     /// Event types (`X-Gitlab-Event` values); absent means every event.
     pub events: Option<Vec<String>>,
+    /// Branch name globs; with `tags`, an event matches when either matches.
+    pub branches: Option<Vec<String>>,
+    pub tags: Option<Vec<String>>,
+    /// Project or repository path globs (`group/*`).
+    pub projects: Option<Vec<String>>,
+    /// JSON payload conditions: `{ pointer, equals | in | regex | exists }`, `all`, `any`, `not`.
+    pub when: Option<toml::Value>,
     pub destinations: Vec<String>,
 }
 

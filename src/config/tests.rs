@@ -106,3 +106,55 @@ fn debug_output_never_shows_secrets() {
     assert!(!shown.contains("old-token"), "{shown}");
     assert!(!shown.contains("new-token"), "{shown}");
 }
+
+#[test]
+fn source_options_are_checked_with_locations_and_risks_are_warned() {
+    let text = r#"
+[sources.signed]
+provider = "gitlab"
+signing_secrets = ["whsec_%%%"]
+require_signature = true
+allow_ips = ["10.0.0.0/33", "192.0.2.1"]
+
+[sources.open]
+provider = "github"
+
+[sources.querytoken]
+provider = "generic"
+secret = "t"
+auth = { type = "query", param = "token" }
+
+[sources.badauth]
+provider = "github"
+secret = "t"
+auth = { type = "token", header = "x-token" }
+"#;
+    let errors = parse(text).unwrap_err();
+    let locations: Vec<&str> = errors.errors.iter().map(|e| e.location.as_str()).collect();
+    for expected in [
+        "sources.signed.signing_secrets[0]",
+        "sources.signed.allow_ips[0]",
+        "sources.signed.require_signature",
+        "sources.badauth.auth",
+    ] {
+        assert!(
+            locations.contains(&expected),
+            "{expected} missing from {locations:?}"
+        );
+    }
+    let fixed = text
+        .replace("whsec_%%%", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+        .replace("10.0.0.0/33", "10.0.0.0/8")
+        .replace("[sources.badauth]\nprovider = \"github\"\nsecret = \"t\"\nauth = { type = \"token\", header = \"x-token\" }\n", "");
+    let config = parse(&fixed).unwrap();
+    let warned: Vec<&str> = config
+        .warnings
+        .iter()
+        .map(|w| w.location.as_str())
+        .collect();
+    assert_eq!(warned, ["sources.open", "sources.querytoken.auth"]);
+    assert_eq!(
+        config.sources["signed"].allow_ips.as_ref().unwrap().len(),
+        2
+    );
+}

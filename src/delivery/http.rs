@@ -4,11 +4,10 @@
 use std::time::Duration;
 
 use base64::Engine as _;
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 use super::{AttemptOutcome, Destination, Outbound};
 use crate::config::{DestinationConfig, Secret};
+use crate::ingest::signature::standard_v1_signature;
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.
 const EXCERPT_BYTES: usize = 1024;
@@ -50,22 +49,6 @@ fn signing_key(secret: &Secret) -> Vec<u8> {
         .unwrap_or_else(|| raw.to_vec())
 }
 
-/// Standard Webhooks v1 signature: HMAC-SHA256 over `id.timestamp.body`, base64.
-pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac =
-        <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(digest)
-    )
-}
-
 #[async_trait::async_trait]
 impl Destination for HttpDestination {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome {
@@ -93,7 +76,8 @@ impl Destination for HttpDestination {
             }
         }
         if let Some(key) = &self.signing_key {
-            let signature = sign(key, outbound.delivery_id, timestamp, &request.body);
+            let signature =
+                standard_v1_signature(key, outbound.delivery_id, timestamp, &request.body);
             builder = builder.header("webhook-signature", signature);
         }
         match builder.send().await {
@@ -177,7 +161,7 @@ mod tests {
         // The example from the Standard Webhooks specification.
         let secret = Secret::from_bytes("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
         let body = br#"{"test": 2432232314}"#;
-        let got = sign(
+        let got = standard_v1_signature(
             &signing_key(&secret),
             "msg_p5jXN8AQM9LWM0D4loKWxJek",
             1614265330,

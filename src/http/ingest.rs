@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use super::AppState;
 use crate::domain::{EventId, Name, now_millis};
-use crate::ingest::Inbound;
-use crate::routing::destinations_for;
+use crate::ingest::{Inbound, Rejection, ip, parse_payload};
+use crate::routing::{EventFacts, destinations_for};
 use crate::store::{NewEvent, StoreError};
 
 /// Headers that carry the sender's credential: kept by name, never by value.
@@ -45,6 +45,7 @@ impl IntoResponse for IngestError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::BadBody => StatusCode::BAD_REQUEST,
+            Self::Rejected(crate::ingest::Rejection::AddressNotAllowed) => StatusCode::FORBIDDEN,
             Self::Rejected(_) => StatusCode::UNAUTHORIZED,
             Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store => StatusCode::INTERNAL_SERVER_ERROR,
@@ -70,6 +71,7 @@ pub async fn receive(
     State(state): State<AppState>,
     Path(source): Path<String>,
     ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
@@ -78,6 +80,19 @@ pub async fn receive(
     let Some(runtime) = state.sources.get(&source) else {
         return Err(IngestError::UnknownSource);
     };
+    // Checked before the body is read: a refused address costs us nothing.
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = ip::client_ip(remote.ip(), &forwarded, &runtime.config.trusted_proxies);
+    if !ip::allowed(client, runtime.config.allow_ips.as_deref()) {
+        let rejection = Rejection::AddressNotAllowed;
+        metrics.count_rejection(rejection.reason());
+        tracing::warn!(%source, %client, "webhook from an address not on the allow-list");
+        return Err(IngestError::Rejected(rejection));
+    }
     let limit = runtime.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -98,23 +113,34 @@ pub async fn receive(
         Ok(Ok(collected)) => collected.to_bytes(),
     };
 
+    let received_at = now_millis();
     let inbound = Inbound {
         headers: &headers,
         body: &body,
+        query: uri.query(),
+        now_secs: received_at / 1000,
     };
-    if let Err(rejection) = runtime.provider.verify(&inbound, &runtime.config.secrets) {
+    if let Err(rejection) = runtime.provider.verify(&inbound, &runtime.config) {
         metrics.count_rejection(rejection.reason());
-        tracing::warn!(%source, %remote, reason = %rejection, "webhook rejected");
+        tracing::warn!(%source, %client, reason = %rejection, "webhook rejected");
         return Err(IngestError::Rejected(rejection));
     }
-    let classification = runtime.provider.classify(&inbound);
-    let destinations =
-        destinations_for(&state.routes, &source, classification.event_type.as_deref());
+    // Parsing costs CPU on every request, so only when a filter or the provider needs it.
+    let payload = runtime
+        .needs_payload
+        .then(|| parse_payload(&headers, &body))
+        .flatten();
+    let classification = runtime.provider.classify(&inbound, payload.as_ref());
+    let facts = EventFacts {
+        classification: &classification,
+        payload: payload.as_ref(),
+    };
+    let destinations = destinations_for(&state.routes, &source, &facts);
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),
-        received_at: now_millis(),
-        remote_addr: Some(remote.to_string()),
+        received_at,
+        remote_addr: Some(client.to_string()),
         event_type: classification.event_type,
         dedup_key: classification.dedup_key,
         content_type: headers

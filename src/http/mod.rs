@@ -24,6 +24,8 @@ use crate::store::Store;
 pub struct SourceRuntime {
     pub config: SourceConfig,
     pub provider: &'static dyn Provider,
+    /// Parse the body as JSON: the provider or a route filter of this source needs it.
+    pub needs_payload: bool,
 }
 
 #[derive(Clone)]
@@ -42,9 +44,15 @@ impl AppState {
             .sources
             .iter()
             .map(|(name, source)| {
+                let provider = provider_for(source.provider);
+                let filtered = config
+                    .routes
+                    .iter()
+                    .any(|route| &route.source == name && route.needs_payload());
                 let runtime = SourceRuntime {
                     config: source.clone(),
-                    provider: provider_for(source.provider),
+                    provider,
+                    needs_payload: provider.needs_payload() || filtered,
                 };
                 (name.clone(), runtime)
             })
@@ -69,12 +77,14 @@ pub struct Metrics {
     pub store_errors: AtomicU64,
     pub missing_credentials: AtomicU64,
     pub invalid_credentials: AtomicU64,
+    pub address_not_allowed: AtomicU64,
 }
 
 impl Metrics {
     pub fn count_rejection(&self, reason: &str) {
         match reason {
             "missing_credentials" => &self.missing_credentials,
+            "address_not_allowed" => &self.address_not_allowed,
             _ => &self.invalid_credentials,
         }
         .fetch_add(1, Relaxed);
@@ -109,6 +119,10 @@ impl Metrics {
                 (
                     "{reason=\"invalid_credentials\"}",
                     self.invalid_credentials.load(Relaxed),
+                ),
+                (
+                    "{reason=\"address_not_allowed\"}",
+                    self.address_not_allowed.load(Relaxed),
                 ),
                 ("{reason=\"too_large\"}", self.too_large.load(Relaxed)),
                 ("{reason=\"store_error\"}", self.store_errors.load(Relaxed)),

@@ -3,21 +3,37 @@
 //! Adding a provider means one file implementing [`Provider`] and one arm in [`provider_for`];
 //! the ingest handler never changes.
 
-mod generic;
+mod bitbucket;
+pub mod generic;
+mod gitea;
+mod github;
 mod gitlab;
+pub mod ip;
+pub mod signature;
+mod standard;
 
 use std::str::FromStr;
 
 use http::HeaderMap;
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::Secret;
+use crate::config::{Secret, SourceConfig};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
     Gitlab,
+    Github,
+    /// Gitea, Forgejo and Gogs: one family, three header spellings.
+    Gitea,
+    Bitbucket,
+    Standard,
     Generic,
+}
+
+impl ProviderKind {
+    pub const NAMES: &'static str = "\"gitlab\", \"github\", \"gitea\", \"forgejo\", \"gogs\", \"bitbucket\", \"standard\", \"generic\"";
 }
 
 impl FromStr for ProviderKind {
@@ -26,9 +42,14 @@ impl FromStr for ProviderKind {
     fn from_str(raw: &str) -> Result<Self, Self::Err> {
         match raw {
             "gitlab" => Ok(Self::Gitlab),
+            "github" => Ok(Self::Github),
+            "gitea" | "forgejo" | "gogs" => Ok(Self::Gitea),
+            "bitbucket" => Ok(Self::Bitbucket),
+            "standard" | "standard-webhooks" => Ok(Self::Standard),
             "generic" => Ok(Self::Generic),
             other => Err(format!(
-                "unknown provider {other:?}; supported: \"gitlab\", \"generic\""
+                "unknown provider {other:?}; supported: {}",
+                Self::NAMES
             )),
         }
     }
@@ -38,14 +59,41 @@ impl FromStr for ProviderKind {
 pub struct Inbound<'a> {
     pub headers: &'a HeaderMap,
     pub body: &'a [u8],
+    /// The raw query string, for generic sources that carry a token there.
+    pub query: Option<&'a str>,
+    /// Seconds since the Unix epoch, for timestamp tolerance checks.
+    pub now_secs: i64,
 }
 
 /// What ingest extracts from a request for routing and dedup.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Classification {
     pub event_type: Option<String>,
+    pub action: Option<String>,
+    /// The full ref when the sender gives one (`refs/heads/main`, `refs/tags/v1`).
+    pub git_ref: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// Project or repository path (`group/app`, `owner/repo`).
+    pub project: Option<String>,
+    pub commit_before: Option<String>,
+    pub commit_after: Option<String>,
+    pub sender: Option<String>,
     /// Sender's id for this delivery; a repeat with the same key is a duplicate.
     pub dedup_key: Option<String>,
+}
+
+impl Classification {
+    /// Sets `branch`/`tag` from a full ref; a bare name counts as a branch.
+    fn set_ref(&mut self, raw: Option<String>) {
+        let Some(raw) = raw else { return };
+        if let Some(tag) = raw.strip_prefix("refs/tags/") {
+            self.tag = Some(tag.to_owned());
+        } else {
+            self.branch = Some(raw.strip_prefix("refs/heads/").unwrap_or(&raw).to_owned());
+        }
+        self.git_ref = Some(raw);
+    }
 }
 
 /// Why a request was refused. The text is safe to send back: it never contains a secret.
@@ -55,6 +103,8 @@ pub enum Rejection {
     Missing(&'static str),
     #[error("invalid credentials: {0}")]
     Invalid(&'static str),
+    #[error("address not allowed")]
+    AddressNotAllowed,
 }
 
 impl Rejection {
@@ -63,14 +113,20 @@ impl Rejection {
         match self {
             Self::Missing(_) => "missing_credentials",
             Self::Invalid(_) => "invalid_credentials",
+            Self::AddressNotAllowed => "address_not_allowed",
         }
     }
 }
 
 pub trait Provider: Send + Sync {
-    /// Checks the request against the source's secrets. No secrets means no check.
-    fn verify(&self, inbound: &Inbound<'_>, secrets: &[Secret]) -> Result<(), Rejection>;
-    fn classify(&self, inbound: &Inbound<'_>) -> Classification;
+    /// Checks the request against the source's credentials. No credentials means no check.
+    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection>;
+    /// Reads event type, dedup key and git facts; `payload` is the parsed JSON when there is one.
+    fn classify(&self, inbound: &Inbound<'_>, payload: Option<&Value>) -> Classification;
+    /// Whether `classify` needs the payload even when no route filters on it.
+    fn needs_payload(&self) -> bool {
+        false
+    }
     /// Original headers worth forwarding to destinations (never ones carrying secrets).
     fn forwarded_headers(&self) -> &'static [&'static str];
 }
@@ -78,6 +134,10 @@ pub trait Provider: Send + Sync {
 pub fn provider_for(kind: ProviderKind) -> &'static dyn Provider {
     match kind {
         ProviderKind::Gitlab => &gitlab::GitLab,
+        ProviderKind::Github => &github::GitHub,
+        ProviderKind::Gitea => &gitea::Gitea,
+        ProviderKind::Bitbucket => &bitbucket::Bitbucket,
+        ProviderKind::Standard => &standard::Standard,
         ProviderKind::Generic => &generic::Generic,
     }
 }
@@ -107,17 +167,41 @@ pub(crate) fn standard_dedup_key(headers: &HeaderMap) -> Option<String> {
         .map(str::to_owned)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The JSON payload: the body itself, or the `payload` field of a form-encoded body
+/// (GitHub and Gitea can send either). `None` when it is not JSON; such bodies still flow.
+pub fn parse_payload(headers: &HeaderMap, body: &[u8]) -> Option<Value> {
+    serde_json::from_slice(&form_payload(headers, body)?).ok()
+}
 
-    #[test]
-    fn secret_matching_accepts_any_configured_secret_only() {
-        let secrets = [Secret::from_bytes("old"), Secret::from_bytes("new")];
-        assert!(matches_any_secret(b"old", &secrets));
-        assert!(matches_any_secret(b"new", &secrets));
-        assert!(!matches_any_secret(b"ne", &secrets));
-        assert!(!matches_any_secret(b"", &secrets));
-        assert!(!matches_any_secret(b"old", &[]));
+/// The JSON text a sender signed or sent: the `payload` form field for form bodies.
+pub(crate) fn form_payload<'a>(
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Option<std::borrow::Cow<'a, [u8]>> {
+    let is_form = header_text(headers, "content-type")
+        .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
+    if !is_form {
+        return Some(std::borrow::Cow::Borrowed(body));
+    }
+    form_urlencoded::parse(body)
+        .find(|(key, _)| key == "payload")
+        .map(|(_, value)| std::borrow::Cow::Owned(value.into_owned().into_bytes()))
+}
+
+/// A string (or number/bool rendered as text) at a JSON pointer.
+pub(crate) fn text_at(payload: Option<&Value>, pointer: &str) -> Option<String> {
+    match payload?.pointer(pointer)? {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
     }
 }
+
+/// The first pointer that holds text.
+pub(crate) fn first_text(payload: Option<&Value>, pointers: &[&str]) -> Option<String> {
+    pointers.iter().find_map(|p| text_at(payload, p))
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,4 +5,6 @@ mod crash;
 mod delivery;
 mod harness;
 mod ingest;
+mod providers;
+mod robustness;
 mod tidy;
