@@ -79,6 +79,12 @@ pub(super) fn validate_source(
             GenericAuth::default()
         }
     };
+    if raw.auth.is_some() && secrets.is_empty() {
+        c.error(
+            format!("{location}.auth"),
+            "needs `secret` or `secrets`: without one every request would pass",
+        );
+    }
     if matches!(generic_auth, GenericAuth::Query { .. }) {
         c.warn(
             format!("{location}.auth"),

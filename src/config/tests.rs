@@ -128,6 +128,10 @@ auth = { type = "query", param = "token" }
 provider = "github"
 secret = "t"
 auth = { type = "token", header = "x-token" }
+
+[sources.nosecret]
+provider = "generic"
+auth = { type = "basic", username = "u" }
 "#;
     let errors = parse(text).unwrap_err();
     let locations: Vec<&str> = errors.errors.iter().map(|e| e.location.as_str()).collect();
@@ -136,6 +140,7 @@ auth = { type = "token", header = "x-token" }
         "sources.signed.allow_ips[0]",
         "sources.signed.require_signature",
         "sources.badauth.auth",
+        "sources.nosecret.auth",
     ] {
         assert!(
             locations.contains(&expected),
@@ -145,7 +150,8 @@ auth = { type = "token", header = "x-token" }
     let fixed = text
         .replace("whsec_%%%", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
         .replace("10.0.0.0/33", "10.0.0.0/8")
-        .replace("[sources.badauth]\nprovider = \"github\"\nsecret = \"t\"\nauth = { type = \"token\", header = \"x-token\" }\n", "");
+        .replace("[sources.badauth]\nprovider = \"github\"\nsecret = \"t\"\nauth = { type = \"token\", header = \"x-token\" }\n", "")
+        .replace("[sources.nosecret]\nprovider = \"generic\"\nauth = { type = \"basic\", username = \"u\" }\n", "");
     let config = parse(&fixed).unwrap();
     let warned: Vec<&str> = config
         .warnings

@@ -147,7 +147,7 @@ pub async fn receive(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        headers: stored_headers(&headers),
+        headers: stored_headers(&headers, runtime.token_header()),
         body,
         destinations: destinations.clone(),
     };
@@ -178,11 +178,13 @@ pub async fn receive(
     Ok((status, Json(body)).into_response())
 }
 
-fn stored_headers(headers: &HeaderMap) -> Vec<(String, Vec<u8>)> {
+fn stored_headers(headers: &HeaderMap, token_header: Option<&str>) -> Vec<(String, Vec<u8>)> {
     headers
         .iter()
         .map(|(name, value)| {
-            let value = if CREDENTIAL_HEADERS.contains(&name.as_str()) {
+            let secret =
+                CREDENTIAL_HEADERS.contains(&name.as_str()) || token_header == Some(name.as_str());
+            let value = if secret {
                 b"[redacted]".to_vec()
             } else {
                 value.as_bytes().to_vec()

@@ -28,6 +28,16 @@ pub struct SourceRuntime {
     pub needs_payload: bool,
 }
 
+impl SourceRuntime {
+    /// A generic source's own token header, stored by name only like `X-Gitlab-Token`.
+    pub fn token_header(&self) -> Option<&str> {
+        match &self.config.generic_auth {
+            crate::ingest::generic::GenericAuth::Token { header } => Some(header),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub sources: Arc<HashMap<Name, SourceRuntime>>,
