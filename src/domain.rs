@@ -60,13 +60,28 @@ macro_rules! uuid_id {
     };
 }
 
-/// UUID v7: millisecond time prefix, then random bits. The random part comes from a fast
-/// user-space generator (no syscall per id): ids must be unique, not unguessable.
+/// UUID v7 (RFC 9562): a 48-bit millisecond time, then a 12-bit counter that keeps ids made in
+/// the same millisecond in order (method 1), then random bits from a fast user-space
+/// generator (no syscall per id): ids must be unique and ordered, not unguessable.
 fn time_ordered_uuid() -> uuid::Uuid {
-    let millis = now_millis().max(0) as u64;
-    let mut random = [0u8; 10];
-    fastrand::fill(&mut random);
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+    static LAST: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let now = (now_millis().max(0) as u64) << 12;
+    let previous = LAST
+        .fetch_update(
+            std::sync::atomic::Ordering::Relaxed,
+            std::sync::atomic::Ordering::Relaxed,
+            |last| Some(now.max(last + 1)),
+        )
+        .unwrap_or(now);
+    let stamp = now.max(previous + 1);
+    let (millis, counter) = (stamp >> 12, (stamp & 0xfff) as u16);
+    let mut bytes = [0u8; 16];
+    bytes[..6].copy_from_slice(&millis.to_be_bytes()[2..]);
+    bytes[6] = 0x70 | (counter >> 8) as u8;
+    bytes[7] = counter as u8;
+    fastrand::fill(&mut bytes[8..]);
+    bytes[8] = 0x80 | (bytes[8] & 0x3f);
+    uuid::Uuid::from_bytes(bytes)
 }
 
 uuid_id!(EventId, "evt_");
@@ -209,6 +224,12 @@ mod tests {
         let second = EventId::generate();
         assert_eq!(EventId::parse(first.as_str()).unwrap(), first);
         assert!(first.as_str() < second.as_str());
+        // Many in the same millisecond still sort in creation order, and are real v7 UUIDs.
+        let many: Vec<String> = (0..10_000).map(|_| DeliveryId::generate().0).collect();
+        assert!(many.windows(2).all(|w| w[0] < w[1]));
+        let parsed = uuid::Uuid::parse_str(&many[0]["dlv_".len()..]).unwrap();
+        assert_eq!(parsed.get_version_num(), 7);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
         assert!(DeliveryId::parse(first.as_str()).is_err());
         assert!(DeliveryId::parse("dlv_xyz").is_err());
     }
