@@ -136,7 +136,8 @@ pub fn push_body_3k() -> String {
     )
 }
 
-/// A wrk script posting the body with GitLab headers and a unique Idempotency-Key per request.
+/// A wrk script posting the body with GitLab headers and a unique, random-looking
+/// Idempotency-Key per request.
 pub fn write_wrk_script(dir: &Path, body: &str, token: &str, run: &str) -> anyhow::Result<PathBuf> {
     let path = dir.join(format!("post-{run}.lua"));
     let script = format!(
@@ -153,7 +154,8 @@ end
 local counter = 0
 function request()
   counter = counter + 1
-  wrk.headers["Idempotency-Key"] = "{run}-" .. tid .. "-" .. counter
+  -- Real senders use random UUIDs, which land all over the dedup index; so do we.
+  wrk.headers["Idempotency-Key"] = string.format("%08x%08x-{run}-%d-%d", math.random(0, 0x7fffffff), math.random(0, 0x7fffffff), tid, counter)
   return wrk.format()
 end
 "#
