@@ -16,9 +16,12 @@ pub use secret::Secret;
 use crate::delivery::plan::RetryPolicy;
 use crate::domain::{Name, Ordering};
 use crate::routing::Route;
-use raw::{RawConfig, RawDestination, RawRetry, parse_duration};
+use raw::{RawConfig, RawDestination, RawRetry, parse_duration_in};
 
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
+/// SQLite stores a blob of at most 1 GB; bodies are kept whole.
+pub const MAX_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
+const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -249,16 +252,25 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         });
     }
     let duration_or =
-        |c: &mut Checker, location: &str, raw: &Option<String>, default: u64| match raw {
-            Some(text) => c.check(location, parse_duration(text)),
-            None => Some(Duration::from_secs(default)),
+        |c: &mut Checker, location: &str, raw: &Option<String>, default: u64, min: Duration| {
+            match raw {
+                Some(text) => c.check(location, parse_duration_in(text, min, HOUR)),
+                None => Some(Duration::from_secs(default)),
+            }
         };
-    let shutdown_grace = duration_or(&mut c, "server.shutdown_grace", &server.shutdown_grace, 10);
+    let shutdown_grace = duration_or(
+        &mut c,
+        "server.shutdown_grace",
+        &server.shutdown_grace,
+        10,
+        Duration::ZERO,
+    );
     let body_read_timeout = duration_or(
         &mut c,
         "server.body_read_timeout",
         &server.body_read_timeout,
         30,
+        Duration::from_secs(1),
     );
 
     let mut sources = BTreeMap::new();
@@ -325,7 +337,10 @@ fn validate_destination(
             }),
     );
     let timeout = match &raw.timeout {
-        Some(text) => c.check(format!("{location}.timeout"), parse_duration(text)),
+        Some(text) => c.check(
+            format!("{location}.timeout"),
+            parse_duration_in(text, Duration::from_millis(100), HOUR),
+        ),
         None => Some(Duration::from_secs(30)),
     };
     let concurrency = c.check(
@@ -350,6 +365,11 @@ fn validate_destination(
         Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
         None => None,
     };
+    let forward_headers = forward_headers(
+        c,
+        &format!("{location}.forward_headers"),
+        &raw.forward_headers,
+    );
     let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
     Some(DestinationConfig {
         name: name?,
@@ -358,26 +378,110 @@ fn validate_destination(
         concurrency: concurrency?,
         ordering: ordering?,
         secret,
-        forward_headers: raw.forward_headers.clone(),
+        forward_headers: forward_headers?,
         paused: raw.paused.unwrap_or(false),
         retry: retry?,
     })
 }
 
+/// Headers hookrelay sets itself, hop-by-hop headers, and credentials are never copied.
+const NOT_FORWARDABLE: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "authorization",
+    "x-gitlab-token",
+    "cookie",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+];
+
+fn forward_headers(
+    c: &mut Checker,
+    location: &str,
+    raw: &Option<Vec<String>>,
+) -> Option<Option<Vec<String>>> {
+    let Some(list) = raw else {
+        return Some(None);
+    };
+    let mut names = Vec::new();
+    for (i, name) in list.iter().enumerate() {
+        let lower = name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            c.error(
+                format!("{location}[{i}]"),
+                format!("{name:?} is not a header name"),
+            );
+        } else if NOT_FORWARDABLE.contains(&lower.as_str()) {
+            c.error(
+                format!("{location}[{i}]"),
+                format!("{name:?} is set by hookrelay or must not be forwarded"),
+            );
+        } else {
+            names.push(lower);
+        }
+    }
+    Some(Some(names))
+}
+
 fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<RetryPolicy> {
     let defaults = RetryPolicy::default();
-    let mut duration = |key: &str, value: &Option<String>, default: Duration| match value {
-        Some(text) => c.check(format!("{location}.{key}"), parse_duration(text)),
-        None => Some(default),
-    };
-    let initial_delay = duration("initial_delay", &raw.initial_delay, defaults.initial_delay);
-    let max_delay = duration("max_delay", &raw.max_delay, defaults.max_delay);
-    let max_age = duration("max_age", &raw.max_age, defaults.max_age);
+    let mut duration =
+        |key: &str, value: &Option<String>, default: Duration, min: Duration, max: Duration| {
+            match value {
+                Some(text) => c.check(
+                    format!("{location}.{key}"),
+                    parse_duration_in(text, min, max),
+                ),
+                None => Some(default),
+            }
+        };
+    let ms = Duration::from_millis;
+    let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+    let initial_delay = duration(
+        "initial_delay",
+        &raw.initial_delay,
+        defaults.initial_delay,
+        ms(10),
+        days(1),
+    );
+    let max_delay = duration(
+        "max_delay",
+        &raw.max_delay,
+        defaults.max_delay,
+        ms(10),
+        days(7),
+    );
+    let max_age = duration(
+        "max_age",
+        &raw.max_age,
+        defaults.max_age,
+        ms(1000),
+        days(365),
+    );
     let retry_after_cap = duration(
         "retry_after_cap",
         &raw.retry_after_cap,
         defaults.retry_after_cap,
+        Duration::ZERO,
+        days(7),
     );
+    if let (Some(initial), Some(max)) = (initial_delay, max_delay)
+        && max < initial
+    {
+        c.error(
+            format!("{location}.max_delay"),
+            "is shorter than initial_delay",
+        );
+    }
     let max_attempts = c.check(
         format!("{location}.max_attempts"),
         match raw.max_attempts {

@@ -146,7 +146,8 @@ pub fn apply_env_overrides(
         if segments.iter().any(String::is_empty) {
             continue;
         }
-        set_path(table, &segments, parse_env_value(&value));
+        let key = segments.last().map(String::as_str).unwrap_or_default();
+        set_path(table, &segments, parse_env_value(key, &value));
         applied.push(name);
     }
     applied
@@ -182,17 +183,69 @@ fn same_key(existing: &str, wanted: &str) -> bool {
             .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'-' && b == b'_'))
 }
 
-/// A TOML literal (`8`, `true`, `["a"]`) when the text is one, otherwise the text as a string.
-fn parse_env_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}"))
-        .ok()
-        .and_then(|mut table| table.remove("v"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_owned()))
+/// Keys whose values are numbers or booleans; every other scalar stays text, so a secret
+/// like `12345678` is never retyped (and then echoed in a type error).
+const SCALAR_KEYS: &[&str] = &[
+    "concurrency",
+    "max_attempts",
+    "paused",
+    "require_signature",
+    "permanent_4xx",
+    "max_body",
+];
+/// Keys whose values are lists: `[..]` in TOML syntax, or one bare value.
+const LIST_KEYS: &[&str] = &[
+    "secrets",
+    "signing_secrets",
+    "public_keys",
+    "allow_ips",
+    "trusted_proxies",
+    "events",
+    "branches",
+    "tags",
+    "projects",
+    "destinations",
+    "forward_headers",
+];
+
+fn parse_env_value(key: &str, raw: &str) -> toml::Value {
+    let literal = || {
+        toml::from_str::<toml::Table>(&format!("v = {raw}"))
+            .ok()
+            .and_then(|mut table| table.remove("v"))
+    };
+    let text = || toml::Value::String(raw.to_owned());
+    if LIST_KEYS.contains(&key) {
+        return match literal() {
+            Some(list @ toml::Value::Array(_)) => list,
+            _ => toml::Value::Array(vec![text()]),
+        };
+    }
+    if SCALAR_KEYS.contains(&key) {
+        return match literal() {
+            Some(value @ (toml::Value::Integer(_) | toml::Value::Boolean(_))) => value,
+            _ => text(),
+        };
+    }
+    text()
 }
 
 pub fn parse_duration(raw: &str) -> Result<Duration, String> {
     humantime::parse_duration(raw.trim())
         .map_err(|err| format!("{raw:?} is not a duration like \"10s\" or \"1h 30m\": {err}"))
+}
+
+/// A duration within `min..=max`, so no setting can stall or overflow the server.
+pub fn parse_duration_in(raw: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let duration = parse_duration(raw)?;
+    if duration < min || duration > max {
+        return Err(format!(
+            "{raw:?} is outside {} ..= {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(duration)
 }
 
 pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
@@ -241,11 +294,19 @@ mod tests {
                     "env:X".into(),
                 ),
                 ("HOOKRELAY_DESTINATIONS__CI__CONCURRENCY".into(), "4".into()),
+                (
+                    "HOOKRELAY_SOURCES__GITLAB_MAIN__SECRETS".into(),
+                    "12345678".into(),
+                ),
+                (
+                    "HOOKRELAY_SOURCES__GITLAB_MAIN__PROVIDER".into(),
+                    "true".into(),
+                ),
                 ("HOOKRELAY_LOG".into(), "debug".into()),
                 ("PATH".into(), "/bin".into()),
             ],
         );
-        assert_eq!(applied.len(), 3);
+        assert_eq!(applied.len(), 5);
         assert_eq!(table["server"]["listen"].as_str(), Some("0.0.0.0:9000"));
         assert_eq!(
             table["sources"]["gitlab-main"]["secret"].as_str(),
@@ -254,6 +315,15 @@ mod tests {
         assert_eq!(
             table["destinations"]["ci"]["concurrency"].as_integer(),
             Some(4)
+        );
+        // Secrets and other text stay text, however they look.
+        let secrets = table["sources"]["gitlab-main"]["secrets"]
+            .as_array()
+            .unwrap();
+        assert_eq!(secrets[0].as_str(), Some("12345678"));
+        assert_eq!(
+            table["sources"]["gitlab-main"]["provider"].as_str(),
+            Some("true")
         );
     }
 

@@ -136,7 +136,13 @@ fn condition(c: &mut Checker, location: &str, value: &toml::Value) -> Option<Con
             }
         },
         "regex" => {
-            let pattern = table["regex"].as_str().unwrap_or_default();
+            let Some(pattern) = table["regex"].as_str() else {
+                c.error(
+                    format!("{location}.regex"),
+                    "expected a regular expression string",
+                );
+                return None;
+            };
             let regex = regex::Regex::new(pattern).map_err(|err| err.to_string());
             c.check(format!("{location}.regex"), regex)
                 .map(|regex| Condition::Regex { pointer, regex })

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::raw::{RawGenericAuth, RawSource, parse_duration, parse_size};
-use super::{Checker, DEFAULT_MAX_BODY, Secret, SourceConfig};
+use super::{Checker, DEFAULT_MAX_BODY, MAX_BODY_LIMIT, Secret, SourceConfig};
 use crate::domain::Name;
 use crate::ingest::ProviderKind;
 use crate::ingest::generic::{Encoding, GenericAuth, HmacScheme};
@@ -54,13 +54,27 @@ pub(super) fn validate_source(
         None => Some(Duration::from_secs(300)),
     };
     let max_body_bytes = match &raw.max_body {
-        Some(size) => c.check(format!("{location}.max_body"), parse_size(size)),
+        Some(size) => c.check(
+            format!("{location}.max_body"),
+            parse_size(size).and_then(|bytes| match bytes {
+                1..=MAX_BODY_LIMIT => Ok(bytes),
+                _ => Err(format!(
+                    "must be between 1 byte and {MAX_BODY_LIMIT} bytes (1 GiB)"
+                )),
+            }),
+        ),
         None => Some(DEFAULT_MAX_BODY),
     };
     let allow_ips = raw
         .allow_ips
         .as_ref()
         .map(|list| networks(c, &format!("{location}.allow_ips"), list));
+    if raw.allow_ips.as_ref().is_some_and(Vec::is_empty) {
+        c.error(
+            format!("{location}.allow_ips"),
+            "an empty list admits nobody; remove the key to admit every address",
+        );
+    }
     let trusted_proxies = networks(
         c,
         &format!("{location}.trusted_proxies"),
@@ -91,7 +105,43 @@ pub(super) fn validate_source(
             "a token in the query string ends up in access logs and proxies; prefer a header",
         );
     }
-    let require_signature = raw.require_signature.unwrap_or(false);
+    // Credentials a provider would silently ignore leave the source open: refuse them.
+    let takes_signing = matches!(
+        provider,
+        Some(ProviderKind::Gitlab | ProviderKind::Standard)
+    );
+    if !raw.signing_secrets.is_empty() && !takes_signing && provider.is_some() {
+        c.error(
+            format!("{location}.signing_secrets"),
+            "only gitlab and standard sources check signing secrets; use `secret`",
+        );
+    }
+    if !raw.public_keys.is_empty() && provider.is_some() && provider != Some(ProviderKind::Standard)
+    {
+        c.error(
+            format!("{location}.public_keys"),
+            "only standard sources check public keys",
+        );
+    }
+    if raw.require_signature.is_some()
+        && provider.is_some()
+        && provider != Some(ProviderKind::Gitlab)
+    {
+        c.error(
+            format!("{location}.require_signature"),
+            "applies to gitlab sources (other providers always require their signature)",
+        );
+    }
+    // A GitLab source whose only credential is a signing secret must not accept unsigned
+    // requests by default, or it would accept anything.
+    let signing_only = secrets.is_empty() && !signing_secrets.is_empty();
+    let require_signature = raw.require_signature.unwrap_or(signing_only);
+    if signing_only && !require_signature {
+        c.warn(
+            format!("{location}.require_signature"),
+            "false with no token: unsigned requests are accepted without any credential",
+        );
+    }
     if require_signature && signing_secrets.is_empty() {
         c.error(
             format!("{location}.require_signature"),

@@ -164,3 +164,69 @@ auth = { type = "basic", username = "u" }
         2
     );
 }
+
+#[test]
+fn settings_that_would_stall_or_open_the_server_are_refused() {
+    let text = r#"
+[server]
+body_read_timeout = "0s"
+
+[sources.gitlab]
+provider = "gitlab"
+secret = "t"
+max_body = 0
+allow_ips = []
+public_keys = ["whpk_AAAA"]
+
+[sources.gh]
+provider = "github"
+signing_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+
+[destinations.ci]
+url = "http://127.0.0.1:9/x"
+timeout = "0s"
+forward_headers = ["X-Custom", "Host", "bad header"]
+retry = { initial_delay = "10s", max_delay = "1s" }
+
+[[routes]]
+source = "gitlab"
+when = { pointer = "/ref", regex = 5 }
+destinations = ["ci"]
+"#;
+    let errors = parse(text).unwrap_err();
+    let locations: Vec<&str> = errors.errors.iter().map(|e| e.location.as_str()).collect();
+    for expected in [
+        "server.body_read_timeout",
+        "sources.gitlab.max_body",
+        "sources.gitlab.allow_ips",
+        "sources.gitlab.public_keys",
+        "sources.gh.signing_secrets",
+        "destinations.ci.timeout",
+        "destinations.ci.forward_headers[1]",
+        "destinations.ci.forward_headers[2]",
+        "destinations.ci.retry.max_delay",
+        "routes[0].when.regex",
+    ] {
+        assert!(
+            locations.contains(&expected),
+            "{expected} missing from {locations:?}"
+        );
+    }
+}
+
+#[test]
+fn a_gitlab_source_with_only_a_signing_secret_requires_signatures() {
+    let text = r#"
+[sources.gitlab]
+provider = "gitlab"
+signing_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+"#;
+    let config = parse(text).unwrap();
+    assert!(config.sources["gitlab"].require_signature);
+    let opened = parse(&format!("{text}require_signature = false\n")).unwrap();
+    assert!(!opened.sources["gitlab"].require_signature);
+    assert_eq!(
+        opened.warnings[0].location,
+        "sources.gitlab.require_signature"
+    );
+}

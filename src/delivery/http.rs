@@ -100,7 +100,7 @@ impl Destination for HttpDestination {
             Err(err) => AttemptOutcome {
                 delivered: false,
                 status: None,
-                error: Some(describe(&err)),
+                error: Some(describe(err)),
                 retry_after: None,
                 response_excerpt: None,
             },
@@ -108,7 +108,7 @@ impl Destination for HttpDestination {
     }
 }
 
-fn describe(err: &reqwest::Error) -> String {
+fn describe(err: reqwest::Error) -> String {
     let kind = if err.is_timeout() {
         "timeout"
     } else if err.is_connect() {
@@ -116,8 +116,10 @@ fn describe(err: &reqwest::Error) -> String {
     } else {
         "request error"
     };
+    // Without the URL: destination URLs often carry tokens in their path or query.
+    let err = err.without_url();
     let mut text = format!("{kind}: {err}");
-    let mut source = std::error::Error::source(err);
+    let mut source = std::error::Error::source(&err);
     while let Some(cause) = source {
         text.push_str(&format!(": {cause}"));
         source = cause.source();

@@ -81,13 +81,19 @@ pub async fn receive(
         return Err(IngestError::UnknownSource);
     };
     // Checked before the body is read: a refused address costs us nothing.
-    let forwarded: Vec<&str> = headers
+    let forwarded: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.as_bytes())
         .collect();
     let client = ip::client_ip(remote.ip(), &forwarded, &runtime.config.trusted_proxies);
-    if !ip::allowed(client, runtime.config.allow_ips.as_deref()) {
+    let allowed = match (client, runtime.config.allow_ips.as_deref()) {
+        (_, None) => true,
+        (Some(address), Some(allow)) => ip::allowed(address, Some(allow)),
+        (None, Some(_)) => false,
+    };
+    let client = client.unwrap_or(remote.ip());
+    if !allowed {
         let rejection = Rejection::AddressNotAllowed;
         metrics.count_rejection(rejection.reason());
         tracing::warn!(%source, %client, "webhook from an address not on the allow-list");

@@ -169,7 +169,8 @@ fn verify_hmac(
             let sent: i64 = timestamp
                 .parse()
                 .map_err(|_| Rejection::Invalid("timestamp is not a number"))?;
-            if (inbound.now_secs - sent).abs() > source.timestamp_tolerance.as_secs() as i64 {
+            let tolerance = source.timestamp_tolerance.as_secs() as i64;
+            if !super::signature::within_tolerance(inbound.now_secs, sent, tolerance) {
                 return Err(Rejection::Invalid("timestamp is outside the tolerance"));
             }
             let parts: [&[u8]; 3] = [timestamp.as_bytes(), b".", inbound.body];

@@ -5,26 +5,26 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-/// The client address: walks `X-Forwarded-For` from the right while each hop is a trusted
-/// proxy, so a client cannot forge its address by sending the header itself.
-pub fn client_ip(peer: IpAddr, forwarded_for: &[&str], trusted: &[IpNet]) -> IpAddr {
+/// The client address: walks `X-Forwarded-For` (header lines as received) from the right while
+/// each hop is a trusted proxy, so a client cannot forge its address by sending the header
+/// itself. `None` when a trusted proxy vouches for something that is not an address: the
+/// client is then unknown, never mistaken for the proxy.
+pub fn client_ip(peer: IpAddr, forwarded_for: &[&[u8]], trusted: &[IpNet]) -> Option<IpAddr> {
     let mut current = peer.to_canonical();
-    let hops = forwarded_for
-        .iter()
-        .rev()
-        .flat_map(|value| value.rsplit(','))
-        .map(str::trim);
-    for hop in hops {
-        if !trusted.iter().any(|net| net.contains(&current)) {
-            break;
-        }
-        match hop.parse::<IpAddr>() {
-            Ok(address) => current = address.to_canonical(),
-            // A garbled hop ends the chain: stay with the last address we could believe.
-            Err(_) => break,
+    for line in forwarded_for.iter().rev() {
+        let hops = line.rsplit(|&b| b == b',').map(|hop| {
+            std::str::from_utf8(hop)
+                .ok()
+                .and_then(|text| text.trim().parse::<IpAddr>().ok())
+        });
+        for hop in hops {
+            if !trusted.iter().any(|net| net.contains(&current)) {
+                return Some(current);
+            }
+            current = hop?.to_canonical();
         }
     }
-    current
+    Some(current)
 }
 
 /// No list admits everyone; a list admits only addresses inside one of its networks.
@@ -41,28 +41,36 @@ mod tests {
         list.iter().map(|n| n.parse().unwrap()).collect()
     }
 
+    /// (peer, X-Forwarded-For lines, expected client)
+    type Row<'a> = (&'a str, &'a [&'a [u8]], Option<&'a str>);
+
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {
         let proxies = nets(&["10.0.0.0/8", "::1/128"]);
-        let table: &[(&str, &[&str], &str)] = &[
+        let table: &[Row] = &[
             // Straight from the client: the header is the client's own claim, ignored.
-            ("203.0.113.9", &["1.2.3.4"], "203.0.113.9"),
+            ("203.0.113.9", &[b"1.2.3.4"], Some("203.0.113.9")),
+            ("203.0.113.9", &[b"\x80garbage"], Some("203.0.113.9")),
             // Through our proxy: the proxy's right-most entry is the client.
-            ("10.1.1.1", &["1.2.3.4"], "1.2.3.4"),
+            ("10.1.1.1", &[b"1.2.3.4"], Some("1.2.3.4")),
             // A client forging a left entry through our proxy gains nothing.
-            ("10.1.1.1", &["6.6.6.6, 1.2.3.4"], "1.2.3.4"),
+            ("10.1.1.1", &[b"6.6.6.6, 1.2.3.4"], Some("1.2.3.4")),
             // Two trusted hops.
-            ("10.1.1.1", &["1.2.3.4, 10.2.2.2"], "1.2.3.4"),
+            ("10.1.1.1", &[b"1.2.3.4, 10.2.2.2"], Some("1.2.3.4")),
             // Several header lines count as one list.
-            ("10.1.1.1", &["1.2.3.4", "10.2.2.2"], "1.2.3.4"),
+            ("10.1.1.1", &[b"1.2.3.4", b"10.2.2.2"], Some("1.2.3.4")),
             // IPv6 proxy, IPv4-mapped client.
-            ("::1", &["::ffff:192.0.2.7"], "192.0.2.7"),
-            // Garbage stops the walk at the last believable address.
-            ("10.1.1.1", &["not-an-ip"], "10.1.1.1"),
+            ("::1", &[b"::ffff:192.0.2.7"], Some("192.0.2.7")),
+            // A proxy vouching for garbage: the client is unknown, not the proxy.
+            ("10.1.1.1", &[b"not-an-ip"], None),
+            ("10.1.1.1", &[b"\x80, 203.0.113.66"], Some("203.0.113.66")),
+            ("10.1.1.1", &[b"\x80"], None),
+            // The proxy's own request, with no header: the proxy is the client.
+            ("10.1.1.1", &[], Some("10.1.1.1")),
         ];
         for (peer, header, expected) in table {
-            let got = client_ip(peer.parse().unwrap(), header, &proxies);
-            assert_eq!(got.to_string(), *expected, "{peer} {header:?}");
+            let got = client_ip(peer.parse().unwrap(), header, &proxies).map(|ip| ip.to_string());
+            assert_eq!(got.as_deref(), *expected, "{peer} {header:?}");
         }
     }
 

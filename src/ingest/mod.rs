@@ -173,7 +173,8 @@ pub fn parse_payload(headers: &HeaderMap, body: &[u8]) -> Option<Value> {
     serde_json::from_slice(&form_payload(headers, body)?).ok()
 }
 
-/// The JSON text a sender signed or sent: the `payload` form field for form bodies.
+/// The JSON text a sender signed or sent: the `payload` form field for form bodies (`None`
+/// when a form body is not exactly that one field).
 pub(crate) fn form_payload<'a>(
     headers: &HeaderMap,
     body: &'a [u8],
@@ -183,9 +184,15 @@ pub(crate) fn form_payload<'a>(
     if !is_form {
         return Some(std::borrow::Cow::Borrowed(body));
     }
-    form_urlencoded::parse(body)
-        .find(|(key, _)| key == "payload")
-        .map(|(_, value)| std::borrow::Cow::Owned(value.into_owned().into_bytes()))
+    // Exactly one field, `payload`: anything else could smuggle a second, unsigned payload
+    // past a signature that covers only the first (receivers differ on which one they read).
+    let mut fields = form_urlencoded::parse(body);
+    match (fields.next(), fields.next()) {
+        (Some((key, value)), None) if key == "payload" => {
+            Some(std::borrow::Cow::Owned(value.into_owned().into_bytes()))
+        }
+        _ => None,
+    }
 }
 
 /// A string (or number/bool rendered as text) at a JSON pointer.

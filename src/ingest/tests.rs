@@ -180,6 +180,8 @@ fn gitea_family_signs_the_json_text_even_in_forms() {
         "payload={}",
         form_urlencoded::byte_serialize(body).collect::<String>()
     );
+    let smuggled = format!("{form}&payload=%7B%22ref%22%3A%22evil%22%7D");
+    let extra = format!("{form}&x=1");
     let gitea = source(ProviderKind::Gitea, &["s3", "s4"]);
     let form_ct = (
         "content-type",
@@ -214,9 +216,21 @@ fn gitea_family_signs_the_json_text_even_in_forms() {
             "form signed raw",
             vec![
                 ("x-gitea-signature", hex_hmac("s3", form.as_bytes())),
-                form_ct,
+                form_ct.clone(),
             ],
             form.as_bytes(),
+            BAD,
+        ),
+        (
+            "form with a smuggled second payload",
+            vec![("x-gitea-signature", hex_hmac("s3", body)), form_ct.clone()],
+            smuggled.as_bytes(),
+            BAD,
+        ),
+        (
+            "form with an extra field",
+            vec![("x-gitea-signature", hex_hmac("s3", body)), form_ct],
+            extra.as_bytes(),
             BAD,
         ),
         (
@@ -891,4 +905,22 @@ fn dedup_keys_come_from_each_senders_delivery_id() {
     assert_eq!(bitbucket.commit_before.as_deref(), Some("aaa"));
     let standard = classify(ProviderKind::Standard, &[], br#"{"type":"invoice.paid"}"#);
     assert_eq!(standard.event_type.as_deref(), Some("invoice.paid"));
+}
+
+#[test]
+fn hostile_signature_headers_are_refused_cheaply_and_without_panics() {
+    let key = standard_secret(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+    let mut standard = source(ProviderKind::Standard, &[]);
+    standard.signing_secrets = vec![key.clone()];
+    let body = vec![b'x'; 1 << 20];
+    let mut flood = standard_headers(key.expose(), "msg_1", NOW, &body);
+    let valid = flood[2].1.clone();
+    // Thousands of empty or junk entries, the valid one last: only the first few are looked at.
+    flood[2].1 = format!("{} {valid}", "v1, v1a, v1,AAAA ".repeat(3000));
+    assert_eq!(verify(&standard, &flood, &body, None), BAD);
+    for ts in [i64::MIN, i64::MAX, -1] {
+        let mut pairs = standard_headers(key.expose(), "msg_1", ts, &body);
+        pairs[1].1 = ts.to_string();
+        assert_eq!(verify(&standard, &pairs, &body, None), BAD, "{ts}");
+    }
 }
