@@ -1,6 +1,7 @@
 //! Embedded store: SQLite in WAL mode with synchronous=FULL, one group-committing writer
 //! thread, a reader connection, and checkpoints kept off the commit path.
 
+mod dedup;
 mod read;
 mod schema;
 mod writer;
@@ -96,13 +97,19 @@ impl SqliteStore {
                 tracing::info!(released, "released leases left by a previous process");
             }
         }
+        // CLI commands never insert events, so only a server needs the recent keys.
+        let dedup = match mode {
+            OpenMode::Server => dedup::DedupIndex::load(&conn, now_millis()).map_err(backend)?,
+            OpenMode::Client => dedup::DedupIndex::default(),
+        };
+        tracing::debug!(keys = dedup.len(), "dedup keys of the last window loaded");
         let reader = open_connection(path).map_err(backend)?;
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
         let flag = finish_checkpoint.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, queue, &flag))
+            .spawn(move || writer::run(conn, queue, &flag, dedup))
             .map_err(|err| StoreError::Backend(format!("cannot start writer thread: {err}")))?;
         let stop_checkpoints = match mode {
             OpenMode::Server => Some(spawn_checkpointer(path, finish_checkpoint)?),

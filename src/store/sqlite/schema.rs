@@ -16,7 +16,15 @@ CREATE TABLE events (
     headers      BLOB NOT NULL,
     body         BLOB NOT NULL
 );
-CREATE UNIQUE INDEX events_dedup ON events(source, dedup_key) WHERE dedup_key IS NOT NULL;
+
+-- Senders' delivery ids, appended in arrival order; the writer keeps the recent ones in
+-- memory (see dedup.rs). No index: random keys would cost a random page write each.
+CREATE TABLE dedup_keys (
+    seq         INTEGER PRIMARY KEY,
+    hash        INTEGER NOT NULL,
+    event_seq   INTEGER NOT NULL,
+    received_at INTEGER NOT NULL
+);
 
 CREATE TABLE deliveries (
     seq          INTEGER PRIMARY KEY,

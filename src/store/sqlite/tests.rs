@@ -278,3 +278,72 @@ async fn a_failing_command_spoils_no_other_in_its_batch() {
         .unwrap();
     assert_eq!(all.len(), 2);
 }
+
+#[tokio::test]
+async fn dedup_survives_a_restart_and_never_merges_different_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hr.db");
+    let now = now_millis();
+    let store = SqliteStore::open(&path, OpenMode::Server).unwrap();
+    let first = store
+        .insert_event(event(Some("k1"), &["a"], now))
+        .await
+        .unwrap();
+    // Same key twice in one batch: the second sees the first.
+    let (x, y) = tokio::join!(
+        store.insert_event(event(Some("k2"), &["a"], now)),
+        store.insert_event(event(Some("k2"), &["a"], now))
+    );
+    let (x, y) = (x.unwrap(), y.unwrap());
+    assert!(
+        x.duplicate != y.duplicate,
+        "exactly one of the pair is new: {x:?} {y:?}"
+    );
+    drop(store);
+    let store = SqliteStore::open(&path, OpenMode::Server).unwrap();
+    let again = store
+        .insert_event(event(Some("k1"), &["a"], now))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.event_id, first.event_id);
+    let other = store
+        .insert_event(event(Some("k3"), &["a"], now))
+        .await
+        .unwrap();
+    assert!(!other.duplicate);
+    // The same key from another source is another event.
+    let mut elsewhere = event(Some("k1"), &["a"], now);
+    elsewhere.source = Name::parse("github").unwrap();
+    assert!(!store.insert_event(elsewhere).await.unwrap().duplicate);
+}
+
+#[tokio::test]
+async fn a_failed_command_keeps_no_dedup_key_and_its_batch_mates_keep_theirs() {
+    let (_dir, store) = open_temp();
+    let first = event(None, &["a"], 0);
+    let mut clash = event(Some("failed-key"), &["a"], 1);
+    clash.id = first.id.clone();
+    store.insert_event(first).await.unwrap();
+    // Sent together: the batch fails once, then runs command by command.
+    let (good, bad) = tokio::join!(
+        store.insert_event(event(Some("good-key"), &["a"], 1)),
+        store.insert_event(clash)
+    );
+    let good = good.unwrap();
+    assert!(bad.is_err());
+    let again = store
+        .insert_event(event(Some("good-key"), &["a"], 2))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.event_id, good.event_id);
+    let retry = store
+        .insert_event(event(Some("failed-key"), &["a"], 2))
+        .await
+        .unwrap();
+    assert!(
+        !retry.duplicate,
+        "a key from a failed insert made a real event a duplicate"
+    );
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::{mpsc, oneshot};
 
+use super::dedup::{DedupIndex, dedup_hash};
 use super::schema::{decode_headers, encode_headers};
 use crate::domain::{DeliveryId, EventId, Name, Ordering, UnixMillis};
 use crate::store::{
@@ -53,9 +54,9 @@ impl Outcome {
     }
 }
 
-fn execute(conn: &Connection, command: &Command) -> Outcome {
+fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outcome {
     match command {
-        Command::Insert(event, _) => Outcome::Insert(insert_event(conn, event)),
+        Command::Insert(event, _) => Outcome::Insert(insert_event(conn, event, dedup)),
         Command::Claim(request, _) => Outcome::Claim(claim(conn, request)),
         Command::Complete(record, _) => Outcome::Unit(complete(conn, record)),
         Command::Release(leases, now, _) => Outcome::Unit(release(conn, leases, *now)),
@@ -90,6 +91,7 @@ pub fn run(
     mut conn: Connection,
     mut queue: mpsc::Receiver<Command>,
     finish_checkpoint: &AtomicBool,
+    mut dedup: DedupIndex,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.blocking_recv() {
@@ -100,7 +102,7 @@ pub fn run(
                 Err(_) => break,
             }
         }
-        apply_batch(&mut conn, &mut batch);
+        apply_batch(&mut conn, &mut batch, &mut dedup);
         if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
             finish_wal_checkpoint(&conn);
         }
@@ -127,13 +129,13 @@ fn finish_wal_checkpoint(conn: &Connection) {
 /// Runs the batch in one transaction. Commands almost never fail, so the fast path has no
 /// savepoints; if one does fail, the transaction is rolled back and the batch redone with a
 /// savepoint per command, so the failure spoils no other command.
-fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
+fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup: &mut DedupIndex) {
     let started = std::time::Instant::now();
-    let mut result = run_in_transaction(conn, batch, false);
+    let mut result = run_in_transaction(conn, batch, false, dedup);
     if let Ok((outcomes, _)) = &result
         && outcomes.iter().any(Outcome::failed)
     {
-        result = run_in_transaction(conn, batch, true);
+        result = run_in_transaction(conn, batch, true, dedup);
     }
     let total = started.elapsed();
     let size = batch.len();
@@ -163,18 +165,41 @@ fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>) {
 
 type BatchResult = rusqlite::Result<(Vec<Outcome>, Option<String>)>;
 
-fn run_in_transaction(conn: &mut Connection, batch: &[Command], isolate: bool) -> BatchResult {
+/// Runs the batch; the dedup index learns the batch's keys only if its commit succeeds.
+fn run_in_transaction(
+    conn: &mut Connection,
+    batch: &[Command],
+    isolate: bool,
+    dedup: &mut DedupIndex,
+) -> BatchResult {
+    dedup.discard();
+    let result = run_commands(conn, batch, isolate, dedup);
+    match &result {
+        Ok((outcomes, None)) if isolate || !outcomes.iter().any(Outcome::failed) => dedup.commit(),
+        _ => dedup.discard(),
+    }
+    result
+}
+
+fn run_commands(
+    conn: &mut Connection,
+    batch: &[Command],
+    isolate: bool,
+    dedup: &mut DedupIndex,
+) -> BatchResult {
     let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for command in batch {
         if !isolate {
-            outcomes.push(execute(&tx, command));
+            outcomes.push(execute(&tx, command, dedup));
             continue;
         }
         let mut savepoint = tx.savepoint()?;
-        let outcome = execute(&savepoint, command);
+        let staged_before = dedup.staged_len();
+        let outcome = execute(&savepoint, command, dedup);
         if outcome.failed() {
             savepoint.rollback()?;
+            dedup.truncate_staged(staged_before);
         }
         savepoint.commit()?;
         outcomes.push(outcome);
@@ -206,18 +231,34 @@ pub fn backend(err: rusqlite::Error) -> StoreError {
     }
 }
 
-fn insert_event(tx: &Connection, event: &NewEvent) -> Result<Accepted, StoreError> {
-    if let Some(key) = &event.dedup_key {
-        let original: Option<String> = tx
-            .prepare_cached("SELECT id FROM events WHERE source = ?1 AND dedup_key = ?2")
+fn insert_event(
+    tx: &Connection,
+    event: &NewEvent,
+    dedup: &mut DedupIndex,
+) -> Result<Accepted, StoreError> {
+    let hash = event
+        .dedup_key
+        .as_deref()
+        .map(|key| dedup_hash(event.source.as_str(), key));
+    if let (Some(hash), Some(key)) = (hash, &event.dedup_key)
+        && let Some(seq) = dedup.find(hash)
+    {
+        // Confirm against the event itself: a hash collision must not swallow an event.
+        let original: Option<(String, String, Option<String>)> = tx
+            .prepare_cached("SELECT id, source, dedup_key FROM events WHERE seq = ?1")
             .and_then(|mut stmt| {
-                stmt.query_row(params![event.source.as_str(), key], |row| row.get(0))
-                    .optional()
+                stmt.query_row(params![seq], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
             })
             .map_err(backend)?;
-        if let Some(original) = original {
+        if let Some((id, source, Some(stored_key))) = original
+            && source == event.source.as_str()
+            && &stored_key == key
+        {
             return Ok(Accepted {
-                event_id: EventId::from_stored(original),
+                event_id: EventId::from_stored(id),
                 deliveries: 0,
                 duplicate: true,
             });
@@ -243,6 +284,13 @@ fn insert_event(tx: &Connection, event: &NewEvent) -> Result<Accepted, StoreErro
     })
     .map_err(backend)?;
     let event_seq = tx.last_insert_rowid();
+    if let Some(hash) = hash {
+        tx.prepare_cached(
+            "INSERT INTO dedup_keys (hash, event_seq, received_at) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![hash, event_seq, event.received_at]))
+        .map_err(backend)?;
+    }
     let mut insert_delivery = tx
         .prepare_cached(
             "INSERT INTO deliveries (id, event_seq, destination, state, due_at, window_start,
@@ -259,6 +307,9 @@ fn insert_event(tx: &Connection, event: &NewEvent) -> Result<Accepted, StoreErro
                 event.received_at
             ])
             .map_err(backend)?;
+    }
+    if let Some(hash) = hash {
+        dedup.stage(event.received_at, hash, event_seq);
     }
     Ok(Accepted {
         event_id: event.id.clone(),
