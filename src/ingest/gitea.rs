@@ -52,20 +52,7 @@ impl Provider for Gitea {
             commit_after: text_at(payload, "/after"),
             ..Classification::default()
         };
-        match event.as_deref() {
-            Some("push") => facts.set_ref(text_at(payload, "/ref")),
-            Some("pull_request") => facts.branch = text_at(payload, "/pull_request/base/ref"),
-            Some("create" | "delete") => {
-                let name = text_at(payload, "/ref");
-                if text_at(payload, "/ref_type").as_deref() == Some("tag") {
-                    facts.tag = name;
-                } else {
-                    facts.branch = name;
-                }
-            }
-            Some("release") => facts.tag = text_at(payload, "/release/tag_name"),
-            _ => {}
-        }
+        super::github::set_refs(&mut facts, event.as_deref(), payload);
         facts.event_type = event;
         facts
     }

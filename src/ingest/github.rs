@@ -34,28 +34,7 @@ impl Provider for GitHub {
             commit_after: text_at(payload, "/after"),
             ..Classification::default()
         };
-        match event.as_deref() {
-            Some("push") => facts.set_ref(text_at(payload, "/ref")),
-            Some("pull_request" | "pull_request_review" | "pull_request_review_comment") => {
-                facts.branch = text_at(payload, "/pull_request/base/ref");
-            }
-            Some("create" | "delete") => {
-                let name = text_at(payload, "/ref");
-                if text_at(payload, "/ref_type").as_deref() == Some("tag") {
-                    facts.tag = name;
-                } else {
-                    facts.branch = name;
-                }
-            }
-            Some("release") => facts.tag = text_at(payload, "/release/tag_name"),
-            Some("workflow_run" | "check_suite") => {
-                facts.branch = first_text(
-                    payload,
-                    &["/workflow_run/head_branch", "/check_suite/head_branch"],
-                );
-            }
-            _ => {}
-        }
+        set_refs(&mut facts, event.as_deref(), payload);
         facts.event_type = event;
         facts
     }
@@ -70,5 +49,31 @@ impl Provider for GitHub {
             "x-hub-signature-256",
             "user-agent",
         ]
+    }
+}
+
+/// Branch and tag of a GitHub-shaped payload; Gitea, Forgejo and Gogs send the same shapes.
+pub(super) fn set_refs(facts: &mut Classification, event: Option<&str>, payload: Option<&Value>) {
+    match event {
+        Some("push") => facts.set_ref(text_at(payload, "/ref")),
+        Some("pull_request" | "pull_request_review" | "pull_request_review_comment") => {
+            facts.branch = text_at(payload, "/pull_request/base/ref");
+        }
+        Some("create" | "delete") => {
+            let name = text_at(payload, "/ref");
+            if text_at(payload, "/ref_type").as_deref() == Some("tag") {
+                facts.tag = name;
+            } else {
+                facts.branch = name;
+            }
+        }
+        Some("release") => facts.tag = text_at(payload, "/release/tag_name"),
+        Some("workflow_run" | "check_suite") => {
+            facts.branch = first_text(
+                payload,
+                &["/workflow_run/head_branch", "/check_suite/head_branch"],
+            );
+        }
+        _ => {}
     }
 }
