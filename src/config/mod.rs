@@ -16,11 +16,12 @@ pub use secret::Secret;
 use crate::delivery::plan::RetryPolicy;
 use crate::domain::{Name, Ordering};
 use crate::routing::Route;
-use raw::{RawConfig, RawDestination, RawRetry, parse_duration_in};
+use raw::{RawConfig, RawDestination, RawRetry, parse_duration_in, parse_size};
 
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 /// SQLite stores a blob of at most 1 GB; bodies are kept whole.
 pub const MAX_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
+pub const DEFAULT_MAX_INFLIGHT_BODY: u64 = 256 * 1024 * 1024;
 const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone)]
@@ -42,6 +43,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// A client slower than this to send its body gets 408 instead of holding a connection.
     pub body_read_timeout: Duration,
+    /// Request bodies being received at once, all sources together; past it ingest answers
+    /// 503 so a flood of large or slow uploads cannot exhaust memory.
+    pub max_inflight_body: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -280,6 +284,20 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             sources.insert(parsed.name.clone(), parsed);
         }
     }
+    let max_inflight_body = match &server.max_inflight_body {
+        Some(size) => c.check("server.max_inflight_body", parse_size(size)),
+        None => Some(DEFAULT_MAX_INFLIGHT_BODY),
+    };
+    if let Some(budget) = max_inflight_body {
+        for source in sources.values() {
+            if source.max_body_bytes > budget {
+                c.error(
+                    format!("sources.{}.max_body", source.name),
+                    format!("is larger than server.max_inflight_body ({budget} bytes): such a body could never be received"),
+                );
+            }
+        }
+    }
     let mut destinations = BTreeMap::new();
     for (name, destination) in &raw.destinations {
         let location = format!("destinations.{name}");
@@ -303,6 +321,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             store,
             shutdown_grace: shutdown_grace.expect("checked"),
             body_read_timeout: body_read_timeout.expect("checked"),
+            max_inflight_body: max_inflight_body.expect("checked"),
         },
         sources,
         destinations,

@@ -25,6 +25,7 @@ pub struct RawServer {
     pub store: Option<String>,
     pub shutdown_grace: Option<String>,
     pub body_read_timeout: Option<String>,
+    pub max_inflight_body: Option<RawSize>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -170,6 +170,7 @@ fn settings_that_would_stall_or_open_the_server_are_refused() {
     let text = r#"
 [server]
 body_read_timeout = "0s"
+max_inflight_body = "10MiB"
 
 [sources.gitlab]
 provider = "gitlab"
@@ -181,6 +182,7 @@ public_keys = ["whpk_AAAA"]
 [sources.gh]
 provider = "github"
 signing_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+max_body = "11MiB"
 
 [destinations.ci]
 url = "http://127.0.0.1:9/x"
@@ -201,6 +203,7 @@ destinations = ["ci"]
         "sources.gitlab.allow_ips",
         "sources.gitlab.public_keys",
         "sources.gh.signing_secrets",
+        "sources.gh.max_body",
         "destinations.ci.timeout",
         "destinations.ci.forward_headers[1]",
         "destinations.ci.forward_headers[2]",

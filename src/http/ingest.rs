@@ -34,6 +34,8 @@ pub enum IngestError {
     Rejected(crate::ingest::Rejection),
     #[error("temporarily unable to store the event; retry later")]
     Unavailable,
+    #[error("too many request bodies in flight; retry later")]
+    Busy,
     #[error("internal error storing the event")]
     Store,
 }
@@ -47,11 +49,11 @@ impl IntoResponse for IngestError {
             Self::BadBody => StatusCode::BAD_REQUEST,
             Self::Rejected(crate::ingest::Rejection::AddressNotAllowed) => StatusCode::FORBIDDEN,
             Self::Rejected(_) => StatusCode::UNAUTHORIZED,
-            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if matches!(self, Self::Unavailable | Self::Store) {
+        if matches!(self, Self::Unavailable | Self::Store | Self::Busy) {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
@@ -108,6 +110,14 @@ pub async fn receive(
         metrics.too_large.fetch_add(1, Relaxed);
         return Err(IngestError::TooLarge(limit));
     }
+    // Memory for the body is reserved before reading it (the declared length, or the whole
+    // limit when none is declared) and held until the event is committed.
+    let need_kib = declared.unwrap_or(limit).min(limit).div_ceil(1024).max(1) as u32;
+    let Ok(_reserved) = state.body_budget.clone().try_acquire_many_owned(need_kib) else {
+        metrics.over_budget.fetch_add(1, Relaxed);
+        tracing::warn!(%source, "body budget exhausted; answering 503");
+        return Err(IngestError::Busy);
+    };
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let body = match tokio::time::timeout(state.body_read_timeout, limited.collect()).await {
         Err(_) => return Err(IngestError::SlowBody),

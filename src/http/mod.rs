@@ -46,6 +46,9 @@ pub struct AppState {
     pub wakers: Wakers,
     pub metrics: Arc<Metrics>,
     pub body_read_timeout: Duration,
+    /// Bytes of request bodies that may be in memory at once, in KiB permits.
+    pub body_budget: Arc<tokio::sync::Semaphore>,
+    pub body_budget_kib: usize,
 }
 
 impl AppState {
@@ -67,6 +70,7 @@ impl AppState {
                 (name.clone(), runtime)
             })
             .collect();
+        let budget_kib = config.server.max_inflight_body.div_ceil(1024) as usize;
         Self {
             sources: Arc::new(sources),
             routes: Arc::new(config.routes.clone()),
@@ -74,6 +78,8 @@ impl AppState {
             wakers,
             metrics: Arc::default(),
             body_read_timeout: config.server.body_read_timeout,
+            body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
+            body_budget_kib: budget_kib,
         }
     }
 }
@@ -88,6 +94,7 @@ pub struct Metrics {
     pub missing_credentials: AtomicU64,
     pub invalid_credentials: AtomicU64,
     pub address_not_allowed: AtomicU64,
+    pub over_budget: AtomicU64,
 }
 
 impl Metrics {
@@ -135,6 +142,10 @@ impl Metrics {
                     self.address_not_allowed.load(Relaxed),
                 ),
                 ("{reason=\"too_large\"}", self.too_large.load(Relaxed)),
+                (
+                    "{reason=\"over_body_budget\"}",
+                    self.over_budget.load(Relaxed),
+                ),
                 ("{reason=\"store_error\"}", self.store_errors.load(Relaxed)),
             ],
         );
@@ -163,8 +174,14 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let in_use = state.body_budget_kib - state.body_budget.available_permits();
+    let mut text = state.metrics.render();
+    let _ = writeln!(
+        text,
+        "# HELP hookrelay_ingest_body_budget_used_bytes Request bodies being received now.\n\
+         # TYPE hookrelay_ingest_body_budget_used_bytes gauge\n\
+         hookrelay_ingest_body_budget_used_bytes {}",
+        in_use * 1024
+    );
+    ([("content-type", "text/plain; version=0.0.4")], text)
 }

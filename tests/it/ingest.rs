@@ -196,3 +196,68 @@ async fn unrouted_events_are_stored_and_answered_2xx() {
     assert_eq!(answer["deliveries"], 0);
     assert!(answer["event_id"].as_str().unwrap().starts_with("evt_"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_bodies_past_the_memory_budget_gets_503_not_an_outage() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(dir.path(), &sink.url, "")
+        .replace("max_body = \"1MiB\"", "max_body = \"48KiB\"")
+        .replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\nmax_inflight_body = \"64KiB\"",
+        );
+    let relay = Relay::start(dir.path(), &text);
+    let client = reqwest::Client::new();
+    let body = vec![b'x'; 40 * 1024];
+
+    // A slow upload holds 40 KiB of the 64 KiB budget.
+    let address = relay.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "POST /hooks/gitlab HTTP/1.1\r\nhost: {address}\r\nx-gitlab-token: {TOKEN}\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..100]).await.unwrap();
+    let gauge = "hookrelay_ingest_body_budget_used_bytes 40960";
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        let metrics = client
+            .get(format!("{}/metrics", relay.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains(gauge) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slow upload never reserved its body:\n{metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Another 40 KiB does not fit: refused at once, with a hint to retry.
+    let refused = post_push(
+        &client,
+        &relay,
+        String::from_utf8(body.clone()).unwrap(),
+        None,
+    )
+    .await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+
+    // The slow upload completes normally, and then there is room again.
+    slow.write_all(&body[100..]).await.unwrap();
+    let mut answer = vec![0; 512];
+    let read = slow.read(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 202"));
+    let accepted = post_push(&client, &relay, String::from_utf8(body).unwrap(), None).await;
+    assert_eq!(accepted.status(), 202);
+}
