@@ -924,3 +924,23 @@ fn hostile_signature_headers_are_refused_cheaply_and_without_panics() {
         assert_eq!(verify(&standard, &pairs, &body, None), BAD, "{ts}");
     }
 }
+
+#[test]
+fn form_encoded_github_deliveries_classify_like_json_ones() {
+    let json = fixture("github/push.json");
+    let form = format!(
+        "payload={}",
+        form_urlencoded::byte_serialize(&json).collect::<String>()
+    );
+    let pairs = [
+        ("x-github-event", "push".to_owned()),
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_owned(),
+        ),
+    ];
+    let from_form = classify(ProviderKind::Github, &pairs, form.as_bytes());
+    let from_json = classify(ProviderKind::Github, &pairs[..1], &json);
+    assert_eq!(from_form, from_json);
+    assert_eq!(from_form.branch.as_deref(), Some("main"));
+}
