@@ -21,7 +21,6 @@ pub mod send;
 pub mod store;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -53,9 +52,10 @@ pub async fn run(
         tracing::info!("shutting down: no new requests, draining deliveries");
         trigger.cancel();
     });
+    let listener = http::listener::LimitedListener::new(listener, config.server.max_connections);
     axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<http::listener::PeerAddr>(),
     )
     .with_graceful_shutdown(token.clone().cancelled_owned())
     .await

@@ -46,6 +46,8 @@ pub struct ServerConfig {
     /// Request bodies being received at once, all sources together; past it ingest answers
     /// 503 so a flood of large or slow uploads cannot exhaust memory.
     pub max_inflight_body: u64,
+    /// Open connections at most; more clients wait in the accept backlog.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -298,6 +300,14 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             }
         }
     }
+    let max_connections = c.check(
+        "server.max_connections",
+        match server.max_connections {
+            None => Ok(4096),
+            Some(n) if (1..=1_000_000).contains(&n) => Ok(n as usize),
+            Some(n) => Err(format!("{n} is outside 1..=1000000")),
+        },
+    );
     let mut destinations = BTreeMap::new();
     for (name, destination) in &raw.destinations {
         let location = format!("destinations.{name}");
@@ -322,6 +332,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             shutdown_grace: shutdown_grace.expect("checked"),
             body_read_timeout: body_read_timeout.expect("checked"),
             max_inflight_body: max_inflight_body.expect("checked"),
+            max_connections: max_connections.expect("checked"),
         },
         sources,
         destinations,

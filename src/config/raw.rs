@@ -26,6 +26,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     pub body_read_timeout: Option<String>,
     pub max_inflight_body: Option<RawSize>,
+    pub max_connections: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +189,7 @@ fn same_key(existing: &str, wanted: &str) -> bool {
 /// like `12345678` is never retyped (and then echoed in a type error).
 const SCALAR_KEYS: &[&str] = &[
     "concurrency",
+    "max_connections",
     "max_attempts",
     "paused",
     "require_signature",

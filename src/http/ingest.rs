@@ -1,6 +1,5 @@
 //! `POST /hooks/{source}`: limit the body, verify, classify, dedup, route, commit, then answer.
 
-use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 
 use axum::Json;
@@ -12,6 +11,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
 use super::AppState;
+use super::listener::PeerAddr;
 use crate::domain::{EventId, Name, now_millis};
 use crate::ingest::{Inbound, Rejection, ip, parse_payload};
 use crate::routing::{EventFacts, destinations_for};
@@ -72,7 +72,7 @@ impl IntoResponse for IngestError {
 pub async fn receive(
     State(state): State<AppState>,
     Path(source): Path<String>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(remote)): ConnectInfo<PeerAddr>,
     uri: Uri,
     headers: HeaderMap,
     body: Body,

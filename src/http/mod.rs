@@ -1,6 +1,7 @@
 //! The HTTP surface (the only module that knows axum): ingest, health, metrics.
 
 mod ingest;
+pub mod listener;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;

@@ -261,3 +261,36 @@ async fn a_flood_of_bodies_past_the_memory_budget_gets_503_not_an_outage() {
     let accepted = post_push(&client, &relay, String::from_utf8(body).unwrap(), None).await;
     assert_eq!(accepted.status(), 202);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_for_a_free_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(dir.path(), &sink.url, "").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_connections = 1",
+    );
+    let relay = Relay::start(dir.path(), &text);
+    // One idle connection takes the only slot.
+    let address = relay.url.trim_start_matches("http://").to_owned();
+    let idle = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let client = reqwest::Client::new();
+    let url = relay.hook_url("gitlab");
+    let mut waiting = tokio::spawn(async move {
+        client
+            .post(url)
+            .header("x-gitlab-token", TOKEN)
+            .body(push_body(1))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    // Proving that nothing happens needs a deadline; 300 ms is ample on loopback.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut waiting).await;
+    assert!(
+        early.is_err(),
+        "a second connection was served past max_connections = 1"
+    );
+    drop(idle);
+    assert_eq!(waiting.await.unwrap().unwrap(), 202);
+}
