@@ -89,6 +89,16 @@ impl Relay {
         cli_in(&self.dir, args)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("hookrelay.log")).unwrap_or_default()
     }

@@ -133,14 +133,7 @@ async fn repeats_wrong_tokens_huge_bodies_and_broken_json_are_handled() {
     assert_eq!(response.status(), 202);
 
     sink.wait_for(2).await;
-    let metrics = client
-        .get(format!("{}/metrics", relay.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = relay.metrics().await;
     sink.with_received(|received| {
         let bodies: Vec<&[u8]> = received.iter().map(|r| r.body.as_ref()).collect();
         assert!(bodies.contains(&broken.as_bytes()));
@@ -224,14 +217,7 @@ async fn a_flood_of_bodies_past_the_memory_budget_gets_503_not_an_outage() {
     let gauge = "hookrelay_ingest_body_budget_used_bytes 40960";
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        let metrics = client
-            .get(format!("{}/metrics", relay.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = relay.metrics().await;
         if metrics.contains(gauge) {
             break;
         }

@@ -170,46 +170,21 @@ async fn allow_lists_refuse_other_addresses_and_believe_only_trusted_proxies() {
         }
         request.send()
     };
-    // 127.0.0.1 is not on the office list, and its own X-Forwarded-For is not believed.
-    assert_eq!(post("office", None).await.unwrap().status(), 403);
-    assert_eq!(
-        post("office", Some("192.0.2.7")).await.unwrap().status(),
-        403
-    );
-    // Through a trusted proxy (127.0.0.1 here) the forwarded address counts.
-    assert_eq!(
-        post("proxied", Some("192.0.2.7")).await.unwrap().status(),
-        202
-    );
-    assert_eq!(
-        post("proxied", Some("198.51.100.1"))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    assert_eq!(
-        post("proxied", Some("198.51.100.1, 192.0.2.7"))
-            .await
-            .unwrap()
-            .status(),
-        202
-    );
-    assert_eq!(
-        post("proxied", Some("192.0.2.7, 198.51.100.1"))
-            .await
-            .unwrap()
-            .status(),
-        403
-    );
-    let metrics = client
-        .get(format!("{}/metrics", relay.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let table = [
+        // 127.0.0.1 is not on the office list, and its own X-Forwarded-For is not believed.
+        ("office", None, 403),
+        ("office", Some("192.0.2.7"), 403),
+        // Through a trusted proxy (127.0.0.1 here) the forwarded address counts.
+        ("proxied", Some("192.0.2.7"), 202),
+        ("proxied", Some("198.51.100.1"), 403),
+        ("proxied", Some("198.51.100.1, 192.0.2.7"), 202),
+        ("proxied", Some("192.0.2.7, 198.51.100.1"), 403),
+    ];
+    for (source, forwarded, expected) in table {
+        let status = post(source, forwarded).await.unwrap().status();
+        assert_eq!(status, expected, "{source} {forwarded:?}");
+    }
+    let metrics = relay.metrics().await;
     assert!(
         metrics.contains("reason=\"address_not_allowed\"} 4"),
         "{metrics}"
@@ -221,93 +196,66 @@ async fn route_filters_pick_events_by_branch_tag_and_payload() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     let relay = Relay::start(dir.path(), &providers_config(dir.path(), &sink.url));
-    let body_file = |name: &str, text: String| {
-        let path = dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path.display().to_string()
+    let sample = |path: &str| {
+        std::fs::read_to_string(format!("{}/samples/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     };
-    let push = |git_ref: &str| {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/samples/gitlab/push.json"
-        ))
-        .unwrap()
-        .replace("refs/heads/master", git_ref)
-    };
-    let url = relay.hook_url("gitlab");
-    // (ref, routed to deploy)
-    let cases = [
+    // Sends `body` signed as `provider` would and checks whether a route took it.
+    let check =
+        |case: &str, source: &str, provider: &str, secret: &str, body: String, routed: bool| {
+            let file = dir
+                .path()
+                .join(format!("{}.json", case.replace(['/', ' '], "_")));
+            std::fs::write(&file, body).unwrap();
+            let file = file.display().to_string();
+            let args = [
+                "--provider",
+                provider,
+                "--event",
+                "push",
+                "--secret",
+                secret,
+                "--body",
+                &file,
+            ];
+            let output = send(&relay.hook_url(source), &args);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let expected = if routed {
+                "\"deliveries\":1"
+            } else {
+                "\"deliveries\":0"
+            };
+            assert!(stdout.contains(expected), "{case}: {stdout}");
+        };
+    // GitLab route: branches main and release/*, tags v*.
+    let gitlab_push = sample("gitlab/push.json");
+    for (git_ref, routed) in [
         ("refs/heads/main", true),
         ("refs/heads/release/2.0", true),
         ("refs/tags/v2.0.0", true),
         ("refs/heads/feature/x", false),
         ("refs/tags/nightly", false),
-    ];
-    for (i, (git_ref, routed)) in cases.iter().enumerate() {
-        let file = body_file(&format!("push-{i}.json"), push(git_ref));
-        let output = send(
-            &url,
-            &[
-                "--provider",
-                "gitlab",
-                "--event",
-                "push",
-                "--secret",
-                "gl-token",
-                "--body",
-                &file,
-            ],
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let expected = if *routed {
-            "\"deliveries\":1"
-        } else {
-            "\"deliveries\":0"
-        };
-        assert!(stdout.contains(expected), "{git_ref}: {stdout}");
+    ] {
+        let body = gitlab_push.replace("refs/heads/master", git_ref);
+        check(git_ref, "gitlab", "gitlab", "gl-token", body, routed);
     }
     // GitHub route: push on main, or any forced push.
-    let github = relay.hook_url("github");
-    let gh_push = |git_ref: &str, forced: bool| {
-        std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/samples/github/push.json"
-        ))
-        .unwrap()
-        .replace("refs/heads/main", git_ref)
-        .replace("\"forced\": false", &format!("\"forced\": {forced}"))
-    };
-    for (i, (git_ref, forced, routed)) in [
+    let github_push = sample("github/push.json");
+    for (git_ref, forced, routed) in [
         ("refs/heads/main", false, true),
         ("refs/heads/dev", true, true),
         ("refs/heads/dev", false, false),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let file = body_file(&format!("gh-{i}.json"), gh_push(git_ref, *forced));
-        let output = send(
-            &github,
-            &[
-                "--provider",
-                "github",
-                "--event",
-                "push",
-                "--secret",
-                "gh-secret",
-                "--body",
-                &file,
-            ],
-        );
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        let expected = if *routed {
-            "\"deliveries\":1"
-        } else {
-            "\"deliveries\":0"
-        };
-        assert!(
-            stdout.contains(expected),
-            "{git_ref} forced={forced}: {stdout}"
+    ] {
+        let body = github_push
+            .replace("refs/heads/main", git_ref)
+            .replace("\"forced\": false", &format!("\"forced\": {forced}"));
+        let case = format!("github {git_ref} forced={forced}");
+        check(
+            &case.replace('/', "_"),
+            "github",
+            "github",
+            "gh-secret",
+            body,
+            routed,
         );
     }
     sink.wait_for(5).await;
