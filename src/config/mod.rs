@@ -1,5 +1,6 @@
 //! Typed configuration: one TOML file plus `HOOKRELAY_*` overrides, validated once, every error located.
 
+mod destination;
 mod raw;
 mod route;
 mod secret;
@@ -16,8 +17,9 @@ pub use secret::Secret;
 use crate::delivery::plan::RetryPolicy;
 use crate::domain::{Name, Ordering};
 use crate::routing::Route;
-use raw::{RawConfig, RawDestination, RawRetry, parse_duration_in, parse_size};
+use raw::{RawConfig, parse_duration_in, parse_size};
 
+pub const DEFAULT_STORE: &str = "sqlite://hookrelay.db";
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
 /// SQLite stores a blob of at most 1 GB; bodies are kept whole.
 pub const MAX_BODY_LIMIT: u64 = 1024 * 1024 * 1024;
@@ -121,18 +123,36 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigErrors {
+    /// One problem with the file as a whole (unreadable, not TOML, wrong shape).
+    fn whole_file(origin: &str, message: String, env_applied: Vec<String>) -> Self {
+        Self {
+            origin: origin.to_owned(),
+            errors: vec![ConfigError {
+                location: origin.to_owned(),
+                message,
+            }],
+            env_applied,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<(String, String), ConfigErrors> {
+    let origin = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((text, origin)),
+        Err(err) => Err(ConfigErrors::whole_file(
+            &origin,
+            format!("cannot read file: {err}"),
+            vec![],
+        )),
+    }
+}
+
 impl Config {
     /// Reads and validates a config file, applying `HOOKRELAY_*` variables of this process.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let origin = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|err| ConfigErrors {
-            origin: origin.clone(),
-            errors: vec![ConfigError {
-                location: origin.clone(),
-                message: format!("cannot read file: {err}"),
-            }],
-            env_applied: vec![],
-        })?;
+        let (text, origin) = read_file(path)?;
         Self::parse(&text, &origin, std::env::vars())
     }
 
@@ -141,19 +161,8 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
-        let fail = |errors, env_applied| ConfigErrors {
-            origin: origin.to_owned(),
-            errors,
-            env_applied,
-        };
-        let one = |message: String| {
-            vec![ConfigError {
-                location: origin.to_owned(),
-                message,
-            }]
-        };
-        let mut table: toml::Table =
-            toml::from_str(text).map_err(|err| fail(one(err.to_string()), vec![]))?;
+        let mut table: toml::Table = toml::from_str(text)
+            .map_err(|err| ConfigErrors::whole_file(origin, err.to_string(), vec![]))?;
         let env_applied = raw::apply_env_overrides(&mut table, env);
         // Deserializing the text itself keeps line numbers in messages; the table only when
         // environment overrides changed it.
@@ -162,29 +171,25 @@ impl Config {
         } else {
             RawConfig::deserialize_table(table)
         };
-        let raw = parsed.map_err(|message| fail(one(message), env_applied.clone()))?;
-        validate(raw).map_err(|errors| fail(errors, env_applied))
+        let raw = parsed
+            .map_err(|message| ConfigErrors::whole_file(origin, message, env_applied.clone()))?;
+        validate(raw).map_err(|errors| ConfigErrors {
+            origin: origin.to_owned(),
+            errors,
+            env_applied,
+        })
     }
 }
 
 /// Only `server.store` (file, then environment): what CLI commands next to a running server
 /// need, without resolving secrets they never use.
 pub fn load_store_url(path: &Path) -> Result<String, ConfigErrors> {
-    let origin = path.display().to_string();
-    let fail = |message: String| ConfigErrors {
-        origin: origin.clone(),
-        errors: vec![ConfigError {
-            location: origin.clone(),
-            message,
-        }],
-        env_applied: vec![],
-    };
-    let text =
-        std::fs::read_to_string(path).map_err(|err| fail(format!("cannot read file: {err}")))?;
+    let (text, origin) = read_file(path)?;
+    let fail = |message: String| ConfigErrors::whole_file(&origin, message, vec![]);
     let mut table: toml::Table = toml::from_str(&text).map_err(|err| fail(err.to_string()))?;
     raw::apply_env_overrides(&mut table, std::env::vars());
     match table.get("server").and_then(|server| server.get("store")) {
-        None => Ok("sqlite://hookrelay.db".to_owned()),
+        None => Ok(DEFAULT_STORE.to_owned()),
         Some(toml::Value::String(url)) => Ok(url.clone()),
         Some(_) => Err(fail(
             "server.store must be a string like sqlite://PATH".to_owned(),
@@ -250,12 +255,12 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let store = server
         .store
         .clone()
-        .unwrap_or_else(|| "sqlite://hookrelay.db".to_owned());
+        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
     if !store.starts_with("sqlite://") {
-        c.errors.push(ConfigError {
-            location: "server.store".into(),
-            message: format!("{store:?}: only sqlite://PATH is supported in this version"),
-        });
+        c.error(
+            "server.store",
+            format!("{store:?}: only sqlite://PATH is supported in this version"),
+        );
     }
     let duration_or =
         |c: &mut Checker, location: &str, raw: &Option<String>, default: u64, min: Duration| {
@@ -311,7 +316,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut destinations = BTreeMap::new();
     for (name, destination) in &raw.destinations {
         let location = format!("destinations.{name}");
-        if let Some(parsed) = validate_destination(&mut c, &location, name, destination) {
+        if let Some(parsed) =
+            destination::validate_destination(&mut c, &location, name, destination)
+        {
             destinations.insert(parsed.name.clone(), parsed);
         }
     }
@@ -338,195 +345,6 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         destinations,
         routes,
         warnings: c.warnings,
-    })
-}
-
-fn validate_destination(
-    c: &mut Checker,
-    location: &str,
-    name: &str,
-    raw: &RawDestination,
-) -> Option<DestinationConfig> {
-    let name = c.check(location, Name::parse(name));
-    if raw.kind != "http" {
-        c.errors.push(ConfigError {
-            location: format!("{location}.type"),
-            message: format!(
-                "unknown destination type {:?}; supported: \"http\"",
-                raw.kind
-            ),
-        });
-    }
-    let url = c.check(
-        format!("{location}.url"),
-        reqwest::Url::parse(&raw.url)
-            .map_err(|err| format!("{:?} is not a URL: {err}", raw.url))
-            .and_then(|url| match url.scheme() {
-                "http" | "https" => Ok(url),
-                other => Err(format!("scheme {other:?} is not http or https")),
-            }),
-    );
-    let timeout = match &raw.timeout {
-        Some(text) => c.check(
-            format!("{location}.timeout"),
-            parse_duration_in(text, Duration::from_millis(100), HOUR),
-        ),
-        None => Some(Duration::from_secs(30)),
-    };
-    let concurrency = c.check(
-        format!("{location}.concurrency"),
-        match raw.concurrency {
-            None => Ok(16),
-            Some(n) if (1..=1024).contains(&n) => Ok(n as usize),
-            Some(n) => Err(format!("{n} is outside 1..=1024")),
-        },
-    );
-    let ordering = c.check(
-        format!("{location}.ordering"),
-        match raw.ordering.as_deref() {
-            None | Some("parallel") => Ok(Ordering::Parallel),
-            Some("fifo") => Ok(Ordering::Fifo),
-            Some(other) => Err(format!(
-                "unknown ordering {other:?}; use \"parallel\" or \"fifo\""
-            )),
-        },
-    );
-    let secret = match &raw.secret {
-        Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
-        None => None,
-    };
-    let forward_headers = forward_headers(
-        c,
-        &format!("{location}.forward_headers"),
-        &raw.forward_headers,
-    );
-    let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
-    Some(DestinationConfig {
-        name: name?,
-        url: url?,
-        timeout: timeout?,
-        concurrency: concurrency?,
-        ordering: ordering?,
-        secret,
-        forward_headers: forward_headers?,
-        paused: raw.paused.unwrap_or(false),
-        retry: retry?,
-    })
-}
-
-/// Headers hookrelay sets itself, hop-by-hop headers, and credentials are never copied.
-const NOT_FORWARDABLE: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-authorization",
-    "authorization",
-    "x-gitlab-token",
-    "cookie",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-];
-
-fn forward_headers(
-    c: &mut Checker,
-    location: &str,
-    raw: &Option<Vec<String>>,
-) -> Option<Option<Vec<String>>> {
-    let Some(list) = raw else {
-        return Some(None);
-    };
-    let mut names = Vec::new();
-    for (i, name) in list.iter().enumerate() {
-        let lower = name.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            c.error(
-                format!("{location}[{i}]"),
-                format!("{name:?} is not a header name"),
-            );
-        } else if NOT_FORWARDABLE.contains(&lower.as_str()) {
-            c.error(
-                format!("{location}[{i}]"),
-                format!("{name:?} is set by hookrelay or must not be forwarded"),
-            );
-        } else {
-            names.push(lower);
-        }
-    }
-    Some(Some(names))
-}
-
-fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<RetryPolicy> {
-    let defaults = RetryPolicy::default();
-    let mut duration =
-        |key: &str, value: &Option<String>, default: Duration, min: Duration, max: Duration| {
-            match value {
-                Some(text) => c.check(
-                    format!("{location}.{key}"),
-                    parse_duration_in(text, min, max),
-                ),
-                None => Some(default),
-            }
-        };
-    let ms = Duration::from_millis;
-    let days = |n: u64| Duration::from_secs(n * 24 * 3600);
-    let initial_delay = duration(
-        "initial_delay",
-        &raw.initial_delay,
-        defaults.initial_delay,
-        ms(10),
-        days(1),
-    );
-    let max_delay = duration(
-        "max_delay",
-        &raw.max_delay,
-        defaults.max_delay,
-        ms(10),
-        days(7),
-    );
-    let max_age = duration(
-        "max_age",
-        &raw.max_age,
-        defaults.max_age,
-        ms(1000),
-        days(365),
-    );
-    let retry_after_cap = duration(
-        "retry_after_cap",
-        &raw.retry_after_cap,
-        defaults.retry_after_cap,
-        Duration::ZERO,
-        days(7),
-    );
-    if let (Some(initial), Some(max)) = (initial_delay, max_delay)
-        && max < initial
-    {
-        c.error(
-            format!("{location}.max_delay"),
-            "is shorter than initial_delay",
-        );
-    }
-    let max_attempts = c.check(
-        format!("{location}.max_attempts"),
-        match raw.max_attempts {
-            None => Ok(defaults.max_attempts),
-            Some(n) if (1..=10_000).contains(&n) => Ok(n as u32),
-            Some(n) => Err(format!("{n} is outside 1..=10000")),
-        },
-    );
-    Some(RetryPolicy {
-        initial_delay: initial_delay?,
-        max_delay: max_delay?,
-        max_attempts: max_attempts?,
-        max_age: max_age?,
-        retry_after_cap: retry_after_cap?,
-        permanent_4xx: raw.permanent_4xx.unwrap_or(defaults.permanent_4xx),
     })
 }
 

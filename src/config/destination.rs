@@ -1,0 +1,198 @@
+//! Validation of `[destinations.NAME]`: URL, timeout, concurrency, ordering, forwarded
+//! headers and the retry policy, each error located.
+
+use std::time::Duration;
+
+use super::raw::{RawDestination, RawRetry, parse_duration_in};
+use super::{Checker, DestinationConfig, HOUR, Secret};
+use crate::delivery::plan::RetryPolicy;
+use crate::domain::{Name, Ordering};
+
+pub(super) fn validate_destination(
+    c: &mut Checker,
+    location: &str,
+    name: &str,
+    raw: &RawDestination,
+) -> Option<DestinationConfig> {
+    let name = c.check(location, Name::parse(name));
+    if raw.kind != "http" {
+        c.error(
+            format!("{location}.type"),
+            format!(
+                "unknown destination type {:?}; supported: \"http\"",
+                raw.kind
+            ),
+        );
+    }
+    let url = c.check(
+        format!("{location}.url"),
+        reqwest::Url::parse(&raw.url)
+            .map_err(|err| format!("{:?} is not a URL: {err}", raw.url))
+            .and_then(|url| match url.scheme() {
+                "http" | "https" => Ok(url),
+                other => Err(format!("scheme {other:?} is not http or https")),
+            }),
+    );
+    let timeout = match &raw.timeout {
+        Some(text) => c.check(
+            format!("{location}.timeout"),
+            parse_duration_in(text, Duration::from_millis(100), HOUR),
+        ),
+        None => Some(Duration::from_secs(30)),
+    };
+    let concurrency = c.check(
+        format!("{location}.concurrency"),
+        match raw.concurrency {
+            None => Ok(16),
+            Some(n) if (1..=1024).contains(&n) => Ok(n as usize),
+            Some(n) => Err(format!("{n} is outside 1..=1024")),
+        },
+    );
+    let ordering = c.check(
+        format!("{location}.ordering"),
+        match raw.ordering.as_deref() {
+            None | Some("parallel") => Ok(Ordering::Parallel),
+            Some("fifo") => Ok(Ordering::Fifo),
+            Some(other) => Err(format!(
+                "unknown ordering {other:?}; use \"parallel\" or \"fifo\""
+            )),
+        },
+    );
+    let secret = match &raw.secret {
+        Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
+        None => None,
+    };
+    let forward_headers = forward_headers(
+        c,
+        &format!("{location}.forward_headers"),
+        &raw.forward_headers,
+    );
+    let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
+    Some(DestinationConfig {
+        name: name?,
+        url: url?,
+        timeout: timeout?,
+        concurrency: concurrency?,
+        ordering: ordering?,
+        secret,
+        forward_headers: forward_headers?,
+        paused: raw.paused.unwrap_or(false),
+        retry: retry?,
+    })
+}
+
+/// Headers hookrelay sets itself, hop-by-hop headers, and credentials are never copied.
+const NOT_FORWARDABLE: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "authorization",
+    "x-gitlab-token",
+    "cookie",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
+    "content-type",
+];
+
+fn forward_headers(
+    c: &mut Checker,
+    location: &str,
+    raw: &Option<Vec<String>>,
+) -> Option<Option<Vec<String>>> {
+    let Some(list) = raw else {
+        return Some(None);
+    };
+    let mut names = Vec::new();
+    for (i, name) in list.iter().enumerate() {
+        let lower = name.to_ascii_lowercase();
+        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
+            c.error(
+                format!("{location}[{i}]"),
+                format!("{name:?} is not a header name"),
+            );
+        } else if NOT_FORWARDABLE.contains(&lower.as_str()) {
+            c.error(
+                format!("{location}[{i}]"),
+                format!("{name:?} is set by hookrelay or must not be forwarded"),
+            );
+        } else {
+            names.push(lower);
+        }
+    }
+    Some(Some(names))
+}
+
+fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<RetryPolicy> {
+    let defaults = RetryPolicy::default();
+    let mut duration =
+        |key: &str, value: &Option<String>, default: Duration, min: Duration, max: Duration| {
+            match value {
+                Some(text) => c.check(
+                    format!("{location}.{key}"),
+                    parse_duration_in(text, min, max),
+                ),
+                None => Some(default),
+            }
+        };
+    let ms = Duration::from_millis;
+    let days = |n: u64| Duration::from_secs(n * 24 * 3600);
+    let initial_delay = duration(
+        "initial_delay",
+        &raw.initial_delay,
+        defaults.initial_delay,
+        ms(10),
+        days(1),
+    );
+    let max_delay = duration(
+        "max_delay",
+        &raw.max_delay,
+        defaults.max_delay,
+        ms(10),
+        days(7),
+    );
+    let max_age = duration(
+        "max_age",
+        &raw.max_age,
+        defaults.max_age,
+        ms(1000),
+        days(365),
+    );
+    let retry_after_cap = duration(
+        "retry_after_cap",
+        &raw.retry_after_cap,
+        defaults.retry_after_cap,
+        Duration::ZERO,
+        days(7),
+    );
+    if let (Some(initial), Some(max)) = (initial_delay, max_delay)
+        && max < initial
+    {
+        c.error(
+            format!("{location}.max_delay"),
+            "is shorter than initial_delay",
+        );
+    }
+    let max_attempts = c.check(
+        format!("{location}.max_attempts"),
+        match raw.max_attempts {
+            None => Ok(defaults.max_attempts),
+            Some(n) if (1..=10_000).contains(&n) => Ok(n as u32),
+            Some(n) => Err(format!("{n} is outside 1..=10000")),
+        },
+    );
+    Some(RetryPolicy {
+        initial_delay: initial_delay?,
+        max_delay: max_delay?,
+        max_attempts: max_attempts?,
+        max_age: max_age?,
+        retry_after_cap: retry_after_cap?,
+        permanent_4xx: raw.permanent_4xx.unwrap_or(defaults.permanent_4xx),
+    })
+}
