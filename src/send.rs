@@ -1,8 +1,6 @@
 //! `hookrelay send`: posts a realistic sample event, signed exactly as the real sender signs,
 //! so users (and tests) can try a source end to end.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::{Context, bail};
 
 use crate::ingest::ProviderKind;
@@ -67,13 +65,6 @@ const GITHUB: &[(&str, &str)] = &[
 ];
 const GITEA_PUSH: &str = include_str!("../samples/gitea/push.json");
 const BITBUCKET_PUSH: &str = include_str!("../samples/bitbucket/repo_push.json");
-
-fn unix_seconds() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().hyphenated().to_string()
@@ -191,7 +182,7 @@ pub fn build(
 fn standard_headers(secret: &str, id: &str, body: &[u8]) -> anyhow::Result<Vec<(String, String)>> {
     let key =
         standard_secret(secret.as_bytes()).map_err(|err| anyhow::anyhow!("--secret: {err}"))?;
-    let timestamp = unix_seconds();
+    let timestamp = crate::domain::now_millis() / 1000;
     Ok(vec![
         ("webhook-id".into(), id.to_owned()),
         ("webhook-timestamp".into(), timestamp.to_string()),

@@ -2,9 +2,15 @@
 
 use std::fmt;
 
+use sha2::{Digest, Sha256};
+
 /// A secret value. `Debug` and `Display` never show it; compare with `subtle`, not `==`.
 #[derive(Clone)]
-pub struct Secret(Vec<u8>);
+pub struct Secret {
+    bytes: Vec<u8>,
+    /// SHA-256 of the bytes, computed once: token checks compare digests on every request.
+    digest: [u8; 32],
+}
 
 impl Secret {
     /// Resolves a config value: `env:NAME` reads an environment variable, `file:PATH` reads a
@@ -23,15 +29,21 @@ impl Secret {
         if value.is_empty() {
             return Err("secret is empty".to_owned());
         }
-        Ok(Self(value.into_bytes()))
+        Ok(Self::from_bytes(value))
     }
 
     pub fn from_bytes(bytes: impl Into<Vec<u8>>) -> Self {
-        Self(bytes.into())
+        let bytes = bytes.into();
+        let digest = Sha256::digest(&bytes).into();
+        Self { bytes, digest }
     }
 
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        &self.bytes
+    }
+
+    pub fn digest(&self) -> &[u8; 32] {
+        &self.digest
     }
 }
 

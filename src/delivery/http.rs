@@ -3,11 +3,9 @@
 
 use std::time::Duration;
 
-use base64::Engine as _;
-
 use super::{AttemptOutcome, Destination, Outbound};
 use crate::config::{DestinationConfig, Secret};
-use crate::ingest::signature::standard_v1_signature;
+use crate::ingest::signature::{standard_secret, standard_v1_signature};
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.
 const EXCERPT_BYTES: usize = 1024;
@@ -40,13 +38,12 @@ impl HttpDestination {
 /// `whsec_<base64>` secrets are Standard Webhooks keys; anything else is used as raw bytes.
 fn signing_key(secret: &Secret) -> Vec<u8> {
     let raw = secret.expose();
-    raw.strip_prefix(b"whsec_")
-        .and_then(|encoded| {
-            base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .ok()
-        })
-        .unwrap_or_else(|| raw.to_vec())
+    if raw.starts_with(b"whsec_")
+        && let Ok(key) = standard_secret(raw)
+    {
+        return key.expose().to_vec();
+    }
+    raw.to_vec()
 }
 
 #[async_trait::async_trait]

@@ -142,13 +142,13 @@ pub fn provider_for(kind: ProviderKind) -> &'static dyn Provider {
     }
 }
 
-/// True when `presented` equals any secret. Both sides are hashed first, so the comparison
-/// takes the same time whatever the lengths, and every secret is always compared.
+/// True when `presented` equals any secret. Digests are compared (each secret's is computed
+/// once, at config time), so the comparison takes the same time whatever the lengths, and
+/// every secret is always compared.
 pub fn matches_any_secret(presented: &[u8], secrets: &[Secret]) -> bool {
     let presented = Sha256::digest(presented);
     secrets.iter().fold(false, |found, secret| {
-        let candidate = Sha256::digest(secret.expose());
-        found | bool::from(presented.as_slice().ct_eq(candidate.as_slice()))
+        found | bool::from(presented.as_slice().ct_eq(secret.digest()))
     })
 }
 
