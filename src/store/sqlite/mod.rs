@@ -2,6 +2,7 @@
 //! thread, a reader connection, and checkpoints kept off the commit path.
 
 mod dedup;
+mod ops;
 mod read;
 mod schema;
 mod writer;
@@ -20,7 +21,8 @@ use crate::store::{
     Accepted, AttemptRecord, AttemptView, ClaimRequest, Claimed, DeliveryFilter, DeliverySummary,
     NewEvent, OpenMode, ReplayOutcome, Store, StoreError,
 };
-use writer::{Command, backend};
+use ops::backend;
+use writer::Command;
 
 /// Commands waiting for the writer; a full queue makes ingest wait (backpressure), not fail.
 const QUEUE_DEPTH: usize = 8192;

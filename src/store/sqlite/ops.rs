@@ -1,0 +1,321 @@
+//! The SQL of each write command, run by the writer thread inside its batch transaction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::dedup::{DedupIndex, dedup_hash};
+use super::schema::{decode_headers, encode_headers};
+use crate::domain::{DeliveryId, EventId, Name, Ordering, UnixMillis};
+use crate::store::{
+    Accepted, AttemptRecord, ClaimRequest, Claimed, ClaimedDelivery, NewEvent, NextState,
+    ReplayOutcome, StoreError, StoredRequest,
+};
+
+pub fn backend(err: rusqlite::Error) -> StoreError {
+    match err.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::DatabaseBusy) => {
+            StoreError::Unavailable(err.to_string())
+        }
+        _ => StoreError::Backend(err.to_string()),
+    }
+}
+
+pub(super) fn insert_event(
+    tx: &Connection,
+    event: &NewEvent,
+    dedup: &mut DedupIndex,
+) -> Result<Accepted, StoreError> {
+    let hash = event
+        .dedup_key
+        .as_deref()
+        .map(|key| dedup_hash(event.source.as_str(), key));
+    if let (Some(hash), Some(key)) = (hash, &event.dedup_key)
+        && let Some(seq) = dedup.find(hash)
+    {
+        // Confirm against the event itself: a hash collision must not swallow an event.
+        let original: Option<(String, String, Option<String>)> = tx
+            .prepare_cached("SELECT id, source, dedup_key FROM events WHERE seq = ?1")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![seq], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(backend)?;
+        if let Some((id, source, Some(stored_key))) = original
+            && source == event.source.as_str()
+            && &stored_key == key
+        {
+            return Ok(Accepted {
+                event_id: EventId::from_stored(id),
+                deliveries: 0,
+                duplicate: true,
+            });
+        }
+    }
+    tx.prepare_cached(
+        "INSERT INTO events (id, source, received_at, remote_addr, event_type, dedup_key,
+                             content_type, headers, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            event.id.as_str(),
+            event.source.as_str(),
+            event.received_at,
+            event.remote_addr,
+            event.event_type,
+            event.dedup_key,
+            event.content_type,
+            encode_headers(&event.headers),
+            &event.body[..],
+        ])
+    })
+    .map_err(backend)?;
+    let event_seq = tx.last_insert_rowid();
+    if let Some(hash) = hash {
+        tx.prepare_cached(
+            "INSERT INTO dedup_keys (hash, event_seq, received_at) VALUES (?1, ?2, ?3)",
+        )
+        .and_then(|mut stmt| stmt.execute(params![hash, event_seq, event.received_at]))
+        .map_err(backend)?;
+    }
+    let mut insert_delivery = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_seq, destination, state, due_at, window_start,
+                                     created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?4)",
+        )
+        .map_err(backend)?;
+    for destination in &event.destinations {
+        insert_delivery
+            .execute(params![
+                DeliveryId::generate().as_str(),
+                event_seq,
+                destination.as_str(),
+                event.received_at
+            ])
+            .map_err(backend)?;
+    }
+    if let Some(hash) = hash {
+        dedup.stage(event.received_at, hash, event_seq);
+    }
+    Ok(Accepted {
+        event_id: event.id.clone(),
+        deliveries: event.destinations.len(),
+        duplicate: false,
+    })
+}
+
+pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, StoreError> {
+    let destination = request.destination.as_str();
+    let candidates: Vec<i64> = match request.ordering {
+        Ordering::Parallel => tx
+            .prepare_cached(
+                "SELECT seq FROM deliveries
+                 WHERE destination = ?1 AND state IN ('pending', 'in_flight') AND due_at <= ?2
+                 ORDER BY due_at, seq LIMIT ?3",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_map(
+                    params![destination, request.now, request.limit as i64],
+                    |row| row.get(0),
+                )?
+                .collect()
+            }),
+        // Only the oldest unfinished delivery may go; if it is not due, nothing goes.
+        Ordering::Fifo => tx
+            .prepare_cached(
+                "SELECT seq, due_at FROM deliveries
+                 WHERE destination = ?1 AND state IN ('pending', 'in_flight')
+                 ORDER BY seq LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![destination], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()
+            })
+            .map(|head| match head {
+                Some((seq, due)) if due <= request.now && request.limit > 0 => vec![seq],
+                _ => vec![],
+            }),
+    }
+    .map_err(backend)?;
+
+    let mut deliveries = Vec::with_capacity(candidates.len());
+    let mut requests: HashMap<i64, Arc<StoredRequest>> = HashMap::new();
+    for seq in candidates {
+        let (id, event_seq, attempts, window_start, lease_token) = tx
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease_owner = ?3,
+                        lease_token = lease_token + 1, updated_at = ?4
+                 WHERE seq = ?1
+                 RETURNING id, event_seq, attempts, window_start, lease_token",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(
+                    params![seq, request.lease_until, request.lease_owner, request.now],
+                    |row| {
+                        Ok((
+                            row.get::<_, String>(0)?,
+                            row.get::<_, i64>(1)?,
+                            row.get::<_, u32>(2)?,
+                            row.get::<_, i64>(3)?,
+                            row.get::<_, i64>(4)?,
+                        ))
+                    },
+                )
+            })
+            .map_err(backend)?;
+        let stored = match requests.get(&event_seq) {
+            Some(found) => found.clone(),
+            None => {
+                let loaded = Arc::new(load_request(tx, event_seq)?);
+                requests.insert(event_seq, loaded.clone());
+                loaded
+            }
+        };
+        deliveries.push(ClaimedDelivery {
+            seq,
+            id: DeliveryId::from_stored(id),
+            destination: request.destination.clone(),
+            attempts,
+            window_start,
+            lease_token,
+            request: stored,
+        });
+    }
+    let next_due = tx
+        .prepare_cached(
+            "SELECT MIN(due_at) FROM deliveries
+             WHERE destination = ?1 AND state IN ('pending', 'in_flight')",
+        )
+        .and_then(|mut stmt| stmt.query_row(params![destination], |row| row.get(0)))
+        .map_err(backend)?;
+    Ok(Claimed {
+        deliveries,
+        next_due,
+    })
+}
+
+pub(super) fn load_request(tx: &Connection, event_seq: i64) -> Result<StoredRequest, StoreError> {
+    tx.prepare_cached(
+        "SELECT id, source, received_at, event_type, content_type, headers, body
+         FROM events WHERE seq = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![event_seq], |row| {
+            let source: String = row.get(1)?;
+            let headers: Vec<u8> = row.get(5)?;
+            let body: Vec<u8> = row.get(6)?;
+            Ok(StoredRequest {
+                event_id: EventId::from_stored(row.get(0)?),
+                source: Name::parse(&source).unwrap_or_else(|_| Name::parse("unknown").unwrap()),
+                received_at: row.get(2)?,
+                event_type: row.get(3)?,
+                content_type: row.get(4)?,
+                headers: decode_headers(&headers),
+                body: body.into(),
+            })
+        })
+    })
+    .map_err(backend)
+}
+
+pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), StoreError> {
+    let (state, due_at) = match record.next {
+        NextState::Succeeded => ("succeeded", None),
+        NextState::RetryAt(at) => ("pending", Some(at)),
+        NextState::Dead => ("dead", None),
+    };
+    let updated = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = ?3, due_at = ?4, attempts = attempts + 1,
+                    lease_owner = NULL, updated_at = ?5, last_status = ?6, last_error = ?7
+             WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                record.delivery_seq,
+                record.lease_token,
+                state,
+                due_at,
+                record.started_at + record.duration_ms,
+                record.status,
+                record.error,
+            ])
+        })
+        .map_err(backend)?;
+    if updated == 0 {
+        tracing::warn!(
+            delivery = record.delivery_seq,
+            "attempt finished after its lease was taken over; recorded, state left alone"
+        );
+    }
+    tx.prepare_cached(
+        "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
+                               response_excerpt)
+         VALUES (?1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = ?1), ?2, ?3, ?4, ?5, ?6)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            record.delivery_seq,
+            record.started_at,
+            record.duration_ms,
+            record.status,
+            record.error,
+            record.response_excerpt,
+        ])
+    })
+    .map_err(backend)?;
+    Ok(())
+}
+
+pub(super) fn release(
+    tx: &Connection,
+    leases: &[(i64, i64)],
+    now: UnixMillis,
+) -> Result<(), StoreError> {
+    let mut stmt = tx
+        .prepare_cached(
+            "UPDATE deliveries SET state = 'pending', due_at = ?3, lease_owner = NULL,
+                    updated_at = ?3
+             WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
+        )
+        .map_err(backend)?;
+    for (seq, token) in leases {
+        stmt.execute(params![seq, token, now]).map_err(backend)?;
+    }
+    Ok(())
+}
+
+pub(super) fn replay(
+    tx: &Connection,
+    id: &DeliveryId,
+    now: UnixMillis,
+) -> Result<ReplayOutcome, StoreError> {
+    let state: Option<String> = tx
+        .query_row(
+            "SELECT state FROM deliveries WHERE id = ?1",
+            params![id.as_str()],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(backend)?;
+    match state.as_deref() {
+        None => return Ok(ReplayOutcome::NotFound),
+        Some("in_flight") => return Ok(ReplayOutcome::InFlight),
+        Some(_) => {}
+    }
+    tx.execute(
+        "UPDATE deliveries SET state = 'pending', due_at = ?2, attempts = 0, window_start = ?2,
+                updated_at = ?2
+         WHERE id = ?1",
+        params![id.as_str(), now],
+    )
+    .map_err(backend)?;
+    Ok(ReplayOutcome::Scheduled)
+}
