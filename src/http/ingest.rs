@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use super::listener::PeerAddr;
-use crate::domain::{EventId, Name, now_millis};
+use crate::domain::{EventId, now_millis};
 use crate::ingest::{Inbound, Rejection, ip, parse_payload};
 use crate::routing::{EventFacts, destinations_for};
 use crate::store::{NewEvent, StoreError};
@@ -78,10 +78,11 @@ pub async fn receive(
     body: Body,
 ) -> Result<Response, IngestError> {
     let metrics = &state.metrics;
-    let source = Name::parse(&source).map_err(|_| IngestError::UnknownSource)?;
-    let Some(runtime) = state.sources.get(&source) else {
+    // Looked up by the raw path segment: only configured names (already validated) match.
+    let Some(runtime) = state.sources.get(source.as_str()) else {
         return Err(IngestError::UnknownSource);
     };
+    let source = &runtime.config.name;
     // Checked before the body is read: a refused address costs us nothing.
     let forwarded: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
@@ -151,7 +152,7 @@ pub async fn receive(
         classification: &classification,
         payload: payload.as_ref(),
     };
-    let destinations = destinations_for(&state.routes, &source, &facts);
+    let destinations = destinations_for(&state.routes, source, &facts);
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),
