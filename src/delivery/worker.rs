@@ -86,12 +86,12 @@ pub async fn run(ctx: WorkerContext) {
                             finished.notify_one();
                         });
                     }
-                    if got == free && got > 0 {
+                    if got == free {
                         // Full: the next chance comes when an attempt finishes.
                         wait = POLL_INTERVAL;
-                    } else if got > 0 && ctx.config.ordering == Ordering::Parallel {
-                        continue; // More may be due; look again at once.
                     } else if let Some(due) = claimed.next_due {
+                        // The claim took everything due; nothing else is before `due`
+                        // (new events wake us through the waker).
                         let until = (due - now_millis()).max(5) as u64;
                         wait = Duration::from_millis(until).min(POLL_INTERVAL);
                     }
