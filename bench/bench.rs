@@ -24,6 +24,7 @@ secret = "{TOKEN}"
 
 [destinations.sink]
 url = "{sink_url}"
+allow_private_network = true
 timeout = "10s"
 concurrency = 64
 paused = {paused}

@@ -235,13 +235,36 @@ async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, store = %config.server.store, "hookrelay listening");
-    // Scripts and tests read this line to learn the port when listening on port 0.
-    println!("listening on http://{address}");
+    let app = crate::App::build(config, listener).await?;
+    let address = app.local_addr()?;
+    let scheme = if app.tls().is_some() { "https" } else { "http" };
+    if let Some(tls) = app.tls().cloned() {
+        tokio::spawn(reload_tls_on_sighup(tls));
+    }
+    tracing::info!(%address, "hookrelay listening");
+    // Printed only once the store is open. Scripts and tests read this line to learn the
+    // port when listening on port 0.
+    println!("listening on {scheme}://{address}");
     std::io::stdout().flush()?;
-    crate::run(config, listener, shutdown_signal()).await?;
+    app.run_until(shutdown_signal()).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP reloads the certificate and key; a bad pair is logged and the old one kept.
+async fn reload_tls_on_sighup(tls: crate::http::tls::TlsAcceptor) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; the certificate will not be reloaded");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("TLS certificate reloaded"),
+            Err(err) => {
+                tracing::error!(error = %err, "TLS certificate not reloaded; keeping the old one")
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -293,7 +316,12 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                     };
                     println!(
                         "{:<36}  {:<10}  {:<16}  {:>8}  {:<24}  {}",
-                        row.id, row.state, row.destination, row.attempts, due, last
+                        row.id,
+                        row.state,
+                        row.destination,
+                        row.attempts,
+                        due,
+                        printable(&last)
                     );
                 }
             }
@@ -318,7 +346,7 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
             println!(
                 "event        {} ({})",
                 summary.event_id,
-                summary.event_type.as_deref().unwrap_or("-")
+                printable(summary.event_type.as_deref().unwrap_or("-"))
             );
             println!("source       {}", summary.source);
             println!("destination  {}", summary.destination);
@@ -334,10 +362,36 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
                         .status
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "---".into()),
-                    attempt.error.as_deref().unwrap_or(""),
+                    printable(attempt.error.as_deref().unwrap_or("")),
                 );
+                if let Some(excerpt) = &attempt.response_excerpt {
+                    println!("               response: {}", printable(excerpt));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Text that came from outside (payload fields, destinations' answers) made safe for a
+/// terminal: control characters, escape sequences among them, are shown escaped instead of
+/// being interpreted.
+fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn escape_sequences_from_payloads_are_not_printed_raw() {
+        assert_eq!(
+            super::printable("push\u{1b}]0;owned\u{7}\r\nok é"),
+            "push\\u{1b}]0;owned\\u{7}\\r\\nok é"
+        );
     }
 }

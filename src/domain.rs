@@ -201,6 +201,15 @@ pub enum Ordering {
 /// Milliseconds since the Unix epoch: the only clock representation stored or compared.
 pub type UnixMillis = i64;
 
+/// Counts the relays a request has passed through (set on every forwarded request).
+pub const HOPS_HEADER: &str = "x-hookrelay-hops";
+/// Ingest refuses a request that has passed through hookrelay this often: a destination
+/// pointing back at a hook would otherwise make events forever.
+pub const MAX_HOPS: u32 = 4;
+
+/// How long a sender's delivery id is remembered: a repeat within it is a duplicate.
+pub const DEDUP_WINDOW_MS: UnixMillis = 3 * 24 * 3600 * 1000;
+
 pub fn now_millis() -> UnixMillis {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -4,7 +4,7 @@
 //! - [`config`]: the TOML file and `HOOKRELAY_*` overrides, validated once.
 //! - [`ingest`]: providers (verify + classify), pure.
 //! - [`routing`]: which destinations an event goes to, pure.
-//! - [`http`]: the axum surface (`/hooks/{source}`, health, metrics).
+//! - [`http`]: the axum surface (`/hooks/{source}`, health, metrics), accept loop, TLS.
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
 //! - [`send`]: signed sample events for `hookrelay send`.
@@ -21,6 +21,7 @@ pub mod send;
 pub mod store;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -30,37 +31,103 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::store::{OpenMode, Store};
 
-/// Runs the service on `listener` until `shutdown` completes, then drains: the listener stops,
-/// in-flight deliveries get the grace period, unfinished ones are released for the next start.
+/// The service with its store open and its workers started, not yet serving.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    engine: delivery::Engine,
+    token: CancellationToken,
+    tls: Option<http::tls::TlsAcceptor>,
+}
+
+impl App {
+    /// Opens the store and starts delivery. Errors here mean the service cannot run at all;
+    /// a full disk is not one of them (ingest answers 503 until space returns).
+    pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<App> {
+        let store: Arc<dyn Store> = store::open(&config.server.store, OpenMode::Server)
+            .context("opening the store (server.store)")?;
+        for warning in &config.warnings {
+            tracing::warn!(location = %warning.location, "{}", warning.message);
+        }
+        let tls = match &config.server.tls {
+            Some(files) => Some(http::tls::TlsAcceptor::load(&files.cert, &files.key)?),
+            None => None,
+        };
+        let token = CancellationToken::new();
+        let engine = delivery::Engine::start(&config, store.clone(), token.clone())?;
+        Ok(App {
+            config,
+            listener,
+            store,
+            engine,
+            token,
+            tls,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Whether the listener speaks HTTPS.
+    pub fn tls(&self) -> Option<&http::tls::TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then drains: the listener stops, requests in
+    /// progress finish, in-flight deliveries get the grace period, the rest are released.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let state = http::AppState::new(
+            &self.config,
+            self.store.clone(),
+            self.engine.waker(),
+            self.engine.breakers(),
+        );
+        let metrics = state.metrics.clone();
+        tokio::spawn(
+            state
+                .backlog
+                .clone()
+                .watch(self.store.clone(), self.token.clone()),
+        );
+        let app = http::router(state);
+        let trigger = self.token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests, draining deliveries");
+            trigger.cancel();
+        });
+        let server = &self.config.server;
+        let limits = http::server::ConnectionLimits {
+            max_connections: server.max_connections,
+            max_per_client: server.max_connections_per_client,
+            header_read_timeout: server.header_read_timeout,
+            max_header_bytes: server.max_header_bytes,
+        };
+        http::server::serve(
+            self.listener,
+            app,
+            limits,
+            self.tls,
+            metrics,
+            self.token.clone(),
+        )
+        .await;
+        self.engine.join().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Runs the service on `listener` until `shutdown` completes (see [`App::run_until`]).
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store: Arc<dyn Store> = store::open(&config.server.store, OpenMode::Server)
-        .with_context(|| format!("opening store {}", config.server.store))?;
-    for warning in &config.warnings {
-        tracing::warn!(location = %warning.location, "{}", warning.message);
-    }
-    let token = CancellationToken::new();
-    let engine = delivery::Engine::start(&config, store.clone(), token.clone())?;
-    let state = http::AppState::new(&config, store.clone(), engine.waker());
-    let app = http::router(state);
-    let trigger = token.clone();
-    tokio::spawn(async move {
-        shutdown.await;
-        tracing::info!("shutting down: no new requests, draining deliveries");
-        trigger.cancel();
-    });
-    let listener = http::listener::LimitedListener::new(listener, config.server.max_connections);
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<http::listener::PeerAddr>(),
-    )
-    .with_graceful_shutdown(token.clone().cancelled_owned())
-    .await
-    .context("serving HTTP")?;
-    engine.join().await;
-    tracing::info!("stopped");
+    App::build(config, listener)
+        .await?
+        .run_until(shutdown)
+        .await;
     Ok(())
 }

@@ -27,7 +27,8 @@ pub(super) fn validate_destination(
     let url = c.check(
         format!("{location}.url"),
         reqwest::Url::parse(&raw.url)
-            .map_err(|err| format!("{:?} is not a URL: {err}", raw.url))
+            // Never the URL itself: it may carry `user:password` or a token.
+            .map_err(|err| format!("is not a URL: {err}"))
             .and_then(|url| match url.scheme() {
                 "http" | "https" => Ok(url),
                 other => Err(format!("scheme {other:?} is not http or https")),
@@ -68,6 +69,28 @@ pub(super) fn validate_destination(
         &raw.forward_headers,
     );
     let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
+    let allow_private_network = raw.allow_private_network.unwrap_or(false);
+    if let Some(url) = &url
+        && let Some(why) = crate::delivery::http::literal_refusal(url, allow_private_network)
+    {
+        c.error(format!("{location}.url"), why);
+    }
+    let breaker = &raw.circuit_breaker;
+    let breaker_failures = c.check(
+        format!("{location}.circuit_breaker.failures"),
+        match breaker.failures {
+            None => Ok(5),
+            Some(n) if (1..=1_000_000).contains(&n) => Ok(n as u32),
+            Some(n) => Err(format!("{n} is outside 1..=1000000")),
+        },
+    );
+    let probe_interval = match &breaker.probe_interval {
+        Some(text) => c.check(
+            format!("{location}.circuit_breaker.probe_interval"),
+            parse_duration_in(text, Duration::from_millis(100), HOUR),
+        ),
+        None => Some(Duration::from_secs(30)),
+    };
     Some(DestinationConfig {
         name: name?,
         url: url?,
@@ -77,6 +100,12 @@ pub(super) fn validate_destination(
         secret,
         forward_headers: forward_headers?,
         paused: raw.paused.unwrap_or(false),
+        allow_private_network,
+        follow_redirects: raw.follow_redirects.unwrap_or(false),
+        breaker: crate::delivery::breaker::BreakerPolicy {
+            failures: breaker_failures?,
+            probe_interval: probe_interval?,
+        },
         retry: retry?,
     })
 }

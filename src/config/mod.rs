@@ -4,6 +4,7 @@ mod destination;
 mod raw;
 mod route;
 mod secret;
+mod server;
 mod source;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ pub use secret::Secret;
 use crate::delivery::plan::RetryPolicy;
 use crate::domain::{Name, Ordering};
 use crate::routing::Route;
-use raw::{RawConfig, parse_duration_in, parse_size};
+use raw::RawConfig;
 
 pub const DEFAULT_STORE: &str = "sqlite://hookrelay.db";
 pub const DEFAULT_MAX_BODY: u64 = 25 * 1024 * 1024;
@@ -50,6 +51,36 @@ pub struct ServerConfig {
     pub max_inflight_body: u64,
     /// Open connections at most; more clients wait in the accept backlog.
     pub max_connections: usize,
+    /// Open connections from one address at most; more are closed at once, so one client
+    /// cannot take every slot.
+    pub max_connections_per_client: usize,
+    /// From connecting (or the end of a response) to a whole request head; also how long an
+    /// idle keep-alive connection stays open.
+    pub header_read_timeout: Duration,
+    /// Request line and headers; header memory is at most this times `max_connections`.
+    pub max_header_bytes: usize,
+    /// Bytes per second a body must average once its first seconds have passed.
+    pub min_body_rate: u64,
+    /// Requests per second from one client address (after proxies), if limited.
+    pub rate_limit_per_client: Option<Rate>,
+    /// Past this many deliveries waiting, ingest answers 503 instead of filling the disk.
+    pub max_pending_deliveries: Option<u64>,
+    /// Bytes of stored bodies the delivery workers may hold in memory at once.
+    pub delivery_memory: u64,
+    pub tls: Option<TlsFiles>,
+}
+
+/// A request rate: `count` per `period`, in bursts of up to `count`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -64,9 +95,13 @@ pub struct SourceConfig {
     pub public_keys: Vec<ed25519_dalek::VerifyingKey>,
     /// Refuse requests without a valid `webhook-signature` (GitLab sources).
     pub require_signature: bool,
+    /// GitLab: a token is needed even when a valid signature came with the request.
+    pub require_token: bool,
     /// How far `webhook-timestamp` may be from our clock, either way.
     pub timestamp_tolerance: Duration,
     pub max_body_bytes: u64,
+    /// Requests per period to this source, if limited.
+    pub rate_limit: Option<Rate>,
     pub allow_ips: Option<Vec<ipnet::IpNet>>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub generic_auth: crate::ingest::generic::GenericAuth,
@@ -85,6 +120,11 @@ pub struct DestinationConfig {
     pub forward_headers: Option<Vec<String>>,
     /// Deliveries are stored and held, not attempted, until the destination is resumed.
     pub paused: bool,
+    /// Loopback, private and link-local addresses may be delivered to (metadata never).
+    pub allow_private_network: bool,
+    /// Follow 3xx answers (to allowed addresses) instead of recording them as failures.
+    pub follow_redirects: bool,
+    pub breaker: crate::delivery::breaker::BreakerPolicy,
     pub retry: RetryPolicy,
 }
 
@@ -162,12 +202,12 @@ impl Config {
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigErrors> {
         let mut table: toml::Table = toml::from_str(text)
-            .map_err(|err| ConfigErrors::whole_file(origin, err.to_string(), vec![]))?;
+            .map_err(|err| ConfigErrors::whole_file(origin, toml_error(&err, text), vec![]))?;
         let env_applied = raw::apply_env_overrides(&mut table, env);
         // Deserializing the text itself keeps line numbers in messages; the table only when
         // environment overrides changed it.
         let parsed = if env_applied.is_empty() {
-            toml::from_str::<RawConfig>(text).map_err(|err| err.to_string())
+            toml::from_str::<RawConfig>(text).map_err(|err| toml_error(&err, text))
         } else {
             RawConfig::deserialize_table(table)
         };
@@ -181,12 +221,41 @@ impl Config {
     }
 }
 
+/// A TOML error as `line L, column C: message`. toml's own text quotes the offending line,
+/// and that line may hold a secret (written unquoted, or under a misspelled key): the
+/// location is enough to find it.
+fn toml_error(err: &toml::de::Error, text: &str) -> String {
+    let message = without_values(err.message());
+    match err.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// serde's messages quote the value they did not expect (`invalid type: string "..."`,
+/// `integer `12345``); the value may be a secret, the kind of value is enough.
+fn without_values(message: &str) -> String {
+    static VALUE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r#"(invalid (?:type|value|length): [a-z ]+?) ?(?:"(?:[^"\\]|\\.)*"|`[^`]*`)"#,
+        )
+        .expect("valid pattern")
+    });
+    VALUE.replace_all(message.trim(), "$1").into_owned()
+}
+
 /// Only `server.store` (file, then environment): what CLI commands next to a running server
 /// need, without resolving secrets they never use.
 pub fn load_store_url(path: &Path) -> Result<String, ConfigErrors> {
     let (text, origin) = read_file(path)?;
     let fail = |message: String| ConfigErrors::whole_file(&origin, message, vec![]);
-    let mut table: toml::Table = toml::from_str(&text).map_err(|err| fail(err.to_string()))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|err| fail(toml_error(&err, &text)))?;
     raw::apply_env_overrides(&mut table, std::env::vars());
     match table.get("server").and_then(|server| server.get("store")) {
         None => Ok(DEFAULT_STORE.to_owned()),
@@ -200,7 +269,8 @@ pub fn load_store_url(path: &Path) -> Result<String, ConfigErrors> {
 impl RawConfig {
     fn deserialize_table(table: toml::Table) -> Result<RawConfig, String> {
         use serde::Deserialize;
-        RawConfig::deserialize(toml::Value::Table(table)).map_err(|err| err.to_string())
+        RawConfig::deserialize(toml::Value::Table(table))
+            .map_err(|err| without_values(err.message()))
     }
 }
 
@@ -242,48 +312,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         errors: vec![],
         warnings: vec![],
     };
-    let server = &raw.server;
-    let listen = c.check(
-        "server.listen",
-        server
-            .listen
-            .as_deref()
-            .unwrap_or("127.0.0.1:8080")
-            .parse::<SocketAddr>()
-            .map_err(|err| format!("expected an address like 127.0.0.1:8080: {err}")),
-    );
-    let store = server
-        .store
-        .clone()
-        .unwrap_or_else(|| DEFAULT_STORE.to_owned());
-    if !store.starts_with("sqlite://") {
-        c.error(
-            "server.store",
-            format!("{store:?}: only sqlite://PATH is supported in this version"),
-        );
-    }
-    let duration_or =
-        |c: &mut Checker, location: &str, raw: &Option<String>, default: u64, min: Duration| {
-            match raw {
-                Some(text) => c.check(location, parse_duration_in(text, min, HOUR)),
-                None => Some(Duration::from_secs(default)),
-            }
-        };
-    let shutdown_grace = duration_or(
-        &mut c,
-        "server.shutdown_grace",
-        &server.shutdown_grace,
-        10,
-        Duration::ZERO,
-    );
-    let body_read_timeout = duration_or(
-        &mut c,
-        "server.body_read_timeout",
-        &server.body_read_timeout,
-        30,
-        Duration::from_secs(1),
-    );
-
+    let server = server::validate_server(&mut c, &raw.server);
     let mut sources = BTreeMap::new();
     for (name, source) in &raw.sources {
         let location = format!("sources.{name}");
@@ -291,28 +320,29 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             sources.insert(parsed.name.clone(), parsed);
         }
     }
-    let max_inflight_body = match &server.max_inflight_body {
-        Some(size) => c.check("server.max_inflight_body", parse_size(size)),
-        None => Some(DEFAULT_MAX_INFLIGHT_BODY),
+    // Checked even when another server setting is wrong, so one run shows every error.
+    let budget = match &server {
+        Some(server) => Some(server.max_inflight_body),
+        None => raw
+            .server
+            .max_inflight_body
+            .as_ref()
+            .map_or(Some(DEFAULT_MAX_INFLIGHT_BODY), |size| {
+                raw::parse_size(size).ok()
+            }),
     };
-    if let Some(budget) = max_inflight_body {
+    if let Some(budget) = budget {
         for source in sources.values() {
             if source.max_body_bytes > budget {
                 c.error(
                     format!("sources.{}.max_body", source.name),
-                    format!("is larger than server.max_inflight_body ({budget} bytes): such a body could never be received"),
+                    format!(
+                        "is larger than server.max_inflight_body ({budget} bytes): such a body could never be received"
+                    ),
                 );
             }
         }
     }
-    let max_connections = c.check(
-        "server.max_connections",
-        match server.max_connections {
-            None => Ok(4096),
-            Some(n) if (1..=1_000_000).contains(&n) => Ok(n as usize),
-            Some(n) => Err(format!("{n} is outside 1..=1000000")),
-        },
-    );
     let mut destinations = BTreeMap::new();
     for (name, destination) in &raw.destinations {
         let location = format!("destinations.{name}");
@@ -333,14 +363,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         return Err(c.errors);
     }
     Ok(Config {
-        server: ServerConfig {
-            listen: listen.expect("checked"),
-            store,
-            shutdown_grace: shutdown_grace.expect("checked"),
-            body_read_timeout: body_read_timeout.expect("checked"),
-            max_inflight_body: max_inflight_body.expect("checked"),
-            max_connections: max_connections.expect("checked"),
-        },
+        server: server.expect("checked"),
         sources,
         destinations,
         routes,

@@ -27,6 +27,22 @@ pub struct RawServer {
     pub body_read_timeout: Option<String>,
     pub max_inflight_body: Option<RawSize>,
     pub max_connections: Option<i64>,
+    pub max_connections_per_client: Option<i64>,
+    pub header_read_timeout: Option<String>,
+    pub max_header_bytes: Option<RawSize>,
+    /// Bytes per second.
+    pub min_body_rate: Option<RawSize>,
+    pub rate_limit_per_client: Option<String>,
+    pub max_pending_deliveries: Option<i64>,
+    pub delivery_memory: Option<RawSize>,
+    pub tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,8 +60,12 @@ pub struct RawSource {
     #[serde(default)]
     pub public_keys: Vec<String>,
     pub require_signature: Option<bool>,
+    /// GitLab: refuse a signed request without `X-Gitlab-Token` (by default a valid signature
+    /// is enough, as GitLab documents).
+    pub require_token: Option<bool>,
     pub timestamp_tolerance: Option<String>,
     pub max_body: Option<RawSize>,
+    pub rate_limit: Option<String>,
     /// CIDRs allowed to send; absent means any address.
     pub allow_ips: Option<Vec<String>>,
     /// Proxies whose `X-Forwarded-For` is believed.
@@ -95,8 +115,23 @@ pub struct RawDestination {
     pub secret: Option<String>,
     pub forward_headers: Option<Vec<String>>,
     pub paused: Option<bool>,
+    /// Loopback, private and link-local addresses are refused unless this is true.
+    pub allow_private_network: Option<bool>,
+    /// 3xx answers are recorded as failures unless this is true.
+    pub follow_redirects: Option<bool>,
+    #[serde(default)]
+    pub circuit_breaker: RawBreaker,
     #[serde(default)]
     pub retry: RawRetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    /// Consecutive failed attempts that open the breaker.
+    pub failures: Option<i64>,
+    /// How often an open breaker lets one delivery through as a probe.
+    pub probe_interval: Option<String>,
 }
 
 fn default_destination_type() -> String {
@@ -190,9 +225,19 @@ fn same_key(existing: &str, wanted: &str) -> bool {
 const SCALAR_KEYS: &[&str] = &[
     "concurrency",
     "max_connections",
+    "max_connections_per_client",
+    "max_pending_deliveries",
+    "max_header_bytes",
+    "min_body_rate",
+    "delivery_memory",
+    "max_inflight_body",
     "max_attempts",
     "paused",
+    "allow_private_network",
+    "follow_redirects",
+    "failures",
     "require_signature",
+    "require_token",
     "permanent_4xx",
     "max_body",
 ];

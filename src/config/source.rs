@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::raw::{RawGenericAuth, RawSource, parse_duration, parse_size};
 use super::{Checker, DEFAULT_MAX_BODY, MAX_BODY_LIMIT, Secret, SourceConfig};
-use crate::domain::Name;
+use crate::domain::{DEDUP_WINDOW_MS, Name};
 use crate::ingest::ProviderKind;
 use crate::ingest::generic::{Encoding, GenericAuth, HmacScheme};
 use crate::ingest::signature::{standard_public_key, standard_secret};
@@ -46,12 +46,32 @@ pub(super) fn validate_source(
             signing_secrets.extend(c.check(format!("{location}.secrets[{i}]"), key));
         }
     }
+    // A signed request is accepted from `tolerance` before its timestamp to `tolerance` after
+    // it, so a replay can come 2 x tolerance after the original: the dedup window must still
+    // remember the original then.
+    let max_tolerance = Duration::from_millis(DEDUP_WINDOW_MS as u64 / 2);
     let timestamp_tolerance = match &raw.timestamp_tolerance {
         Some(text) => c.check(
             format!("{location}.timestamp_tolerance"),
-            parse_duration(text),
+            parse_duration(text).and_then(|tolerance| {
+                if tolerance < max_tolerance {
+                    Ok(tolerance)
+                } else {
+                    Err(format!(
+                        "must be below {} (half the {} dedup window), or a replayed signed request could outlive the memory of the original",
+                        humantime::format_duration(max_tolerance),
+                        humantime::format_duration(max_tolerance * 2)
+                    ))
+                }
+            }),
         ),
         None => Some(Duration::from_secs(300)),
+    };
+    let rate_limit = match &raw.rate_limit {
+        None => Some(None),
+        Some(text) => c
+            .check(format!("{location}.rate_limit"), super::Rate::parse(text))
+            .map(Some),
     };
     let max_body_bytes = match &raw.max_body {
         Some(size) => c.check(
@@ -142,6 +162,18 @@ pub(super) fn validate_source(
             "false with no token: unsigned requests are accepted without any credential",
         );
     }
+    let require_token = raw.require_token.unwrap_or(false);
+    if raw.require_token.is_some() && provider.is_some() && provider != Some(ProviderKind::Gitlab) {
+        c.error(
+            format!("{location}.require_token"),
+            "applies to gitlab sources only",
+        );
+    } else if require_token && secrets.is_empty() {
+        c.error(
+            format!("{location}.require_token"),
+            "requires `secret` (the X-Gitlab-Token value) to compare with",
+        );
+    }
     if require_signature && signing_secrets.is_empty() {
         c.error(
             format!("{location}.require_signature"),
@@ -161,8 +193,10 @@ pub(super) fn validate_source(
         signing_secrets,
         public_keys,
         require_signature,
+        require_token,
         timestamp_tolerance: timestamp_tolerance?,
         max_body_bytes: max_body_bytes?,
+        rate_limit: rate_limit?,
         allow_ips,
         trusted_proxies,
         generic_auth,

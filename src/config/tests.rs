@@ -14,6 +14,7 @@ max_body = "1MiB"
 
 [destinations.ci]
 url = "http://127.0.0.1:9/hook"
+allow_private_network = true
 timeout = "5s"
 ordering = "fifo"
 retry = { initial_delay = "1s", max_attempts = 5 }

@@ -3,8 +3,10 @@
 
 use std::time::Duration;
 
+use super::address::{GuardedResolver, refusal};
 use super::{AttemptOutcome, Destination, Outbound};
 use crate::config::{DestinationConfig, Secret};
+use crate::domain::HOPS_HEADER;
 use crate::ingest::signature::{standard_secret, standard_v1_signature};
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.
@@ -15,24 +17,67 @@ pub struct HttpDestination {
     url: reqwest::Url,
     timeout: Duration,
     signing_key: Option<Vec<u8>>,
+    allow_internal: bool,
 }
 
 impl HttpDestination {
     pub fn new(config: &DestinationConfig) -> Result<Self, reqwest::Error> {
+        let allow_internal = config.allow_private_network;
+        // A forwarded webhook follows a redirect only when told to, and then only to
+        // addresses the destination may reach.
+        let redirects = if config.follow_redirects {
+            reqwest::redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= 5 {
+                    attempt.error("too many redirects")
+                } else if let Some(why) = literal_refusal(attempt.url(), allow_internal) {
+                    attempt.error(why)
+                } else {
+                    attempt.follow()
+                }
+            })
+        } else {
+            reqwest::redirect::Policy::none()
+        };
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(config.concurrency)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("hookrelay/", env!("CARGO_PKG_VERSION")))
-            // A forwarded webhook must not follow a redirect to somewhere we were not told.
-            .redirect(reqwest::redirect::Policy::none())
+            .redirect(redirects)
+            // Names are resolved, then checked, at connect time (rebinding cannot slip by).
+            .dns_resolver(std::sync::Arc::new(GuardedResolver { allow_internal }))
             .build()?;
         Ok(Self {
             client,
             url: config.url.clone(),
             timeout: config.timeout,
             signing_key: config.secret.as_ref().map(signing_key),
+            allow_internal,
         })
     }
+}
+
+/// The hop count a stored request arrived with (0 from a real sender).
+fn hops(headers: &[(String, Vec<u8>)]) -> u32 {
+    headers
+        .iter()
+        .find(|(name, _)| name == HOPS_HEADER)
+        .and_then(|(_, value)| std::str::from_utf8(value).ok()?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The resolver never sees a URL that names an address literally: check those here (and
+/// in `config check`, where `localhost` counts as loopback).
+pub fn literal_refusal(url: &reqwest::Url, allow_internal: bool) -> Option<String> {
+    let host = url.host_str()?;
+    let address: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse()
+            .ok()?
+    };
+    refusal(address, allow_internal)
 }
 
 /// `whsec_<base64>` secrets are Standard Webhooks keys; anything else is used as raw bytes.
@@ -49,6 +94,15 @@ fn signing_key(secret: &Secret) -> Vec<u8> {
 #[async_trait::async_trait]
 impl Destination for HttpDestination {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome {
+        if let Some(why) = literal_refusal(&self.url, self.allow_internal) {
+            return AttemptOutcome {
+                delivered: false,
+                status: None,
+                error: Some(format!("refused: {why}")),
+                retry_after: None,
+                response_excerpt: None,
+            };
+        }
         let request = outbound.request;
         let timestamp = crate::domain::now_millis() / 1000;
         let mut builder = self
@@ -63,11 +117,14 @@ impl Destination for HttpDestination {
         if let Some(content_type) = &request.content_type {
             builder = builder.header("content-type", content_type.as_str());
         }
+        builder = builder.header(HOPS_HEADER, (hops(&request.headers) + 1).to_string());
         for (name, value) in &request.headers {
-            if outbound
-                .forward_headers
-                .iter()
-                .any(|f| f.eq_ignore_ascii_case(name))
+            // The body is forwarded exactly as received, so its encoding (gzip) goes with it.
+            if name == "content-encoding"
+                || outbound
+                    .forward_headers
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(name))
             {
                 builder = builder.header(name.as_str(), value.as_slice());
             }

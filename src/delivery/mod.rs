@@ -1,6 +1,8 @@
 //! Delivery: the only code that calls destinations. One worker loop per destination claims due
 //! deliveries from the store, calls the destination, and records the attempt with its plan.
 
+pub mod address;
+pub mod breaker;
 pub mod http;
 pub mod plan;
 mod worker;
@@ -48,7 +50,11 @@ pub trait Destination: Send + Sync {
 pub struct Engine {
     wakers: HashMap<Name, Arc<Notify>>,
     workers: JoinSet<()>,
+    breakers: BreakerStates,
 }
+
+/// Each running destination's circuit breaker: open or not.
+pub type BreakerStates = Arc<Vec<(Name, Arc<std::sync::atomic::AtomicBool>)>>;
 
 impl Engine {
     /// Starts one worker per configured destination.
@@ -72,6 +78,7 @@ impl Engine {
         }
         let defaults = Arc::new(defaults);
         let mut wakers = HashMap::new();
+        let mut breakers = Vec::new();
         let mut workers = JoinSet::new();
         for (name, destination) in &config.destinations {
             if destination.paused {
@@ -80,6 +87,8 @@ impl Engine {
             }
             let waker = Arc::new(Notify::new());
             wakers.insert(name.clone(), waker.clone());
+            let breaker_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            breakers.push((name.clone(), breaker_open.clone()));
             let http = http::HttpDestination::new(destination)
                 .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
             let ctx = worker::WorkerContext {
@@ -92,14 +101,24 @@ impl Engine {
                 grace: config.server.shutdown_grace,
                 lease_owner: lease_owner.clone(),
                 default_forward: defaults.clone(),
+                breaker: std::sync::Mutex::new(breaker::Breaker::new(destination.breaker)),
+                breaker_open: breaker_open.clone(),
             };
             workers.spawn(worker::run(ctx));
         }
-        Ok(Self { wakers, workers })
+        Ok(Self {
+            wakers,
+            workers,
+            breakers: Arc::new(breakers),
+        })
     }
 
     pub fn waker(&self) -> Wakers {
         Wakers(Arc::new(self.wakers.clone()))
+    }
+
+    pub fn breakers(&self) -> BreakerStates {
+        self.breakers.clone()
     }
 
     /// Waits until every worker has stopped (after the shutdown token fired).

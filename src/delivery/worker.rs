@@ -9,6 +9,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use super::breaker::{Allowance, Breaker};
 use super::plan::{AttemptResult, Decision, PlanInput, plan_next};
 use super::{Destination, Outbound};
 use crate::config::DestinationConfig;
@@ -29,6 +32,9 @@ pub struct WorkerContext {
     pub grace: Duration,
     pub lease_owner: String,
     pub default_forward: Arc<HashMap<Name, Vec<String>>>,
+    pub breaker: Mutex<Breaker>,
+    /// Mirrors the breaker's state for `/metrics`.
+    pub breaker_open: Arc<AtomicBool>,
 }
 
 impl WorkerContext {
@@ -56,8 +62,18 @@ pub async fn run(ctx: WorkerContext) {
             break;
         }
         while attempts.try_join_next().is_some() {}
-        let free = permits.available_permits();
+        let mut free = permits.available_permits();
         let mut wait = POLL_INTERVAL;
+        match ctx.breaker.lock().unwrap().allowance(Instant::now()) {
+            Allowance::Any => {}
+            Allowance::Probe => free = free.min(1),
+            Allowance::WaitUntil(at) => {
+                free = 0;
+                wait = at
+                    .saturating_duration_since(Instant::now())
+                    .min(POLL_INTERVAL);
+            }
+        }
         if free > 0 {
             let now = now_millis();
             let request = ClaimRequest {
@@ -160,6 +176,25 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
         })
         .await;
     let duration_ms = clock.elapsed().as_millis() as i64;
+    // A 4xx about this request proves the destination is up; anything else counts.
+    let destination_failed = !outcome.delivered
+        && outcome
+            .status
+            .is_none_or(|status| status >= 500 || status == 408 || status == 429);
+    let changed = ctx
+        .breaker
+        .lock()
+        .unwrap()
+        .record(destination_failed, Instant::now());
+    if changed {
+        let open = ctx.breaker.lock().unwrap().is_open();
+        ctx.breaker_open.store(open, AtomicOrdering::Relaxed);
+        if open {
+            tracing::warn!(destination = %ctx.name, "circuit breaker open: only probing until a delivery succeeds");
+        } else {
+            tracing::info!(destination = %ctx.name, "circuit breaker closed: delivering again");
+        }
+    }
     let result = if outcome.delivered {
         AttemptResult::Delivered
     } else {

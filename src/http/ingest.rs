@@ -1,24 +1,24 @@
-//! `POST /hooks/{source}`: limit the body, verify, classify, dedup, route, commit, then answer.
+//! `POST /hooks/{source}`: admit (address, loop, rate, backlog, header credentials), read the
+//! body under its limits, verify, classify, dedup, route, commit, then answer.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
 
-use super::AppState;
-use super::listener::PeerAddr;
-use crate::domain::{EventId, now_millis};
-use crate::ingest::{Inbound, Rejection, ip, parse_payload};
+use super::body::{BodyError, BodyLimits, read_body};
+use super::server::PeerAddr;
+use super::{AppState, SourceRuntime};
+use crate::config::SourceConfig;
+use crate::domain::{EventId, HOPS_HEADER, MAX_HOPS, now_millis};
+use crate::ingest::{Inbound, Rejection, ip, is_credential_header, parse_payload};
 use crate::routing::{EventFacts, destinations_for};
 use crate::store::{NewEvent, StoreError};
-
-/// Headers that carry the sender's credential: kept by name, never by value.
-const CREDENTIAL_HEADERS: [&str; 2] = ["x-gitlab-token", "authorization"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -32,8 +32,14 @@ pub enum IngestError {
     BadBody,
     #[error("{0}")]
     Rejected(crate::ingest::Rejection),
+    #[error("forwarding loop: this request has passed through hookrelay {0} times")]
+    Loop(u32),
+    #[error("too many requests; retry later")]
+    RateLimited(Duration),
     #[error("temporarily unable to store the event; retry later")]
     Unavailable,
+    #[error("too many deliveries waiting; retry later")]
+    BacklogFull,
     #[error("too many request bodies in flight; retry later")]
     Busy,
     #[error("internal error storing the event")]
@@ -47,19 +53,30 @@ impl IntoResponse for IngestError {
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::SlowBody => StatusCode::REQUEST_TIMEOUT,
             Self::BadBody => StatusCode::BAD_REQUEST,
-            Self::Rejected(crate::ingest::Rejection::AddressNotAllowed) => StatusCode::FORBIDDEN,
+            Self::Rejected(Rejection::AddressNotAllowed) => StatusCode::FORBIDDEN,
             Self::Rejected(_) => StatusCode::UNAUTHORIZED,
-            Self::Unavailable | Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Loop(_) => StatusCode::LOOP_DETECTED,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable | Self::Busy | Self::BacklogFull => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        let retry_after = match &self {
+            Self::RateLimited(wait) => Some(wait.as_secs().max(1)),
+            Self::Unavailable | Self::Store | Self::Busy | Self::BacklogFull => Some(5),
+            _ => None,
+        };
+        // The rest of an unread body would have to be drained: the connection is closed.
+        let close = matches!(
+            self,
+            Self::TooLarge(_) | Self::SlowBody | Self::BadBody | Self::Busy
+        );
         let mut response = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if matches!(self, Self::Unavailable | Self::Store | Self::Busy) {
+        if let Some(seconds) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("5"));
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
         }
-        if matches!(self, Self::TooLarge(_)) {
-            // The rest of the body is never read; the connection cannot be reused.
+        if close {
             response.headers_mut().insert(
                 header::CONNECTION,
                 header::HeaderValue::from_static("close"),
@@ -83,25 +100,7 @@ pub async fn receive(
         return Err(IngestError::UnknownSource);
     };
     let source = &runtime.config.name;
-    // Checked before the body is read: a refused address costs us nothing.
-    let forwarded: Vec<&[u8]> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .map(|v| v.as_bytes())
-        .collect();
-    let client = ip::client_ip(remote.ip(), &forwarded, &runtime.config.trusted_proxies);
-    let allowed = match (client, runtime.config.allow_ips.as_deref()) {
-        (_, None) => true,
-        (Some(address), Some(allow)) => ip::allowed(address, Some(allow)),
-        (None, Some(_)) => false,
-    };
-    let client = client.unwrap_or(remote.ip());
-    if !allowed {
-        let rejection = Rejection::AddressNotAllowed;
-        metrics.count_rejection(rejection.reason());
-        tracing::warn!(%source, %client, "webhook from an address not on the allow-list");
-        return Err(IngestError::Rejected(rejection));
-    }
+    let client = admit(&state, runtime, remote.ip(), &headers, uri.query())?;
     let limit = runtime.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -111,24 +110,31 @@ pub async fn receive(
         metrics.too_large.fetch_add(1, Relaxed);
         return Err(IngestError::TooLarge(limit));
     }
-    // Memory for the body is reserved before reading it (the declared length, or the whole
-    // limit when none is declared) and held until the event is committed.
-    let need_kib = declared.unwrap_or(limit).min(limit).div_ceil(1024).max(1) as u32;
-    let Ok(_reserved) = state.body_budget.clone().try_acquire_many_owned(need_kib) else {
-        metrics.over_budget.fetch_add(1, Relaxed);
-        tracing::warn!(%source, "body budget exhausted; answering 503");
-        return Err(IngestError::Busy);
+    let mut reservation = state.body_budget.reservation(client, source);
+    let limits = BodyLimits {
+        max_bytes: limit,
+        timeout: state.body_read_timeout,
+        min_rate: state.min_body_rate,
     };
-    let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
-    let body = match tokio::time::timeout(state.body_read_timeout, limited.collect()).await {
-        Err(_) => return Err(IngestError::SlowBody),
-        Ok(Err(err)) if err.downcast_ref::<LengthLimitError>().is_some() => {
-            metrics.too_large.fetch_add(1, Relaxed);
-            return Err(IngestError::TooLarge(limit));
-        }
-        Ok(Err(_)) => return Err(IngestError::BadBody),
-        Ok(Ok(collected)) => collected.to_bytes(),
-    };
+    let body = read_body(body, limits, &mut reservation)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => {
+                metrics.too_large.fetch_add(1, Relaxed);
+                IngestError::TooLarge(limit)
+            }
+            BodyError::TooSlow => {
+                metrics.too_slow.fetch_add(1, Relaxed);
+                tracing::info!(%source, %client, "body too slow; answering 408");
+                IngestError::SlowBody
+            }
+            BodyError::OverBudget(share) => {
+                metrics.over_budget.fetch_add(1, Relaxed);
+                tracing::warn!(%source, %client, ?share, "body budget spent; answering 503");
+                IngestError::Busy
+            }
+            BodyError::Broken => IngestError::BadBody,
+        })?;
 
     let received_at = now_millis();
     let inbound = Inbound {
@@ -147,7 +153,12 @@ pub async fn receive(
         .needs_payload
         .then(|| parse_payload(&headers, &body))
         .flatten();
-    let classification = runtime.provider.classify(&inbound, payload.as_ref());
+    let mut classification = runtime.provider.classify(&inbound, payload.as_ref());
+    if let Some(signed_id) = runtime.provider.signed_id(&inbound, &runtime.config) {
+        // Only what the signature covers may decide "repeat or new": an unsigned
+        // Idempotency-Key would let a captured request be replayed as new events.
+        classification.dedup_key = Some(signed_id);
+    }
     let facts = EventFacts {
         classification: &classification,
         payload: payload.as_ref(),
@@ -164,7 +175,7 @@ pub async fn receive(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
-        headers: stored_headers(&headers, runtime.token_header()),
+        headers: stored_headers(&headers, &runtime.config),
         body,
         destinations: destinations.clone(),
     };
@@ -176,10 +187,15 @@ pub async fn receive(
             _ => IngestError::Store,
         }
     })?;
+    drop(reservation);
     if accepted.duplicate {
         metrics.duplicates.fetch_add(1, Relaxed);
     } else {
         metrics.accepted.fetch_add(1, Relaxed);
+        state
+            .backlog
+            .current
+            .fetch_add(accepted.deliveries as u64, Relaxed);
         state.wakers.wake(&destinations);
     }
     let status = if accepted.duplicate {
@@ -195,13 +211,80 @@ pub async fn receive(
     Ok((status, Json(body)).into_response())
 }
 
-fn stored_headers(headers: &HeaderMap, token_header: Option<&str>) -> Vec<(String, Vec<u8>)> {
+/// Everything decided from the request head, before a byte of body is read or reserved:
+/// the address (behind trusted proxies), forwarding loops, rates, the backlog, and any
+/// credential that lives in a header or the query. Returns the client address.
+fn admit(
+    state: &AppState,
+    runtime: &SourceRuntime,
+    remote: std::net::IpAddr,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<std::net::IpAddr, IngestError> {
+    let metrics = &state.metrics;
+    let source = &runtime.config.name;
+    let forwarded: Vec<&[u8]> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    let client = ip::client_ip(remote, &forwarded, &runtime.config.trusted_proxies);
+    let allowed = match (client, runtime.config.allow_ips.as_deref()) {
+        (_, None) => true,
+        (Some(address), Some(allow)) => ip::allowed(address, Some(allow)),
+        (None, Some(_)) => false,
+    };
+    let client = client.unwrap_or(remote);
+    if !allowed {
+        let rejection = Rejection::AddressNotAllowed;
+        metrics.count_rejection(rejection.reason());
+        tracing::warn!(%source, %client, "webhook from an address not on the allow-list");
+        return Err(IngestError::Rejected(rejection));
+    }
+    let hops = headers
+        .get(HOPS_HEADER)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok())
+        .unwrap_or(0);
+    if hops >= MAX_HOPS {
+        metrics.forwarding_loop.fetch_add(1, Relaxed);
+        tracing::error!(%source, hops, "refusing a request that keeps coming back through hookrelay: a destination points at a hook");
+        return Err(IngestError::Loop(hops));
+    }
+    let now = Instant::now();
+    let over_rate = state
+        .client_rate
+        .and_then(|rate| state.client_rates.check(&client, rate, now).err())
+        .or_else(|| {
+            let rate = runtime.config.rate_limit?;
+            state.source_rates.check(source, rate, now).err()
+        });
+    if let Some(wait) = over_rate {
+        metrics.rate_limited.fetch_add(1, Relaxed);
+        return Err(IngestError::RateLimited(wait));
+    }
+    if state.backlog.full() {
+        metrics.backlog_full.fetch_add(1, Relaxed);
+        return Err(IngestError::BacklogFull);
+    }
+    let head_only = Inbound {
+        headers,
+        body: &[],
+        query,
+        now_secs: now_millis() / 1000,
+    };
+    if let Err(rejection) = runtime.provider.verify_headers(&head_only, &runtime.config) {
+        metrics.count_rejection(rejection.reason());
+        tracing::warn!(%source, %client, reason = %rejection, "webhook rejected before its body");
+        return Err(IngestError::Rejected(rejection));
+    }
+    Ok(client)
+}
+
+fn stored_headers(headers: &HeaderMap, source: &SourceConfig) -> Vec<(String, Vec<u8>)> {
     headers
         .iter()
         .map(|(name, value)| {
-            let secret =
-                CREDENTIAL_HEADERS.contains(&name.as_str()) || token_header == Some(name.as_str());
-            let value = if secret {
+            let value = if is_credential_header(name.as_str(), source) {
                 b"[redacted]".to_vec()
             } else {
                 value.as_bytes().to_vec()

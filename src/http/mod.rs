@@ -1,10 +1,16 @@
-//! The HTTP surface (the only module that knows axum): ingest, health, metrics.
+//! The HTTP surface (the only module that knows axum): ingest, health, metrics, the accept
+//! loop, TLS, and the admission limits (body budget, rates, backlog).
 
+pub mod body;
+pub mod budget;
 mod ingest;
-pub mod listener;
+mod metrics;
+pub mod rate;
+pub mod server;
+pub mod tls;
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -15,28 +21,22 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 
-use crate::config::{Config, SourceConfig};
-use crate::delivery::Wakers;
+pub use metrics::Metrics;
+
+use crate::config::{Config, Rate, SourceConfig};
+use crate::delivery::{BreakerStates, Wakers};
 use crate::domain::Name;
 use crate::ingest::{Provider, provider_for};
 use crate::routing::Route;
 use crate::store::Store;
+use budget::{BodyBudget, BudgetLimits};
+use rate::RateLimiter;
 
 pub struct SourceRuntime {
     pub config: SourceConfig,
     pub provider: &'static dyn Provider,
     /// Parse the body as JSON: the provider or a route filter of this source needs it.
     pub needs_payload: bool,
-}
-
-impl SourceRuntime {
-    /// A generic source's own token header, stored by name only like `X-Gitlab-Token`.
-    pub fn token_header(&self) -> Option<&str> {
-        match &self.config.generic_auth {
-            crate::ingest::generic::GenericAuth::Token { header } => Some(header),
-            _ => None,
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -47,13 +47,22 @@ pub struct AppState {
     pub wakers: Wakers,
     pub metrics: Arc<Metrics>,
     pub body_read_timeout: Duration,
-    /// Bytes of request bodies that may be in memory at once, in KiB permits.
-    pub body_budget: Arc<tokio::sync::Semaphore>,
-    pub body_budget_kib: usize,
+    pub min_body_rate: u64,
+    pub body_budget: Arc<BodyBudget>,
+    pub client_rate: Option<Rate>,
+    pub client_rates: Arc<RateLimiter<IpAddr>>,
+    pub source_rates: Arc<RateLimiter<Name>>,
+    pub backlog: Arc<Backlog>,
+    pub breakers: BreakerStates,
 }
 
 impl AppState {
-    pub fn new(config: &Config, store: Arc<dyn Store>, wakers: Wakers) -> Self {
+    pub fn new(
+        config: &Config,
+        store: Arc<dyn Store>,
+        wakers: Wakers,
+        breakers: BreakerStates,
+    ) -> Self {
         let sources = config
             .sources
             .iter()
@@ -71,7 +80,12 @@ impl AppState {
                 (name.clone(), runtime)
             })
             .collect();
-        let budget_kib = config.server.max_inflight_body.div_ceil(1024) as usize;
+        let largest_body = config
+            .sources
+            .values()
+            .map(|s| s.max_body_bytes)
+            .max()
+            .unwrap_or(0);
         Self {
             sources: Arc::new(sources),
             routes: Arc::new(config.routes.clone()),
@@ -79,78 +93,53 @@ impl AppState {
             wakers,
             metrics: Arc::default(),
             body_read_timeout: config.server.body_read_timeout,
-            body_budget: Arc::new(tokio::sync::Semaphore::new(budget_kib)),
-            body_budget_kib: budget_kib,
+            min_body_rate: config.server.min_body_rate,
+            body_budget: BodyBudget::new(BudgetLimits::shares(
+                config.server.max_inflight_body,
+                largest_body,
+            )),
+            client_rate: config.server.rate_limit_per_client,
+            client_rates: Arc::default(),
+            source_rates: Arc::default(),
+            backlog: Arc::new(Backlog {
+                limit: config.server.max_pending_deliveries,
+                current: AtomicU64::new(0),
+            }),
+            breakers,
         }
     }
 }
 
-/// Counters exposed at `/metrics` in the Prometheus text format.
-#[derive(Default)]
-pub struct Metrics {
-    pub accepted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub too_large: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub missing_credentials: AtomicU64,
-    pub invalid_credentials: AtomicU64,
-    pub address_not_allowed: AtomicU64,
-    pub over_budget: AtomicU64,
+/// Deliveries waiting, as last counted, against the configured limit.
+pub struct Backlog {
+    pub limit: Option<u64>,
+    pub current: AtomicU64,
 }
 
-impl Metrics {
-    pub fn count_rejection(&self, reason: &str) {
-        match reason {
-            "missing_credentials" => &self.missing_credentials,
-            "address_not_allowed" => &self.address_not_allowed,
-            _ => &self.invalid_credentials,
-        }
-        .fetch_add(1, Relaxed);
+impl Backlog {
+    pub fn full(&self) -> bool {
+        self.limit
+            .is_some_and(|limit| self.current.load(Relaxed) >= limit)
     }
 
-    fn render(&self) -> String {
-        let mut out = String::new();
-        let mut counter = |name: &str, help: &str, samples: &[(&str, u64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {value}");
+    /// Counts the store's backlog every second until `stop`; ingest also adds what it
+    /// commits in between, so a burst cannot overshoot by a second's worth.
+    pub async fn watch(
+        self: Arc<Self>,
+        store: Arc<dyn Store>,
+        stop: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(limit) = self.limit else { return };
+        loop {
+            match store.backlog(limit.saturating_add(1)).await {
+                Ok(count) => self.current.store(count, Relaxed),
+                Err(err) => tracing::debug!(error = %err, "backlog count failed"),
             }
-        };
-        counter(
-            "hookrelay_events_accepted_total",
-            "Webhooks durably stored and answered 2xx.",
-            &[("", self.accepted.load(Relaxed))],
-        );
-        counter(
-            "hookrelay_events_duplicate_total",
-            "Webhooks recognised as repeats of a stored event.",
-            &[("", self.duplicates.load(Relaxed))],
-        );
-        counter(
-            "hookrelay_requests_rejected_total",
-            "Webhooks refused before storage, by reason.",
-            &[
-                (
-                    "{reason=\"missing_credentials\"}",
-                    self.missing_credentials.load(Relaxed),
-                ),
-                (
-                    "{reason=\"invalid_credentials\"}",
-                    self.invalid_credentials.load(Relaxed),
-                ),
-                (
-                    "{reason=\"address_not_allowed\"}",
-                    self.address_not_allowed.load(Relaxed),
-                ),
-                ("{reason=\"too_large\"}", self.too_large.load(Relaxed)),
-                (
-                    "{reason=\"over_body_budget\"}",
-                    self.over_budget.load(Relaxed),
-                ),
-                ("{reason=\"store_error\"}", self.store_errors.load(Relaxed)),
-            ],
-        );
-        out
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -159,30 +148,18 @@ pub fn router(state: AppState) -> Router {
         .route("/hooks/{source}", post(ingest::receive))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::render))
         .with_state(state)
 }
 
+/// Ready means an event could be acknowledged now: the store commits (a real write through
+/// the commit path), its files are the ones it opened, and the backlog has room.
 async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let probe = crate::store::DeliveryFilter {
-        limit: 1,
-        ..Default::default()
-    };
-    match state.store.list_deliveries(probe).await {
-        Ok(_) => (StatusCode::OK, "ready\n"),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n"),
+    if state.backlog.full() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "backlog full\n".to_owned());
     }
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    let in_use = state.body_budget_kib - state.body_budget.available_permits();
-    let mut text = state.metrics.render();
-    let _ = writeln!(
-        text,
-        "# HELP hookrelay_ingest_body_budget_used_bytes Request bodies being received now.\n\
-         # TYPE hookrelay_ingest_body_budget_used_bytes gauge\n\
-         hookrelay_ingest_body_budget_used_bytes {}",
-        in_use * 1024
-    );
-    ([("content-type", "text/plain; version=0.0.4")], text)
+    match state.store.ready().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
+    }
 }

@@ -69,9 +69,7 @@ impl Provider for Generic {
                 let header = headers
                     .get("authorization")
                     .ok_or(Rejection::Missing("Authorization header is absent"))?;
-                let token = header
-                    .as_bytes()
-                    .strip_prefix(b"Bearer ")
+                let token = super::auth_credentials(header.as_bytes(), "bearer")
                     .ok_or(Rejection::Invalid("Authorization is not a Bearer token"))?;
                 presented_matches(token)
             }
@@ -84,11 +82,10 @@ impl Provider for Generic {
             GenericAuth::Basic { username } => {
                 let header = header_text(headers, "authorization")
                     .ok_or(Rejection::Missing("Authorization header is absent"))?;
-                let decoded = header
-                    .strip_prefix("Basic ")
+                let decoded = super::auth_credentials(header.as_bytes(), "basic")
                     .and_then(|b| {
                         base64::engine::general_purpose::STANDARD
-                            .decode(b.trim())
+                            .decode(b.trim_ascii())
                             .ok()
                     })
                     .ok_or(Rejection::Invalid("Authorization is not Basic credentials"))?;
@@ -122,6 +119,18 @@ impl Provider for Generic {
                 presented_matches(token.as_bytes())
             }
             GenericAuth::Hmac(scheme) => verify_hmac(inbound, scheme, source),
+        }
+    }
+
+    fn verify_headers(
+        &self,
+        inbound: &Inbound<'_>,
+        source: &SourceConfig,
+    ) -> Result<(), Rejection> {
+        match source.generic_auth {
+            // An HMAC covers the body: it can only be checked once the body is here.
+            GenericAuth::Hmac(_) => Ok(()),
+            _ => self.verify(inbound, source),
         }
     }
 

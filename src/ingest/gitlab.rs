@@ -11,10 +11,37 @@ use crate::config::SourceConfig;
 
 pub struct GitLab;
 
+/// A present `webhook-signature` is verified when the source has signing secrets.
+fn signature_checked(inbound: &Inbound<'_>, source: &SourceConfig) -> bool {
+    inbound.headers.contains_key("webhook-signature") && !source.signing_secrets.is_empty()
+}
+
+/// GitLab's documented rule: "if `webhook-signature` is present, verify it; otherwise fall
+/// back to the secret token". A verified signature is the stronger proof, so a signed request
+/// without a token passes unless `require_token`; a token that is present must still match.
+fn check_token(
+    inbound: &Inbound<'_>,
+    source: &SourceConfig,
+    signed: bool,
+) -> Result<(), Rejection> {
+    if !signed && source.require_signature {
+        return Err(Rejection::Missing("webhook-signature header is absent"));
+    }
+    if source.secrets.is_empty() {
+        return Ok(());
+    }
+    match inbound.headers.get("x-gitlab-token") {
+        Some(token) if matches_any_secret(token.as_bytes(), &source.secrets) => Ok(()),
+        Some(_) => Err(Rejection::Invalid("X-Gitlab-Token does not match")),
+        None if signed && !source.require_token => Ok(()),
+        None => Err(Rejection::Missing("X-Gitlab-Token header is absent")),
+    }
+}
+
 impl Provider for GitLab {
     fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
-        let signed = inbound.headers.contains_key("webhook-signature");
-        if signed && !source.signing_secrets.is_empty() {
+        let signed = signature_checked(inbound, source);
+        if signed {
             verify_standard(
                 inbound.headers,
                 inbound.body,
@@ -25,21 +52,23 @@ impl Provider for GitLab {
                     now_secs: inbound.now_secs,
                 },
             )?;
-        } else if source.require_signature {
-            return Err(Rejection::Missing("webhook-signature header is absent"));
         }
-        if source.secrets.is_empty() {
-            return Ok(());
-        }
-        let token = inbound
-            .headers
-            .get("x-gitlab-token")
-            .ok_or(Rejection::Missing("X-Gitlab-Token header is absent"))?;
-        if matches_any_secret(token.as_bytes(), &source.secrets) {
-            Ok(())
-        } else {
-            Err(Rejection::Invalid("X-Gitlab-Token does not match"))
-        }
+        check_token(inbound, source, signed)
+    }
+
+    fn verify_headers(
+        &self,
+        inbound: &Inbound<'_>,
+        source: &SourceConfig,
+    ) -> Result<(), Rejection> {
+        // The signature is checked with the body; here only whether the token may wait for it.
+        check_token(inbound, source, signature_checked(inbound, source))
+    }
+
+    fn signed_id(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Option<String> {
+        signature_checked(inbound, source)
+            .then(|| header_text(inbound.headers, "webhook-id").map(str::to_owned))
+            .flatten()
     }
 
     fn classify(&self, inbound: &Inbound<'_>, payload: Option<&Value>) -> Classification {

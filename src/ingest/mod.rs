@@ -121,6 +121,22 @@ impl Rejection {
 pub trait Provider: Send + Sync {
     /// Checks the request against the source's credentials. No credentials means no check.
     fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection>;
+    /// Checks what can be checked before the body is read (`inbound.body` is empty): tokens
+    /// in headers or the query string. A stranger is refused before a byte of body is read
+    /// or any memory is reserved for it. `verify` still runs on the whole request.
+    fn verify_headers(
+        &self,
+        _inbound: &Inbound<'_>,
+        _source: &SourceConfig,
+    ) -> Result<(), Rejection> {
+        Ok(())
+    }
+    /// The delivery id a verified signature covers (Standard Webhooks' `webhook-id`), called
+    /// only after `verify` passed: dedup must key on it, not on an unsigned header a replayer
+    /// can change.
+    fn signed_id(&self, _inbound: &Inbound<'_>, _source: &SourceConfig) -> Option<String> {
+        None
+    }
     /// Reads event type, dedup key and git facts; `payload` is the parsed JSON when there is one.
     fn classify(&self, inbound: &Inbound<'_>, payload: Option<&Value>) -> Classification;
     /// Whether `classify` needs the payload even when no route filters on it.
@@ -129,6 +145,32 @@ pub trait Provider: Send + Sync {
     }
     /// Original headers worth forwarding to destinations (never ones carrying secrets).
     fn forwarded_headers(&self) -> &'static [&'static str];
+}
+
+/// Headers that carry a sender's credential (or a browser's session): stored by name with the
+/// value `[redacted]`, never forwarded, never shown.
+const CREDENTIAL_HEADERS: [&str; 4] = [
+    "x-gitlab-token",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+];
+
+/// Whether `name` (lower case, as hyper gives it) carries a credential for this source.
+pub fn is_credential_header(name: &str, source: &SourceConfig) -> bool {
+    CREDENTIAL_HEADERS.contains(&name)
+        || matches!(&source.generic_auth, generic::GenericAuth::Token { header } if header == name)
+}
+
+/// `<scheme> <credentials>` with the scheme compared case-insensitively (RFC 9110 11.1).
+pub(crate) fn auth_credentials<'a>(value: &'a [u8], scheme: &str) -> Option<&'a [u8]> {
+    let space = value.iter().position(|&b| b == b' ')?;
+    let (name, rest) = value.split_at(space);
+    if !name.eq_ignore_ascii_case(scheme.as_bytes()) {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    Some(&rest[start..])
 }
 
 pub fn provider_for(kind: ProviderKind) -> &'static dyn Provider {

@@ -25,6 +25,13 @@ impl Provider for Standard {
         )
     }
 
+    fn signed_id(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Option<String> {
+        let keyed = !source.signing_secrets.is_empty() || !source.public_keys.is_empty();
+        keyed
+            .then(|| header_text(inbound.headers, "webhook-id").map(str::to_owned))
+            .flatten()
+    }
+
     fn classify(&self, inbound: &Inbound<'_>, payload: Option<&Value>) -> Classification {
         Classification {
             event_type: text_at(payload, "/type"),

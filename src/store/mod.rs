@@ -17,8 +17,10 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store failure: {0}")]
     Backend(String),
-    #[error("invalid store url {0:?}: expected sqlite://PATH")]
-    BadUrl(String),
+    #[error("invalid store url: expected sqlite://PATH")]
+    BadUrl,
+    #[error("no store at {0}: check the path (CLI commands never create a store)")]
+    Missing(String),
 }
 
 /// A request accepted by ingest, with the destinations routing chose for it.
@@ -169,6 +171,11 @@ pub trait Store: Send + Sync {
         id: &DeliveryId,
     ) -> Result<Option<(DeliverySummary, Vec<AttemptView>)>, StoreError>;
     async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError>;
+    /// Whether an event could be committed now: a real write through the commit path, and
+    /// the store's files still the ones it opened.
+    async fn ready(&self) -> Result<(), StoreError>;
+    /// Deliveries waiting or in flight, counted up to `cap` (enough to compare with a limit).
+    async fn backlog(&self, cap: u64) -> Result<u64, StoreError>;
 }
 
 /// How the process will use the store.
@@ -184,6 +191,6 @@ pub fn open(url: &str, mode: OpenMode) -> Result<Arc<sqlite::SqliteStore>, Store
     let path = url
         .strip_prefix("sqlite://")
         .filter(|p| !p.is_empty())
-        .ok_or_else(|| StoreError::BadUrl(url.to_owned()))?;
+        .ok_or(StoreError::BadUrl)?;
     sqlite::SqliteStore::open(std::path::Path::new(path), mode).map(Arc::new)
 }

@@ -20,7 +20,11 @@ async fn every_acknowledged_webhook_is_delivered_after_kill_9() {
     let extra = format!(
         "concurrency = {CONCURRENCY}\nretry = {{ initial_delay = \"100ms\", max_delay = \"500ms\" }}"
     );
-    let text = config(dir.path(), &sink.url, &extra);
+    // Two thousand senders at once, all from 127.0.0.1: lift the per-client cap.
+    let text = config(dir.path(), &sink.url, &extra).replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_connections = 4096\nmax_connections_per_client = 4096",
+    );
     let mut relay = Relay::start(dir.path(), &text);
 
     let client = reqwest::Client::builder()

@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::harness::*;
 
-const FAST_RETRIES: &str = r#"retry = { initial_delay = "100ms", max_delay = "400ms" }"#;
+const FAST_RETRIES: &str = r#"retry = { initial_delay = "100ms", max_delay = "400ms" }
+circuit_breaker = { probe_interval = "200ms" }"#;
 
 fn attempts_of(relay: &Relay, delivery_id: &str) -> Value {
     let output = relay.cli(&["deliveries", "show", delivery_id, "--json"]);

@@ -32,6 +32,11 @@ pub struct Relay {
 impl Relay {
     /// Writes `config` to `dir/hookrelay.toml` and starts `hookrelay serve` on a free port.
     pub fn start(dir: &Path, config: &str) -> Relay {
+        Self::start_on(dir, config, "127.0.0.1:0")
+    }
+
+    /// Like [`Relay::start`], listening on `listen`.
+    pub fn start_on(dir: &Path, config: &str, listen: &str) -> Relay {
         let config_path = dir.join("hookrelay.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -40,7 +45,7 @@ impl Relay {
             .open(dir.join("hookrelay.log"))
             .unwrap();
         let mut child = Command::new(binary())
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(&config_path)
             .env("HOOKRELAY_LOG", "info,hookrelay=debug")
             .stdin(Stdio::null())
@@ -133,6 +138,7 @@ max_body = "1MiB"
 
 [destinations.sink]
 url = "{sink_url}"
+allow_private_network = true
 timeout = "5s"
 {destination_extra}
 

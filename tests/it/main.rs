@@ -3,8 +3,10 @@
 mod cli;
 mod crash;
 mod delivery;
+mod frontdoor;
 mod harness;
 mod ingest;
+mod outbound;
 mod providers;
 mod robustness;
 mod tidy;

@@ -55,9 +55,11 @@ trusted_proxies = ["127.0.0.1"]
 
 [destinations.sink]
 url = "{sink_url}"
+allow_private_network = true
 
 [destinations.deploy]
 url = "{sink_url}"
+allow_private_network = true
 
 [[routes]]
 source = "gitlab"

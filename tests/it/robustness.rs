@@ -1,5 +1,7 @@
-//! Property test of the verify + classify + route path: arbitrary headers, bodies and queries
-//! never panic. Runs a bounded number of cases; HOOKRELAY_FUZZ_SECONDS runs it for longer.
+//! Property test of the verify + classify + route path over arbitrary headers, bodies and
+//! queries: nothing panics; no request is accepted without the credential (only the Basic
+//! seed carries a real one); the check made before the body never refuses what the whole
+//! check accepts. Runs a bounded number of cases; HOOKRELAY_FUZZ_SECONDS runs it longer.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +73,8 @@ fn sources() -> Vec<SourceConfig> {
         signing_secrets: vec![standard_secret(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
         public_keys: vec![ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key()],
         require_signature: false,
+        require_token: false,
+        rate_limit: None,
         timestamp_tolerance: Duration::from_secs(300),
         max_body_bytes: 1 << 20,
         allow_ips: None,
@@ -152,6 +156,7 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
     let routes = routes();
     let started = Instant::now();
     let mut cases = 0u64;
+    let mut accepted_basic = 0u64;
     loop {
         match budget {
             Some(budget) if started.elapsed() >= budget => break,
@@ -175,7 +180,32 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
         };
         let source = &sources[rng.usize(..sources.len())];
         let provider = provider_for(source.provider);
-        let _ = provider.verify(&inbound, source);
+        let verified = provider.verify(&inbound, source);
+        let head_only = Inbound {
+            body: &[],
+            ..inbound
+        };
+        if verified.is_ok() {
+            assert!(
+                provider.verify_headers(&head_only, source).is_ok(),
+                "the pre-body check refused what verify accepted ({:?}, {headers:?})",
+                source.provider
+            );
+            // The only real credential among the seeds is `Basic relay:k1`.
+            assert!(
+                matches!(source.generic_auth, GenericAuth::Basic { .. })
+                    && source.provider == ProviderKind::Generic,
+                "accepted without a credential: {:?} {headers:?}",
+                source.provider
+            );
+            accepted_basic += 1;
+            if let Some(id) = provider.signed_id(&inbound, source) {
+                assert_eq!(
+                    Some(id.as_str()),
+                    headers.get("webhook-id").and_then(|v| v.to_str().ok())
+                );
+            }
+        }
         let payload = parse_payload(&headers, &body);
         let class = provider.classify(&inbound, payload.as_ref());
         let facts = EventFacts {
@@ -186,7 +216,9 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
         cases += 1;
     }
     println!(
-        "robustness: {cases} cases in {:.1} s (seed {seed}), no panic",
+        "robustness: {cases} cases in {:.1} s (seed {seed}), {accepted_basic} accepted with the Basic seed, no panic",
         started.elapsed().as_secs_f64()
     );
+    // The acceptance checks above are live only if some request did carry the credential.
+    assert!(accepted_basic > 0, "no case exercised an accepted request");
 }

@@ -340,6 +340,10 @@ fn gitlab_tokens_and_signing_tokens_follow_the_table() {
     both.push(("x-gitlab-token", "s3cret".into()));
     let mut both_source = signed.clone();
     both_source.secrets = vec![Secret::from_bytes("s3cret")];
+    let mut token_required = both_source.clone();
+    token_required.require_token = true;
+    let mut wrong_token = sig(NOW);
+    wrong_token.push(("x-gitlab-token", "guess".into()));
     let table: Vec<(
         &str,
         &SourceConfig,
@@ -371,13 +375,18 @@ fn gitlab_tokens_and_signing_tokens_follow_the_table() {
             MISSING,
         ),
         ("signed and token", &both_source, both, body, OK),
+        // GitLab: "if webhook-signature is present, verify it; otherwise fall back to the
+        // secret token". A valid signature is the stronger proof.
+        ("signed, no token", &both_source, sig(NOW), body, OK),
+        ("signed, wrong token", &both_source, wrong_token, body, BAD),
         (
-            "signed but token missing",
-            &both_source,
+            "signed, no token, token required",
+            &token_required,
             sig(NOW),
             body,
             MISSING,
         ),
+        ("badly signed, no token", &both_source, sig(NOW), b"{}", BAD),
     ];
     for (case, source, pairs, body, expected) in table {
         assert_eq!(verify(source, &pairs, body, None), expected, "{case}");
@@ -402,8 +411,11 @@ fn hostile_signature_headers_are_refused_cheaply_and_without_panics() {
     let body = vec![b'x'; 1 << 20];
     let mut flood = standard_headers(key.expose(), "msg_1", NOW, &body);
     let valid = flood[2].1.clone();
-    // Thousands of empty or junk entries, the valid one last: only the first few are looked at.
+    // Thousands of empty or junk entries, the valid one last: each key's HMAC is computed
+    // once, so looking at every entry is cheap, and the valid one is found.
     flood[2].1 = format!("{} {valid}", "v1, v1a, v1,AAAA ".repeat(3000));
+    assert_eq!(verify(&standard, &flood, &body, None), OK);
+    flood[2].1 = "v1,AAAA ".repeat(9000);
     assert_eq!(verify(&standard, &flood, &body, None), BAD);
     for ts in [i64::MIN, i64::MAX, -1] {
         let mut pairs = standard_headers(key.expose(), "msg_1", ts, &body);

@@ -15,7 +15,7 @@ use crate::domain::UnixMillis;
 
 /// How long a sender's delivery id is remembered. GitLab resends by hand for 2 days and
 /// retries automatically within minutes; this covers both with room to spare.
-pub const DEDUP_WINDOW_MS: i64 = 3 * 24 * 3600 * 1000;
+pub use crate::domain::DEDUP_WINDOW_MS;
 
 /// Stable 64-bit FNV-1a of `source \0 key`. Stored, so it must never change.
 pub fn dedup_hash(source: &str, key: &str) -> i64 {

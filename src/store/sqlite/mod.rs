@@ -2,6 +2,7 @@
 //! thread, a reader connection, and checkpoints kept off the commit path.
 
 mod dedup;
+mod identity;
 mod ops;
 mod read;
 mod schema;
@@ -9,6 +10,7 @@ mod writer;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -55,9 +57,7 @@ impl std::fmt::Debug for SqliteStore {
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -70,16 +70,22 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 impl SqliteStore {
     pub fn open(path: &Path, mode: OpenMode) -> Result<Self, StoreError> {
+        if mode == OpenMode::Client && !path.exists() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|err| {
                 StoreError::Backend(format!("cannot create {}: {err}", parent.display()))
             })?;
         }
         let lock = match mode {
-            OpenMode::Server => Some(take_lock(path)?),
+            OpenMode::Server => Some(identity::lock_database(path)?),
             OpenMode::Client => None,
         };
         let mut conn = open_connection(path).map_err(backend)?;
+        // The WAL file keeps its size across restarts (up to `WAL_CAP_BYTES`), so starting
+        // again on a full disk needs no new space for it.
+        identity::persist_wal(&conn);
         // Checkpoints run on their own thread so no commit waits for one.
         conn.pragma_update(None, "wal_autocheckpoint", 0)
             .map_err(backend)?;
@@ -88,15 +94,19 @@ impl SqliteStore {
         schema::migrate(&mut conn).map_err(backend)?;
         if mode == OpenMode::Server {
             // We hold the lock, so any lease in the file belongs to a process that is gone.
-            let released = conn
-                .execute(
-                    "UPDATE deliveries SET state = 'pending', due_at = ?1, lease_owner = NULL
-                     WHERE state = 'in_flight'",
-                    [now_millis()],
-                )
-                .map_err(backend)?;
-            if released > 0 {
-                tracing::info!(released, "released leases left by a previous process");
+            // On a full disk this write fails: the leases then expire on their own.
+            match conn.execute(
+                "UPDATE deliveries SET state = 'pending', due_at = ?1, lease_owner = NULL
+                 WHERE state = 'in_flight'",
+                [now_millis()],
+            ) {
+                Ok(0) => {}
+                Ok(released) => {
+                    tracing::info!(released, "released leases left by a previous process")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not release old leases now; they expire on their own")
+                }
             }
         }
         // CLI commands never insert events, so only a server needs the recent keys.
@@ -109,9 +119,11 @@ impl SqliteStore {
         let (commands, queue) = mpsc::channel(QUEUE_DEPTH);
         let finish_checkpoint = Arc::new(AtomicBool::new(false));
         let flag = finish_checkpoint.clone();
+        let files =
+            identity::Files::of(path).map_err(|err| StoreError::Backend(err.to_string()))?;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, queue, &flag, dedup))
+            .spawn(move || writer::run(conn, queue, &flag, dedup, files))
             .map_err(|err| StoreError::Backend(format!("cannot start writer thread: {err}")))?;
         let stop_checkpoints = match mode {
             OpenMode::Server => Some(spawn_checkpointer(path, finish_checkpoint)?),
@@ -163,21 +175,6 @@ impl Drop for SqliteStore {
             let _ = stop.send(());
         }
     }
-}
-
-fn take_lock(path: &Path) -> Result<File, StoreError> {
-    let lock_path = PathBuf::from(format!("{}.lock", path.display()));
-    let file = File::create(&lock_path).map_err(|err| {
-        StoreError::Backend(format!("cannot create {}: {err}", lock_path.display()))
-    })?;
-    file.try_lock().map_err(|_| {
-        StoreError::Unavailable(format!(
-            "another hookrelay server is using {} (lock {} is held)",
-            path.display(),
-            lock_path.display()
-        ))
-    })?;
-    Ok(file)
 }
 
 fn spawn_checkpointer(
@@ -278,6 +275,14 @@ impl Store for SqliteStore {
     async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError> {
         let id = id.clone();
         self.call(|reply| Command::Replay(id, now, reply)).await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.call(|reply| Command::Ping(now_millis(), reply)).await
+    }
+
+    async fn backlog(&self, cap: u64) -> Result<u64, StoreError> {
+        self.read(move |conn| read::backlog(conn, cap)).await
     }
 }
 

@@ -319,3 +319,10 @@ pub(super) fn replay(
     .map_err(backend)?;
     Ok(ReplayOutcome::Scheduled)
 }
+
+pub(super) fn heartbeat(tx: &Connection, now: UnixMillis) -> Result<(), StoreError> {
+    tx.prepare_cached("INSERT OR REPLACE INTO heartbeat (id, at) VALUES (1, ?1)")
+        .and_then(|mut stmt| stmt.execute(params![now]))
+        .map_err(backend)?;
+    Ok(())
+}

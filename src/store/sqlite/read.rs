@@ -85,3 +85,13 @@ pub fn delivery(
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some((summary, attempts)))
 }
+
+/// Deliveries pending or in flight, counted up to `cap` so the cost stays bounded.
+pub fn backlog(conn: &Connection, cap: u64) -> rusqlite::Result<u64> {
+    conn.prepare_cached(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM deliveries
+                               WHERE state IN ('pending', 'in_flight') LIMIT ?1)",
+    )?
+    .query_row(params![cap as i64], |row| row.get::<_, i64>(0))
+    .map(|count| count as u64)
+}

@@ -7,7 +7,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dedup::DedupIndex;
-use super::ops::{claim, complete, insert_event, release, replay};
+use super::identity::Files;
+use super::ops::{claim, complete, heartbeat, insert_event, release, replay};
 use crate::domain::{DeliveryId, UnixMillis};
 use crate::store::{
     Accepted, AttemptRecord, ClaimRequest, Claimed, NewEvent, ReplayOutcome, StoreError,
@@ -30,6 +31,8 @@ pub enum Command {
         UnixMillis,
         oneshot::Sender<Result<ReplayOutcome, StoreError>>,
     ),
+    /// A tiny write that proves the commit path works (readiness).
+    Ping(UnixMillis, oneshot::Sender<Result<(), StoreError>>),
 }
 
 /// A command's result, held until the batch's commit decides whether it stands.
@@ -58,6 +61,7 @@ fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outc
         Command::Complete(record, _) => Outcome::Unit(complete(conn, record)),
         Command::Release(leases, now, _) => Outcome::Unit(release(conn, leases, *now)),
         Command::Replay(id, now, _) => Outcome::Replay(replay(conn, id, *now)),
+        Command::Ping(now, _) => Outcome::Unit(heartbeat(conn, *now)),
     }
 }
 
@@ -78,7 +82,8 @@ fn respond(command: Command, outcome: Outcome, commit_error: Option<&str>) {
         (Command::Insert(_, tx), Outcome::Insert(r)) => drop(tx.send(settle(r, commit_error))),
         (Command::Claim(_, tx), Outcome::Claim(r)) => drop(tx.send(settle(r, commit_error))),
         (Command::Complete(_, tx), Outcome::Unit(r))
-        | (Command::Release(_, _, tx), Outcome::Unit(r)) => drop(tx.send(settle(r, commit_error))),
+        | (Command::Release(_, _, tx), Outcome::Unit(r))
+        | (Command::Ping(_, tx), Outcome::Unit(r)) => drop(tx.send(settle(r, commit_error))),
         (Command::Replay(_, _, tx), Outcome::Replay(r)) => drop(tx.send(settle(r, commit_error))),
         _ => mismatch(),
     }
@@ -89,8 +94,12 @@ pub fn run(
     mut queue: mpsc::Receiver<Command>,
     finish_checkpoint: &AtomicBool,
     mut dedup: DedupIndex,
+    mut files: Files,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
+    // Once the files are gone, nothing is acknowledged again until a restart: a commit to a
+    // deleted file would be a 2xx for an event that no longer exists anywhere.
+    let mut lost: Option<String> = None;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -98,6 +107,18 @@ pub fn run(
                 Ok(command) => batch.push(command),
                 Err(_) => break,
             }
+        }
+        if lost.is_none()
+            && let Err(problem) = files.check()
+        {
+            tracing::error!(%problem, "store files changed under the server; refusing writes");
+            lost = Some(problem);
+        }
+        if let Some(problem) = &lost {
+            for command in batch.drain(..) {
+                reject(command, problem);
+            }
+            continue;
         }
         apply_batch(&mut conn, &mut batch, &mut dedup);
         if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
@@ -214,7 +235,9 @@ fn reject(command: Command, error: &str) {
     match command {
         Command::Insert(_, tx) => drop(tx.send(Err(err()))),
         Command::Claim(_, tx) => drop(tx.send(Err(err()))),
-        Command::Complete(_, tx) | Command::Release(_, _, tx) => drop(tx.send(Err(err()))),
+        Command::Complete(_, tx) | Command::Release(_, _, tx) | Command::Ping(_, tx) => {
+            drop(tx.send(Err(err())))
+        }
         Command::Replay(_, _, tx) => drop(tx.send(Err(err()))),
     }
 }
