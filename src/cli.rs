@@ -169,6 +169,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 for warning in &config.warnings {
                     println!("warning: {}: {}", warning.location, warning.message);
                 }
+                // The store, if there is one already: deliveries nothing would attempt.
+                if let Ok(store) = crate::store::open(&config.server.store, OpenMode::Client) {
+                    for warning in crate::orphaned_deliveries(&config, store.as_ref()).await {
+                        println!("warning: server.store: {warning}");
+                    }
+                }
                 println!(
                     "{}: ok ({} sources, {} destinations, {} routes)",
                     file.display(),

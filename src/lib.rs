@@ -50,6 +50,9 @@ impl App {
         for warning in &config.warnings {
             tracing::warn!(location = %warning.location, "{}", warning.message);
         }
+        for warning in orphaned_deliveries(&config, store.as_ref()).await {
+            tracing::warn!("{warning}");
+        }
         let tls = match &config.server.tls {
             Some(files) => Some(http::tls::TlsAcceptor::load(&files.cert, &files.key)?),
             None => None,
@@ -117,6 +120,26 @@ impl App {
         self.engine.join().await;
         tracing::info!("stopped");
     }
+}
+
+/// Deliveries waiting for a destination the config no longer has: nobody will attempt them,
+/// so say so (they stay listed, and are delivered if the destination comes back).
+pub async fn orphaned_deliveries(config: &Config, store: &dyn Store) -> Vec<String> {
+    let waiting = match store.waiting_by_destination().await {
+        Ok(waiting) => waiting,
+        Err(err) => return vec![format!("could not look for orphaned deliveries: {err}")],
+    };
+    waiting
+        .into_iter()
+        .filter(|(name, _)| !config.destinations.keys().any(|d| d.as_str() == name))
+        .map(|(name, count)| {
+            format!(
+                "{count} deliveries wait for destination {name:?}, which is not in the config: \
+                 nothing will attempt them until it is configured again (they stay listed: \
+                 `hookrelay deliveries list --destination {name}`)"
+            )
+        })
+        .collect()
 }
 
 /// Runs the service on `listener` until `shutdown` completes (see [`App::run_until`]).

@@ -352,6 +352,16 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             destinations.insert(parsed.name.clone(), parsed);
         }
     }
+    if let Some(server) = &server {
+        for destination in destinations.values() {
+            if points_at_own_hooks(&destination.url, server.listen) {
+                c.error(
+                    format!("destinations.{}.url", destination.name),
+                    "points at this server's own /hooks: every event would come back as a new one",
+                );
+            }
+        }
+    }
     let mut routes = Vec::new();
     for (index, route) in raw.routes.iter().enumerate() {
         let location = format!("routes[{index}]");
@@ -369,6 +379,26 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         routes,
         warnings: c.warnings,
     })
+}
+
+/// Whether `url` reaches `listen`'s `/hooks/...` (same port, a loopback or the same host).
+fn points_at_own_hooks(url: &reqwest::Url, listen: SocketAddr) -> bool {
+    let same_host = match url.host_str() {
+        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
+        Some(host) => host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| {
+                ip == listen.ip()
+                    || ip.is_loopback()
+                        && (listen.ip().is_unspecified() || listen.ip().is_loopback())
+            }),
+        None => false,
+    };
+    same_host
+        && url.port_or_known_default() == Some(listen.port())
+        && url.path().starts_with("/hooks/")
 }
 
 #[cfg(test)]

@@ -234,3 +234,22 @@ signing_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
         "sources.gitlab.require_signature"
     );
 }
+
+#[test]
+fn a_destination_pointing_at_our_own_hooks_is_refused() {
+    let text = r#"
+[server]
+listen = "0.0.0.0:8080"
+
+[destinations.loop]
+url = "http://localhost:8080/hooks/gitlab"
+allow_private_network = true
+
+[destinations.other_port]
+url = "http://127.0.0.1:9000/hooks/gitlab"
+allow_private_network = true
+"#;
+    let errors = parse(text).unwrap_err();
+    let locations: Vec<&str> = errors.errors.iter().map(|e| e.location.as_str()).collect();
+    assert_eq!(locations, ["destinations.loop.url"]);
+}

@@ -176,6 +176,8 @@ pub trait Store: Send + Sync {
     async fn ready(&self) -> Result<(), StoreError>;
     /// Deliveries waiting or in flight, counted up to `cap` (enough to compare with a limit).
     async fn backlog(&self, cap: u64) -> Result<u64, StoreError>;
+    /// Destinations that have deliveries waiting or in flight, with how many.
+    async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
 /// How the process will use the store.

@@ -48,3 +48,101 @@ fn serve_refuses_a_bad_config_instead_of_starting_half_working() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("server.listen"));
 }
+
+fn config_check(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(binary())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "accepted:\n{text}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+#[test]
+fn config_errors_point_at_secrets_without_quoting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        // A secret written without quotes: not TOML at all.
+        "[sources.gitlab]\nprovider = \"gitlab\"\nsecret = glpat-unquoted-0001\n",
+        // A misspelled key holding a token.
+        "[sources.gitlab]\nprovider = \"gitlab\"\nscret = \"glpat-misspelled-0002\"\n",
+        // A secret of the wrong type (a number).
+        "[sources.gitlab]\nprovider = \"gitlab\"\nsecret = 40033003\n",
+        // A destination URL with credentials that does not parse.
+        "[destinations.ci]\nurl = \"http://user:hunter2-0004@[bad/hook\"\n",
+    ];
+    for (case, secret) in cases.iter().zip([
+        "glpat-unquoted-0001",
+        "glpat-misspelled-0002",
+        "40033003",
+        "hunter2-0004",
+    ]) {
+        let output = config_check(dir.path(), case);
+        assert!(!output.contains(secret), "{secret} echoed:\n{output}");
+        assert!(
+            output.contains("line ") || output.contains("destinations.ci.url"),
+            "no location:\n{output}"
+        );
+    }
+}
+
+#[test]
+fn a_mistyped_store_path_is_an_error_not_a_new_empty_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let typo = dir.path().join("hookrlay.db");
+    let output = std::process::Command::new(binary())
+        .args(["deliveries", "list", "--store"])
+        .arg(format!("sqlite://{}", typo.display()))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("no store at"));
+    assert!(!typo.exists(), "the typo created a store");
+}
+
+#[tokio::test]
+async fn deliveries_of_a_removed_destination_are_reported_not_silently_stuck() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(dir.path(), &sink.url, "paused = true");
+    let mut relay = Relay::start(dir.path(), &text);
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post_push(&client, &relay, push_body(1), None)
+            .await
+            .status(),
+        202
+    );
+    relay.terminate();
+    // The destination (and its route) are renamed away.
+    let renamed = text
+        .replace("[destinations.sink]", "[destinations.renamed]")
+        .replace("destinations = [\"sink\"]", "destinations = [\"renamed\"]");
+    std::fs::write(dir.path().join("hookrelay.toml"), &renamed).unwrap();
+    let output = relay.cli(&[
+        "config",
+        "check",
+        dir.path().join("hookrelay.toml").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    assert!(
+        stdout.contains("1 deliveries wait for destination \"sink\""),
+        "{stdout}"
+    );
+    let relay = Relay::start(dir.path(), &renamed);
+    assert!(
+        relay.log().contains("wait for destination \"sink\""),
+        "{}",
+        relay.log()
+    );
+    let listed = relay.cli(&["deliveries", "list", "--destination", "sink", "--json"]);
+    assert_eq!(String::from_utf8_lossy(&listed.stdout).lines().count(), 1);
+}

@@ -104,6 +104,22 @@ impl Relay {
             .unwrap()
     }
 
+    /// Waits until a `/metrics` line starts with `line`; panics after [`PATIENCE`].
+    pub async fn wait_for_metric(&self, line: &str) {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            let metrics = self.metrics().await;
+            if metrics.lines().any(|l| l.starts_with(line)) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "gave up waiting for metric {line:?}:\n{metrics}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("hookrelay.log")).unwrap_or_default()
     }
@@ -113,6 +129,34 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Runs `hookrelay serve` with `config`, expecting it to refuse to start; returns its log.
+pub fn serve_refused(dir: &Path, name: &str, config: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, config).unwrap();
+    let mut child = Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("hookrelay kept running with {name}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success(), "serve exited 0 with {name}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 pub fn cli_in(dir: &Path, args: &[&str]) -> Output {

@@ -214,19 +214,9 @@ async fn a_flood_of_bodies_past_the_memory_budget_gets_503_not_an_outage() {
     );
     slow.write_all(head.as_bytes()).await.unwrap();
     slow.write_all(&body).await.unwrap();
-    let gauge = "hookrelay_ingest_body_budget_used_bytes 40960";
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
-        let metrics = relay.metrics().await;
-        if metrics.contains(gauge) {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the slow upload's bytes were never counted:\n{metrics}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    relay
+        .wait_for_metric("hookrelay_ingest_body_budget_used_bytes 40960")
+        .await;
 
     // Another 40 KiB does not fit: refused, with a hint to retry.
     let refused = post_push(

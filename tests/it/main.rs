@@ -3,6 +3,7 @@
 mod cli;
 mod crash;
 mod delivery;
+mod faults;
 mod frontdoor;
 mod harness;
 mod ingest;

@@ -66,15 +66,9 @@ destinations = ["dead"]
             202
         );
     }
-    let open = "hookrelay_destination_circuit_open{destination=\"dead\"}";
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while metric(&relay.metrics().await, open).as_deref() != Some("1") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the breaker never opened"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    relay
+        .wait_for_metric("hookrelay_destination_circuit_open{destination=\"dead\"} 1")
+        .await;
     // The healthy destination gets everything, a second batch included...
     for n in 20..40 {
         assert_eq!(

@@ -41,16 +41,22 @@ impl DedupIndex {
     /// Loads the keys of the last window and forgets older ones on disk.
     pub fn load(conn: &Connection, now: UnixMillis) -> rusqlite::Result<Self> {
         let cutoff = now - DEDUP_WINDOW_MS;
-        conn.execute(
+        // Only housekeeping: on a full disk the old keys wait for the next start.
+        if let Err(err) = conn.execute(
             "DELETE FROM dedup_keys WHERE received_at < ?1",
             params![cutoff],
-        )?;
+        ) {
+            tracing::warn!(error = %err, "old dedup keys not pruned now");
+        }
         let mut index = Self::default();
         let mut stmt =
             conn.prepare("SELECT received_at, hash, event_seq FROM dedup_keys ORDER BY seq")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
         for row in rows {
             let (received_at, hash, seq) = row?;
+            if received_at < cutoff {
+                continue;
+            }
             index.committed.insert(hash, seq);
             index.order.push_back((received_at, hash, seq));
         }

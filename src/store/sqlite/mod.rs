@@ -284,6 +284,10 @@ impl Store for SqliteStore {
     async fn backlog(&self, cap: u64) -> Result<u64, StoreError> {
         self.read(move |conn| read::backlog(conn, cap)).await
     }
+
+    async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(read::waiting_by_destination).await
+    }
 }
 
 #[cfg(test)]

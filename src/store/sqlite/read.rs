@@ -95,3 +95,12 @@ pub fn backlog(conn: &Connection, cap: u64) -> rusqlite::Result<u64> {
     .query_row(params![cap as i64], |row| row.get::<_, i64>(0))
     .map(|count| count as u64)
 }
+
+pub fn waiting_by_destination(conn: &Connection) -> rusqlite::Result<Vec<(String, u64)>> {
+    conn.prepare_cached(
+        "SELECT destination, COUNT(*) FROM deliveries
+         WHERE state IN ('pending', 'in_flight') GROUP BY destination ORDER BY destination",
+    )?
+    .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
+    .collect()
+}

@@ -65,8 +65,9 @@ CREATE INDEX attempts_by_delivery ON attempts(delivery_seq);
     r#"
 -- One row, rewritten by readiness checks: a write through the real commit path.
 CREATE TABLE heartbeat (
-    id INTEGER PRIMARY KEY CHECK (id = 1),
-    at INTEGER NOT NULL
+    id   INTEGER PRIMARY KEY CHECK (id = 1),
+    at   INTEGER NOT NULL,
+    room BLOB
 );
 "#,
 ];
