@@ -85,7 +85,7 @@ impl App {
             &self.config,
             self.store.clone(),
             self.engine.waker(),
-            self.engine.breakers(),
+            self.engine.status(),
         );
         let metrics = state.metrics.clone();
         tokio::spawn(

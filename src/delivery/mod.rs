@@ -5,6 +5,7 @@ pub mod address;
 pub mod breaker;
 pub mod http;
 pub mod plan;
+mod requests;
 mod worker;
 
 use std::collections::HashMap;
@@ -50,11 +51,22 @@ pub trait Destination: Send + Sync {
 pub struct Engine {
     wakers: HashMap<Name, Arc<Notify>>,
     workers: JoinSet<()>,
-    breakers: BreakerStates,
+    status: DeliveryStatus,
 }
 
-/// Each running destination's circuit breaker: open or not.
-pub type BreakerStates = Arc<Vec<(Name, Arc<std::sync::atomic::AtomicBool>)>>;
+/// What `/metrics` shows of delivery: each running destination's circuit breaker (open or
+/// not) and the memory held by stored requests being delivered.
+#[derive(Clone)]
+pub struct DeliveryStatus {
+    pub breakers: Arc<Vec<(Name, Arc<std::sync::atomic::AtomicBool>)>>,
+    requests: Arc<requests::Requests>,
+}
+
+impl DeliveryStatus {
+    pub fn memory_in_use(&self) -> u64 {
+        self.requests.in_use()
+    }
+}
 
 impl Engine {
     /// Starts one worker per configured destination.
@@ -77,6 +89,10 @@ impl Engine {
             );
         }
         let defaults = Arc::new(defaults);
+        let requests = Arc::new(requests::Requests::new(
+            store.clone(),
+            config.server.delivery_memory,
+        ));
         let mut wakers = HashMap::new();
         let mut breakers = Vec::new();
         let mut workers = JoinSet::new();
@@ -101,6 +117,7 @@ impl Engine {
                 grace: config.server.shutdown_grace,
                 lease_owner: lease_owner.clone(),
                 default_forward: defaults.clone(),
+                requests: requests.clone(),
                 breaker: std::sync::Mutex::new(breaker::Breaker::new(destination.breaker)),
                 breaker_open: breaker_open.clone(),
             };
@@ -109,7 +126,10 @@ impl Engine {
         Ok(Self {
             wakers,
             workers,
-            breakers: Arc::new(breakers),
+            status: DeliveryStatus {
+                breakers: Arc::new(breakers),
+                requests,
+            },
         })
     }
 
@@ -117,8 +137,8 @@ impl Engine {
         Wakers(Arc::new(self.wakers.clone()))
     }
 
-    pub fn breakers(&self) -> BreakerStates {
-        self.breakers.clone()
+    pub fn status(&self) -> DeliveryStatus {
+        self.status.clone()
     }
 
     /// Waits until every worker has stopped (after the shutdown token fired).

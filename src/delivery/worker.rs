@@ -13,10 +13,11 @@ use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use super::breaker::{Allowance, Breaker};
 use super::plan::{AttemptResult, Decision, PlanInput, plan_next};
+use super::requests::{Loaded, Requests};
 use super::{Destination, Outbound};
 use crate::config::DestinationConfig;
 use crate::domain::{Name, Ordering, now_millis};
-use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, NextState, Store};
+use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, NextState, Store, StoredRequest};
 
 /// How often an idle worker looks at the store anyway (changes made by other processes,
 /// such as `hookrelay replay`, do not wake it).
@@ -32,6 +33,7 @@ pub struct WorkerContext {
     pub grace: Duration,
     pub lease_owner: String,
     pub default_forward: Arc<HashMap<Name, Vec<String>>>,
+    pub requests: Arc<Requests>,
     pub breaker: Mutex<Breaker>,
     /// Mirrors the breaker's state for `/metrics`.
     pub breaker_open: Arc<AtomicBool>,
@@ -57,6 +59,7 @@ pub async fn run(ctx: WorkerContext) {
     let finished = Arc::new(Notify::new());
     let leases: Leases = Arc::default();
     let mut attempts = JoinSet::new();
+    let mut waiting_for_memory = false;
     loop {
         if ctx.shutdown.is_cancelled() {
             break;
@@ -87,7 +90,12 @@ pub async fn run(ctx: WorkerContext) {
             match ctx.store.claim(request).await {
                 Ok(claimed) => {
                     let got = claimed.deliveries.len();
+                    let mut give_back = Vec::new();
                     for delivery in claimed.deliveries {
+                        let Some(loaded) = load(&ctx, &delivery).await else {
+                            give_back.push((delivery.seq, delivery.lease_token));
+                            continue;
+                        };
                         let permit = permits.clone().try_acquire_owned().expect("counted free");
                         leases
                             .lock()
@@ -96,13 +104,20 @@ pub async fn run(ctx: WorkerContext) {
                         let (ctx, leases, finished) =
                             (ctx.clone(), leases.clone(), finished.clone());
                         attempts.spawn(async move {
-                            attempt(&ctx, &delivery).await;
+                            attempt(&ctx, &delivery, &loaded.request).await;
+                            drop(loaded);
                             leases.lock().unwrap().remove(&delivery.seq);
                             drop(permit);
                             finished.notify_one();
                         });
                     }
-                    if got == free {
+                    if !give_back.is_empty() {
+                        // Memory is spent: these wait, unattempted, until some is freed.
+                        waiting_for_memory = true;
+                        if let Err(err) = ctx.store.release(give_back, now_millis()).await {
+                            tracing::warn!(destination = %ctx.name, error = %err, "could not give back deliveries; their leases expire");
+                        }
+                    } else if got == free {
                         // Full: the next chance comes when an attempt finishes.
                         wait = POLL_INTERVAL;
                     } else if let Some(due) = claimed.next_due {
@@ -116,6 +131,16 @@ pub async fn run(ctx: WorkerContext) {
                     tracing::warn!(destination = %ctx.name, error = %err, "claim failed; retrying");
                 }
             }
+        }
+        if waiting_for_memory {
+            waiting_for_memory = false;
+            tokio::select! {
+                _ = ctx.requests.freed() => {}
+                _ = finished.notified() => {}
+                _ = tokio::time::sleep(POLL_INTERVAL) => {}
+                _ = ctx.shutdown.cancelled() => break,
+            }
+            continue;
         }
         tokio::select! {
             _ = ctx.waker.notified() => {}
@@ -153,9 +178,24 @@ async fn drain(ctx: &WorkerContext, mut attempts: JoinSet<()>, leases: &Leases) 
     }
 }
 
-async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
+/// The delivery's stored request, shared with other destinations; `None` when the memory
+/// budget is spent (or the store failed), and the delivery must be given back.
+async fn load(ctx: &WorkerContext, delivery: &ClaimedDelivery) -> Option<Arc<Loaded>> {
+    match ctx
+        .requests
+        .get(&delivery.event_id, delivery.body_len)
+        .await
+    {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            tracing::warn!(delivery = %delivery.id, error = %err, "could not load the event");
+            None
+        }
+    }
+}
+
+async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &StoredRequest) {
     let number = delivery.attempts + 1;
-    let request = &delivery.request;
     let forward = match &ctx.config.forward_headers {
         Some(chosen) => chosen.as_slice(),
         None => ctx

@@ -106,13 +106,20 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP hookrelay_destination_circuit_open 1 while the destination's circuit breaker is open (only probes go out).\n\
          # TYPE hookrelay_destination_circuit_open gauge\n",
     );
-    for (name, open) in state.breakers.iter() {
+    for (name, open) in state.delivery.breakers.iter() {
         let _ = writeln!(
             text,
             "hookrelay_destination_circuit_open{{destination=\"{name}\"}} {}",
             u8::from(open.load(Relaxed))
         );
     }
+    let _ = writeln!(
+        text,
+        "# HELP hookrelay_delivery_memory_used_bytes Stored request bodies held for delivery (one copy per event).\n\
+         # TYPE hookrelay_delivery_memory_used_bytes gauge\n\
+         hookrelay_delivery_memory_used_bytes {}",
+        state.delivery.memory_in_use()
+    );
     let _ = writeln!(
         text,
         "# HELP hookrelay_ingest_body_budget_used_bytes Request bodies being received now.\n\

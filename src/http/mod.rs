@@ -24,7 +24,7 @@ use axum::routing::{get, post};
 pub use metrics::Metrics;
 
 use crate::config::{Config, Rate, SourceConfig};
-use crate::delivery::{BreakerStates, Wakers};
+use crate::delivery::{DeliveryStatus, Wakers};
 use crate::domain::Name;
 use crate::ingest::{Provider, provider_for};
 use crate::routing::Route;
@@ -53,7 +53,7 @@ pub struct AppState {
     pub client_rates: Arc<RateLimiter<IpAddr>>,
     pub source_rates: Arc<RateLimiter<Name>>,
     pub backlog: Arc<Backlog>,
-    pub breakers: BreakerStates,
+    pub delivery: DeliveryStatus,
 }
 
 impl AppState {
@@ -61,7 +61,7 @@ impl AppState {
         config: &Config,
         store: Arc<dyn Store>,
         wakers: Wakers,
-        breakers: BreakerStates,
+        delivery: DeliveryStatus,
     ) -> Self {
         let sources = config
             .sources
@@ -105,7 +105,7 @@ impl AppState {
                 limit: config.server.max_pending_deliveries,
                 current: AtomicU64::new(0),
             }),
-            breakers,
+            delivery,
         }
     }
 }

@@ -80,7 +80,10 @@ pub struct ClaimedDelivery {
     pub window_start: UnixMillis,
     /// Proves this claim is still ours when the attempt is recorded.
     pub lease_token: i64,
-    pub request: Arc<StoredRequest>,
+    /// The event to forward; its request is loaded with [`Store::load_request`], outside
+    /// the claim, so the single writer never reads bodies.
+    pub event_id: EventId,
+    pub body_len: u64,
 }
 
 #[derive(Debug, Default)]
@@ -176,6 +179,8 @@ pub trait Store: Send + Sync {
     async fn ready(&self) -> Result<(), StoreError>;
     /// Deliveries waiting or in flight, counted up to `cap` (enough to compare with a limit).
     async fn backlog(&self, cap: u64) -> Result<u64, StoreError>;
+    /// The stored request of an event, for delivery.
+    async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError>;
     /// Destinations that have deliveries waiting or in flight, with how many.
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

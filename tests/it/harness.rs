@@ -76,6 +76,10 @@ impl Relay {
         format!("{}/hooks/{source}", self.url)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `kill -9`: no chance to flush or release anything.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

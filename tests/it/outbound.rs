@@ -172,3 +172,113 @@ async fn encoded_bodies_keep_their_encoding_and_cookies_are_not_stored() {
     );
     assert!(!headers.contains("cookie-secret") && !headers.contains("cHJveHktc2VjcmV0"));
 }
+
+/// A destination that reads request heads, records their event ids, and never answers.
+async fn hanging_destination() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/deliver", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if head.len() < 64 * 1024 {
+                        head.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&head);
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let id = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("x-hookrelay-event-id: "))
+                                .unwrap_or("?")
+                                .to_owned();
+                            record.lock().unwrap().push(id);
+                            head = vec![0; 64 * 1024]; // stop looking; keep draining
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_events_fanned_out_share_one_copy_within_the_delivery_memory_budget() {
+    const BODY: usize = 6 * 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let (hanging, seen) = hanging_destination().await;
+    let mut destinations = String::new();
+    for d in 1..=4 {
+        destinations.push_str(&format!(
+            "[destinations.d{d}]\nurl = \"{hanging}\"\nallow_private_network = true\ntimeout = \"60s\"\n\n"
+        ));
+    }
+    let text = config(dir.path(), &hanging, "")
+        .replace(
+            "shutdown_grace = \"5s\"",
+            "shutdown_grace = \"5s\"\ndelivery_memory = \"16MiB\"",
+        )
+        .replace("max_body = \"1MiB\"", "max_body = \"8MiB\"")
+        .replace(
+            "[destinations.sink]",
+            &format!("{destinations}[destinations.sink]"),
+        )
+        .replace(
+            "destinations = [\"sink\"]",
+            "destinations = [\"d1\", \"d2\", \"d3\", \"d4\"]",
+        );
+    let relay = Relay::start(dir.path(), &text);
+    let client = reqwest::Client::new();
+    for n in 0..4 {
+        let mut body = push_body(n).into_bytes();
+        body.resize(BODY, b' ');
+        let response = client
+            .post(relay.hook_url("gitlab"))
+            .header("x-gitlab-token", TOKEN)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 202);
+    }
+    // Two events fit in 16 MiB: each is forwarded to all four destinations from one copy,
+    // and the other two events' deliveries wait, unclaimed, for memory.
+    wait_for_cli(
+        &relay,
+        &["deliveries", "list", "--state", "pending", "--json"],
+        "8 deliveries waiting for memory",
+        |out| out.lines().count() == 8,
+    )
+    .await;
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while seen.lock().unwrap().len() < 8 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let distinct: std::collections::BTreeSet<String> =
+        seen.lock().unwrap().iter().cloned().collect();
+    assert_eq!(distinct.len(), 2, "{distinct:?}");
+    let metrics = relay.metrics().await;
+    assert_eq!(
+        metric(&metrics, "hookrelay_delivery_memory_used_bytes").as_deref(),
+        Some((2 * BODY).to_string().as_str())
+    );
+    let status = std::fs::read_to_string(format!("/proc/{}/status", relay.pid())).unwrap();
+    let rss = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("VmRSS: ?");
+    println!("4 x 6 MiB events to 4 hanging destinations, 16 MiB budget: {rss}");
+}

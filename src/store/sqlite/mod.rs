@@ -18,10 +18,10 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{DeliveryId, UnixMillis, now_millis};
+use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, ClaimRequest, Claimed, DeliveryFilter, DeliverySummary,
-    NewEvent, OpenMode, ReplayOutcome, Store, StoreError,
+    NewEvent, OpenMode, ReplayOutcome, Store, StoreError, StoredRequest,
 };
 use ops::backend;
 use writer::Command;
@@ -283,6 +283,12 @@ impl Store for SqliteStore {
 
     async fn backlog(&self, cap: u64) -> Result<u64, StoreError> {
         self.read(move |conn| read::backlog(conn, cap)).await
+    }
+
+    async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError> {
+        let event = event.clone();
+        self.read(move |conn| read::load_request(conn, &event))
+            .await
     }
 
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {

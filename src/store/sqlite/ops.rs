@@ -1,16 +1,15 @@
 //! The SQL of each write command, run by the writer thread inside its batch transaction.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::dedup::{DedupIndex, dedup_hash};
-use super::schema::{decode_headers, encode_headers};
-use crate::domain::{DeliveryId, EventId, Name, Ordering, UnixMillis};
+use super::schema::encode_headers;
+use crate::domain::{DeliveryId, EventId, Ordering, UnixMillis};
 use crate::store::{
     Accepted, AttemptRecord, ClaimRequest, Claimed, ClaimedDelivery, NewEvent, NextState,
-    ReplayOutcome, StoreError, StoredRequest,
+    ReplayOutcome, StoreError,
 };
 
 pub fn backend(err: rusqlite::Error) -> StoreError {
@@ -146,7 +145,7 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
     .map_err(backend)?;
 
     let mut deliveries = Vec::with_capacity(candidates.len());
-    let mut requests: HashMap<i64, Arc<StoredRequest>> = HashMap::new();
+    let mut events: HashMap<i64, (String, u64)> = HashMap::new();
     for seq in candidates {
         let (id, event_seq, attempts, window_start, lease_token) = tx
             .prepare_cached(
@@ -170,12 +169,19 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
                 )
             })
             .map_err(backend)?;
-        let stored = match requests.get(&event_seq) {
+        let (event_id, body_len) = match events.get(&event_seq) {
             Some(found) => found.clone(),
             None => {
-                let loaded = Arc::new(load_request(tx, event_seq)?);
-                requests.insert(event_seq, loaded.clone());
-                loaded
+                // length() of a blob reads its size from the record header, not the body.
+                let found: (String, i64) = tx
+                    .prepare_cached("SELECT id, length(body) FROM events WHERE seq = ?1")
+                    .and_then(|mut stmt| {
+                        stmt.query_row(params![event_seq], |row| Ok((row.get(0)?, row.get(1)?)))
+                    })
+                    .map_err(backend)?;
+                let found = (found.0, found.1.max(0) as u64);
+                events.insert(event_seq, found.clone());
+                found
             }
         };
         deliveries.push(ClaimedDelivery {
@@ -185,7 +191,8 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
             attempts,
             window_start,
             lease_token,
-            request: stored,
+            event_id: EventId::from_stored(event_id),
+            body_len,
         });
     }
     let next_due = tx
@@ -199,30 +206,6 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
         deliveries,
         next_due,
     })
-}
-
-pub(super) fn load_request(tx: &Connection, event_seq: i64) -> Result<StoredRequest, StoreError> {
-    tx.prepare_cached(
-        "SELECT id, source, received_at, event_type, content_type, headers, body
-         FROM events WHERE seq = ?1",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_row(params![event_seq], |row| {
-            let source: String = row.get(1)?;
-            let headers: Vec<u8> = row.get(5)?;
-            let body: Vec<u8> = row.get(6)?;
-            Ok(StoredRequest {
-                event_id: EventId::from_stored(row.get(0)?),
-                source: Name::parse(&source).unwrap_or_else(|_| Name::parse("unknown").unwrap()),
-                received_at: row.get(2)?,
-                event_type: row.get(3)?,
-                content_type: row.get(4)?,
-                headers: decode_headers(&headers),
-                body: body.into(),
-            })
-        })
-    })
-    .map_err(backend)
 }
 
 pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), StoreError> {

@@ -2,8 +2,9 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use crate::domain::{DeliveryId, DeliveryState, EventId};
-use crate::store::{AttemptView, DeliveryFilter, DeliverySummary};
+use super::schema::decode_headers;
+use crate::domain::{DeliveryId, DeliveryState, EventId, Name};
+use crate::store::{AttemptView, DeliveryFilter, DeliverySummary, StoredRequest};
 
 const SUMMARY_COLUMNS: &str = "d.id, e.id, e.source, e.event_type, d.destination, d.state,
     d.attempts, d.due_at, d.created_at, d.updated_at, d.last_status, d.last_error, d.seq";
@@ -103,4 +104,28 @@ pub fn waiting_by_destination(conn: &Connection) -> rusqlite::Result<Vec<(String
     )?
     .query_map([], |row| Ok((row.get(0)?, row.get::<_, i64>(1)? as u64)))?
     .collect()
+}
+
+/// The stored request of an event, read for delivery (on the reader, never the writer).
+pub fn load_request(conn: &Connection, event: &EventId) -> rusqlite::Result<StoredRequest> {
+    conn.prepare_cached(
+        "SELECT id, source, received_at, event_type, content_type, headers, body
+         FROM events WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_row(params![event.as_str()], |row| {
+            let source: String = row.get(1)?;
+            let headers: Vec<u8> = row.get(5)?;
+            let body: Vec<u8> = row.get(6)?;
+            Ok(StoredRequest {
+                event_id: EventId::from_stored(row.get(0)?),
+                source: Name::parse(&source).unwrap_or_else(|_| Name::parse("unknown").unwrap()),
+                received_at: row.get(2)?,
+                event_type: row.get(3)?,
+                content_type: row.get(4)?,
+                headers: decode_headers(&headers),
+                body: body.into(),
+            })
+        })
+    })
 }
