@@ -11,3 +11,4 @@ mod outbound;
 mod providers;
 mod robustness;
 mod tidy;
+mod tls;
