@@ -160,23 +160,57 @@ async fn fifo_destinations_deliver_in_arrival_order_one_at_a_time() {
 }
 
 #[tokio::test]
-async fn sigterm_stops_cleanly_and_a_restart_delivers_what_was_waiting() {
+async fn sigterm_gives_back_an_attempt_in_flight_and_a_restart_delivers_it() {
     let dir = tempfile::tempdir().unwrap();
-    let address = free_port();
-    let sink_url = format!("http://{address}/deliver");
-    let mut relay = Relay::start(dir.path(), &config(dir.path(), &sink_url, FAST_RETRIES));
+    let (hanging, seen) = hanging_destination().await;
+    let text = config(dir.path(), &hanging, FAST_RETRIES)
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"500ms\"");
+    let mut relay = Relay::start(dir.path(), &text);
     let client = reqwest::Client::new();
-    for n in 0..3 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
+    assert_eq!(
+        post_push(&client, &relay, push_body(1), None)
+            .await
+            .status(),
+        202
+    );
+    // The attempt is in flight (the destination has the request and never answers)...
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while seen.lock().unwrap().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no attempt started");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
+    // ...when SIGTERM comes: past the grace the attempt is abandoned and its lease given
+    // back by the drain itself (checked before any restart could release it).
     let status = relay.terminate();
     assert!(status.success(), "exit status {status:?}\n{}", relay.log());
-    let sink = Sink::start_on(address).await;
-    let _relay = Relay::start(dir.path(), &config(dir.path(), &sink_url, FAST_RETRIES));
-    sink.wait_for(3).await;
+    let listed = relay.cli(&["deliveries", "list", "--json"]);
+    let row: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(row["state"], "pending", "{row}");
+    assert_eq!(row["attempts"], 0, "an abandoned attempt counted");
+
+    let sink = Sink::start().await;
+    let _relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, FAST_RETRIES));
+    sink.wait_for(1).await;
+}
+
+// Multi-threaded: `terminate` blocks this thread while the sink must still answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_an_attempt_finish_within_the_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    sink.delay(std::time::Duration::from_millis(300));
+    let mut relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, ""));
+    let client = reqwest::Client::new();
+    assert_eq!(
+        post_push(&client, &relay, push_body(1), None)
+            .await
+            .status(),
+        202
+    );
+    sink.wait_for(1).await;
+    // The sink holds its answer 300 ms; SIGTERM arrives meanwhile, the grace is 5 s.
+    assert!(relay.terminate().success());
+    let listed = relay.cli(&["deliveries", "list", "--json"]);
+    let row: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(row["state"], "succeeded", "{row}");
 }

@@ -4,7 +4,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -210,6 +210,8 @@ struct SinkState {
     status: Arc<AtomicU16>,
     /// Requests still to fail with 500 before `status` applies.
     fail_next: Arc<AtomicUsize>,
+    /// Milliseconds to wait before answering.
+    delay_ms: Arc<AtomicU64>,
 }
 
 /// The destination side: records every request and answers with a status the test controls.
@@ -232,6 +234,7 @@ impl Sink {
             arrived: Arc::default(),
             status: Arc::new(AtomicU16::new(200)),
             fail_next: Arc::default(),
+            delay_ms: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/deliver", axum::routing::post(record))
@@ -254,6 +257,12 @@ impl Sink {
 
     pub fn set_status(&self, status: u16) {
         self.state.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn fail_next(&self, count: usize) {
@@ -310,6 +319,10 @@ async fn record(State(state): State<SinkState>, headers: HeaderMap, body: Bytes)
         .unwrap()
         .push(Received { headers, body });
     state.arrived.notify_waiters();
+    let delay = state.delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if failing {
         StatusCode::INTERNAL_SERVER_ERROR
     } else {
@@ -369,4 +382,41 @@ pub async fn wait_for_cli(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A destination that reads request heads, records their event ids, and never answers.
+pub async fn hanging_destination() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/deliver", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buffer = vec![0; 64 * 1024];
+                while let Ok(n) = stream.read(&mut buffer).await {
+                    if n == 0 {
+                        return;
+                    }
+                    if head.len() < 64 * 1024 {
+                        head.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&head);
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let id = text[..end]
+                                .lines()
+                                .find_map(|l| l.strip_prefix("x-hookrelay-event-id: "))
+                                .unwrap_or("?")
+                                .to_owned();
+                            record.lock().unwrap().push(id);
+                            head = vec![0; 64 * 1024]; // stop looking; keep draining
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (url, seen)
 }

@@ -187,7 +187,18 @@ async fn unrouted_events_are_stored_and_answered_2xx() {
     assert_eq!(response.status(), 202);
     let answer: Value = response.json().await.unwrap();
     assert_eq!(answer["deliveries"], 0);
-    assert!(answer["event_id"].as_str().unwrap().starts_with("evt_"));
+    let event_id = answer["event_id"].as_str().unwrap();
+    // Stored: the event row is in the database, with its body, and no delivery.
+    let conn = rusqlite::Connection::open(dir.path().join("hookrelay.db")).unwrap();
+    let (body, deliveries): (Vec<u8>, i64) = conn
+        .query_row(
+            "SELECT body, (SELECT COUNT(*) FROM deliveries) FROM events WHERE id = ?1",
+            [event_id],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .expect("the unrouted event is not in the store");
+    assert_eq!(body, push_body(1).into_bytes());
+    assert_eq!(deliveries, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

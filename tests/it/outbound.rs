@@ -173,43 +173,6 @@ async fn encoded_bodies_keep_their_encoding_and_cookies_are_not_stored() {
     assert!(!headers.contains("cookie-secret") && !headers.contains("cHJveHktc2VjcmV0"));
 }
 
-/// A destination that reads request heads, records their event ids, and never answers.
-async fn hanging_destination() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::AsyncReadExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/deliver", listener.local_addr().unwrap());
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buffer = vec![0; 64 * 1024];
-                while let Ok(n) = stream.read(&mut buffer).await {
-                    if n == 0 {
-                        return;
-                    }
-                    if head.len() < 64 * 1024 {
-                        head.extend_from_slice(&buffer[..n]);
-                        let text = String::from_utf8_lossy(&head);
-                        if let Some(end) = text.find("\r\n\r\n") {
-                            let id = text[..end]
-                                .lines()
-                                .find_map(|l| l.strip_prefix("x-hookrelay-event-id: "))
-                                .unwrap_or("?")
-                                .to_owned();
-                            record.lock().unwrap().push(id);
-                            head = vec![0; 64 * 1024]; // stop looking; keep draining
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, seen)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_events_fanned_out_share_one_copy_within_the_delivery_memory_budget() {
     const BODY: usize = 6 * 1024 * 1024;

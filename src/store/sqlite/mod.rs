@@ -297,4 +297,6 @@ impl Store for SqliteStore {
 }
 
 #[cfg(test)]
+mod batch_tests;
+#[cfg(test)]
 mod tests;

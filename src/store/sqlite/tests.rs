@@ -8,7 +8,7 @@ fn name(raw: &str) -> Name {
     Name::parse(raw).unwrap()
 }
 
-fn event(key: Option<&str>, destinations: &[&str], at: i64) -> NewEvent {
+pub(super) fn event(key: Option<&str>, destinations: &[&str], at: i64) -> NewEvent {
     NewEvent {
         id: EventId::generate(),
         source: name("gitlab"),
@@ -258,28 +258,6 @@ async fn a_second_server_cannot_open_the_same_file_and_restarts_release_leases()
 }
 
 #[tokio::test]
-async fn a_failing_command_spoils_no_other_in_its_batch() {
-    let (_dir, store) = open_temp();
-    let good = event(None, &["a"], 1);
-    let mut clash = event(None, &["a"], 2);
-    let first = event(None, &["a"], 0);
-    clash.id = first.id.clone();
-    store.insert_event(first).await.unwrap();
-    // Sent together, so the writer is likely to take them in one batch.
-    let (good, clash) = tokio::join!(store.insert_event(good), store.insert_event(clash));
-    assert!(good.is_ok(), "{good:?}");
-    assert!(
-        clash.is_err(),
-        "a second event with the same id must be refused"
-    );
-    let all = store
-        .list_deliveries(DeliveryFilter::default())
-        .await
-        .unwrap();
-    assert_eq!(all.len(), 2);
-}
-
-#[tokio::test]
 async fn dedup_survives_a_restart_and_never_merges_different_keys() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hr.db");
@@ -316,34 +294,4 @@ async fn dedup_survives_a_restart_and_never_merges_different_keys() {
     let mut elsewhere = event(Some("k1"), &["a"], now);
     elsewhere.source = Name::parse("github").unwrap();
     assert!(!store.insert_event(elsewhere).await.unwrap().duplicate);
-}
-
-#[tokio::test]
-async fn a_failed_command_keeps_no_dedup_key_and_its_batch_mates_keep_theirs() {
-    let (_dir, store) = open_temp();
-    let first = event(None, &["a"], 0);
-    let mut clash = event(Some("failed-key"), &["a"], 1);
-    clash.id = first.id.clone();
-    store.insert_event(first).await.unwrap();
-    // Sent together: the batch fails once, then runs command by command.
-    let (good, bad) = tokio::join!(
-        store.insert_event(event(Some("good-key"), &["a"], 1)),
-        store.insert_event(clash)
-    );
-    let good = good.unwrap();
-    assert!(bad.is_err());
-    let again = store
-        .insert_event(event(Some("good-key"), &["a"], 2))
-        .await
-        .unwrap();
-    assert!(again.duplicate);
-    assert_eq!(again.event_id, good.event_id);
-    let retry = store
-        .insert_event(event(Some("failed-key"), &["a"], 2))
-        .await
-        .unwrap();
-    assert!(
-        !retry.duplicate,
-        "a key from a failed insert made a real event a duplicate"
-    );
 }

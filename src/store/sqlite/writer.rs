@@ -147,7 +147,7 @@ fn finish_wal_checkpoint(conn: &Connection) {
 /// Runs the batch in one transaction. Commands almost never fail, so the fast path has no
 /// savepoints; if one does fail, the transaction is rolled back and the batch redone with a
 /// savepoint per command, so the failure spoils no other command.
-fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup: &mut DedupIndex) {
+pub(super) fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup: &mut DedupIndex) {
     let started = std::time::Instant::now();
     let mut result = run_in_transaction(conn, batch, false, dedup);
     if let Ok((outcomes, _)) = &result
