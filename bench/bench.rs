@@ -3,6 +3,7 @@
 //!
 //! Run through `bench/run.sh`, which builds in release mode and installs wrk if needed.
 
+mod attack;
 mod support;
 
 use std::time::{Duration, Instant};
@@ -11,15 +12,24 @@ use support::{Process, WrkResult, run_wrk, write_wrk_script};
 
 const TOKEN: &str = "bench-token";
 
-fn relay_config(db: &std::path::Path, sink_url: &str, paused: bool) -> String {
+/// wrk loads from one address: the per-client connection cap is lifted except where the
+/// front door itself is measured.
+const ONE_LOAD_CLIENT: &str = "max_connections_per_client = 4096\nmax_connections = 4096";
+
+fn relay_config(db: &std::path::Path, sink_url: &str, paused: bool, server: &str) -> String {
     format!(
         r#"
 [server]
 store = "sqlite://{db}"
 shutdown_grace = "5s"
+{server}
 
 [sources.gitlab]
 provider = "gitlab"
+secret = "{TOKEN}"
+
+[sources.github]
+provider = "github"
 secret = "{TOKEN}"
 
 [destinations.sink]
@@ -67,7 +77,12 @@ async fn main() -> anyhow::Result<()> {
     let config_path = dir.path().join("ingest.toml");
     std::fs::write(
         &config_path,
-        relay_config(&dir.path().join("ingest.db"), &sink.url, true),
+        relay_config(
+            &dir.path().join("ingest.db"),
+            &sink.url,
+            true,
+            ONE_LOAD_CLIENT,
+        ),
     )?;
     let relay = Process::start(
         &relay_bin,
@@ -129,7 +144,10 @@ async fn main() -> anyhow::Result<()> {
     // (c) forwarding: a backlog stored while the destination is paused, then drained.
     let config_path = dir.path().join("forward.toml");
     let db = dir.path().join("forward.db");
-    std::fs::write(&config_path, relay_config(&db, &sink.url, true))?;
+    std::fs::write(
+        &config_path,
+        relay_config(&db, &sink.url, true, ONE_LOAD_CLIENT),
+    )?;
     let args = [
         "serve",
         "--listen",
@@ -141,7 +159,10 @@ async fn main() -> anyhow::Result<()> {
     support::post_many(&loader.url, &body, TOKEN, forward_count, 64).await?;
     let loader_rss = loader.peak_rss_mb();
     loader.stop();
-    std::fs::write(&config_path, relay_config(&db, &sink.url, false))?;
+    std::fs::write(
+        &config_path,
+        relay_config(&db, &sink.url, false, ONE_LOAD_CLIENT),
+    )?;
     sink.reset();
     let started = Instant::now();
     let forwarder = Process::start(&relay_bin, &args, dir.path(), "forwarder")?;
@@ -179,6 +200,49 @@ async fn main() -> anyhow::Result<()> {
         latency.delivered,
         latency.sent
     );
+    println!();
+    // (d) the front door under attack: the real sender's answer latency, side by side.
+    let config_path = dir.path().join("attack.toml");
+    std::fs::write(
+        &config_path,
+        relay_config(&dir.path().join("attack.db"), &sink.url, true, ""),
+    )?;
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config_path.to_str().unwrap(),
+    ];
+    let defended = Process::start(&relay_bin, &args, dir.path(), "defended")?;
+    println!();
+    println!(
+        "front door: a real sender at 200 req/s for 5 s (from 127.0.0.2) while strangers attack from 127.0.0.1; default limits"
+    );
+    println!(
+        "{:>24}  {:>9} {:>9} {:>9}  {:>6} {:>7}",
+        "attack", "p50", "p99", "max", "2xx", "failed"
+    );
+    for scenario in [
+        attack::Attack::None,
+        attack::Attack::SilentSockets(3000),
+        attack::Attack::Trickles(300),
+    ] {
+        let answers = attack::measure(&defended.url, &body, TOKEN, scenario, 200, 5).await?;
+        println!(
+            "{:>24}  {:>9} {:>9} {:>9}  {:>6} {:>7}",
+            scenario.label(),
+            support::ms(answers.p50),
+            support::ms(answers.p99),
+            support::ms(answers.max),
+            answers.ok,
+            answers.failed
+        );
+    }
+    let attack_rss = defended.peak_rss_mb();
+    defended.stop();
+    println!("  peak resident memory under attack: {attack_rss:.1} MB");
+
     println!();
     println!(
         "peak resident memory of hookrelay: ingest run {ingest_rss:.1} MB, backlog load {loader_rss:.1} MB, forwarding {forward_rss:.1} MB   (target < 100 MB)"

@@ -100,3 +100,67 @@ fn n_of(received: &Received) -> usize {
     let body: Value = serde_json::from_slice(&received.body).unwrap();
     body["n"].as_u64().unwrap() as usize
 }
+
+/// Kill -9 again and again under load for `HOOKRELAY_SOAK_SECONDS` (CI sets it; without it
+/// this test runs two cycles). Every acknowledged event must be delivered in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_loop_loses_nothing_acknowledged() {
+    let soak = std::env::var("HOOKRELAY_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(std::time::Duration::from_secs);
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(dir.path(), &sink.url, "concurrency = 8").replace(
+        "shutdown_grace = \"5s\"",
+        "shutdown_grace = \"5s\"\nmax_connections_per_client = 1024",
+    );
+    let client = reqwest::Client::new();
+    let started = std::time::Instant::now();
+    let mut acknowledged = BTreeSet::new();
+    let mut next = 0usize;
+    let mut cycles = 0;
+    loop {
+        let done = match soak {
+            Some(soak) => started.elapsed() >= soak,
+            None => cycles >= 2,
+        };
+        if done {
+            break;
+        }
+        let mut relay = Relay::start(dir.path(), &text);
+        let mut requests = tokio::task::JoinSet::new();
+        for n in next..next + 300 {
+            let (client, url) = (client.clone(), relay.hook_url("gitlab"));
+            requests.spawn(async move {
+                let response = client
+                    .post(url)
+                    .header("x-gitlab-token", TOKEN)
+                    .header("idempotency-key", format!("soak-{n}"))
+                    .body(push_body(n))
+                    .send()
+                    .await;
+                response.is_ok_and(|r| r.status().is_success()).then_some(n)
+            });
+        }
+        next += 300;
+        // Kill at a random moment while requests and deliveries are in progress.
+        tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(5..60))).await;
+        relay.kill();
+        while let Some(result) = requests.join_next().await {
+            acknowledged.extend(result.unwrap());
+        }
+        cycles += 1;
+    }
+    let _relay = Relay::start(dir.path(), &text);
+    sink.wait_until("every acknowledged event", |received| {
+        let seen: BTreeSet<usize> = received.iter().map(n_of).collect();
+        acknowledged.is_subset(&seen)
+    })
+    .await;
+    println!(
+        "kill loop: {cycles} kill -9 cycles, {} acknowledged, all delivered ({} deliveries incl. repeats)",
+        acknowledged.len(),
+        sink.count()
+    );
+}
