@@ -253,3 +253,16 @@ allow_private_network = true
     let locations: Vec<&str> = errors.errors.iter().map(|e| e.location.as_str()).collect();
     assert_eq!(locations, ["destinations.loop.url"]);
 }
+
+#[test]
+fn a_timestamp_tolerance_the_dedup_window_cannot_cover_is_refused() {
+    let text = |tolerance: &str| {
+        format!(
+            "[sources.std]\nprovider = \"standard\"\nsecrets = [\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\ntimestamp_tolerance = \"{tolerance}\"\n"
+        )
+    };
+    assert!(parse(&text("1day")).is_ok());
+    let errors = parse(&text("2days")).unwrap_err();
+    assert_eq!(errors.errors[0].location, "sources.std.timestamp_tolerance");
+    assert!(errors.errors[0].message.contains("dedup window"));
+}

@@ -126,9 +126,10 @@ async fn trickling_bodies_are_cut_off_and_hold_no_budget_meanwhile() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     // GitHub signs the body, so these uploads cannot be refused from their head.
+    // The body timeout is an hour: only the minimum rate can cut a trickle off in time.
     let text = with_server(
         config(dir.path(), &sink.url, ""),
-        "max_inflight_body = \"4MiB\"",
+        "max_inflight_body = \"4MiB\"\nbody_read_timeout = \"1h\"",
     )
     .replace(
         "[destinations.sink]",
@@ -148,6 +149,7 @@ async fn trickling_bodies_are_cut_off_and_hold_no_budget_meanwhile() {
         let mut replies = Vec::new();
         for mut stream in trickles {
             loop {
+                assert!(started.elapsed() < PATIENCE, "a trickle was never cut off");
                 if stream.write_all(b"x").await.is_err() {
                     break;
                 }

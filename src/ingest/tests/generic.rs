@@ -173,6 +173,38 @@ fn generic_schemes_follow_the_table() {
             None,
             BAD,
         ),
+        // Auth schemes are case-insensitive (RFC 9110 11.1).
+        (
+            "bearer lower case",
+            &bearer,
+            vec![("authorization", "bearer k1".into())],
+            None,
+            OK,
+        ),
+        (
+            "bearer shouting",
+            &bearer,
+            vec![("authorization", "BEARER  k2".into())],
+            None,
+            OK,
+        ),
+        (
+            "not bearer",
+            &bearer,
+            vec![("authorization", "Bearerk1".into())],
+            None,
+            BAD,
+        ),
+        (
+            "basic lower case",
+            &basic,
+            vec![(
+                "authorization",
+                format!("basic {}", b64(b"relay:k1".to_vec())),
+            )],
+            None,
+            OK,
+        ),
     ];
     for (case, source, pairs, query, expected) in table {
         assert_eq!(verify(source, &pairs, body, query), expected, "{case}");
