@@ -130,8 +130,14 @@ async fn kill_loop_loses_nothing_acknowledged() {
         }
         let mut relay = Relay::start(dir.path(), &text);
         let mut requests = tokio::task::JoinSet::new();
+        // Killed once a random number of the 300 requests has been acknowledged, so every
+        // cycle kills with requests and deliveries in progress.
+        let kill_after = fastrand::usize(1..250);
+        let count = Arc::new(AtomicUsize::new(0));
+        let enough = Arc::new(Notify::new());
         for n in next..next + 300 {
             let (client, url) = (client.clone(), relay.hook_url("gitlab"));
+            let (count, enough) = (count.clone(), enough.clone());
             requests.spawn(async move {
                 let response = client
                     .post(url)
@@ -140,24 +146,68 @@ async fn kill_loop_loses_nothing_acknowledged() {
                     .body(push_body(n))
                     .send()
                     .await;
-                response.is_ok_and(|r| r.status().is_success()).then_some(n)
+                let ok = response.is_ok_and(|r| r.status().is_success());
+                if ok && count.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
+                    enough.notify_one();
+                }
+                ok.then_some(n)
             });
         }
         next += 300;
-        // Kill at a random moment while requests and deliveries are in progress.
-        tokio::time::sleep(std::time::Duration::from_millis(fastrand::u64(5..60))).await;
+        enough.notified().await;
         relay.kill();
         while let Some(result) = requests.join_next().await {
             acknowledged.extend(result.unwrap());
         }
         cycles += 1;
     }
-    let _relay = Relay::start(dir.path(), &text);
-    sink.wait_until("every acknowledged event", |received| {
-        let seen: BTreeSet<usize> = received.iter().map(n_of).collect();
-        acknowledged.is_subset(&seen)
-    })
-    .await;
+    let relay = Relay::start(dir.path(), &text);
+    let missing = || {
+        sink.with_received(|received| {
+            let seen: BTreeSet<usize> = received.iter().map(n_of).collect();
+            acknowledged.difference(&seen).copied().collect::<Vec<_>>()
+        })
+    };
+    // The backlog can be large after a long soak: give up only when delivery stalls.
+    let mut progress = (sink.count(), tokio::time::Instant::now());
+    while !missing().is_empty() && progress.1.elapsed() < PATIENCE {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if sink.count() != progress.0 {
+            progress = (sink.count(), tokio::time::Instant::now());
+        }
+    }
+    let missing = missing();
+    if !missing.is_empty() {
+        let conn = rusqlite::Connection::open(dir.path().join("hookrelay.db")).unwrap();
+        let detail: Vec<String> = missing
+            .iter()
+            .take(5)
+            .map(|n| {
+                conn.query_row(
+                    "SELECT e.id || ' ' || COALESCE(d.state, 'no delivery') || ' due ' || COALESCE(d.due_at, 0) || ' attempts ' || COALESCE(d.attempts, 0)
+                     FROM events e LEFT JOIN deliveries d ON d.event_seq = e.seq WHERE e.dedup_key = ?1",
+                    [format!("soak-{n}")],
+                    |row| row.get::<_, String>(0),
+                )
+                .unwrap_or_else(|err| format!("soak-{n}: not stored ({err})"))
+            })
+            .collect();
+        panic!(
+            "{} acknowledged events were not delivered: {detail:#?}\n{}",
+            missing.len(),
+            relay
+                .log()
+                .lines()
+                .rev()
+                .take(20)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+    assert!(
+        acknowledged.len() >= cycles,
+        "cycles ended before acknowledging anything"
+    );
     println!(
         "kill loop: {cycles} kill -9 cycles, {} acknowledged, all delivered ({} deliveries incl. repeats)",
         acknowledged.len(),
