@@ -136,17 +136,11 @@ pub async fn measure(
     }
     stop.store(true, Ordering::Relaxed);
     attackers.abort_all();
-    samples.sort();
-    let pick = |q: f64| {
-        samples
-            .get(((samples.len() as f64 * q) as usize).min(samples.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
+    let (p50, p99, max) = super::support::quantiles(&mut samples);
     Ok(Answers {
-        p50: pick(0.5),
-        p99: pick(0.99),
-        max: samples.last().copied().unwrap_or_default(),
+        p50,
+        p99,
+        max,
         ok: samples.len(),
         failed,
     })

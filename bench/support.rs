@@ -396,6 +396,18 @@ pub async fn steady_latency(
     }
     sink.wait_for(total as u64, Duration::from_secs(30)).await;
     let mut samples = sink.latencies.lock().unwrap().clone();
+    let (p50, p99, max) = quantiles(&mut samples);
+    Ok(Latency {
+        p50,
+        p99,
+        max,
+        sent: total,
+        delivered: samples.len(),
+    })
+}
+
+/// p50, p99 and max of `samples` (sorted in place); zeros when there are none.
+pub fn quantiles(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
     samples.sort();
     let pick = |q: f64| {
         samples
@@ -403,13 +415,11 @@ pub async fn steady_latency(
             .copied()
             .unwrap_or_default()
     };
-    Ok(Latency {
-        p50: pick(0.50),
-        p99: pick(0.99),
-        max: samples.last().copied().unwrap_or_default(),
-        sent: total,
-        delivered: samples.len(),
-    })
+    (
+        pick(0.50),
+        pick(0.99),
+        samples.last().copied().unwrap_or_default(),
+    )
 }
 
 #[cfg(test)]

@@ -162,8 +162,8 @@ async fn fifo_destinations_deliver_in_arrival_order_one_at_a_time() {
 #[tokio::test]
 async fn sigterm_gives_back_an_attempt_in_flight_and_a_restart_delivers_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (hanging, seen) = hanging_destination().await;
-    let text = config(dir.path(), &hanging, FAST_RETRIES)
+    let hanging = Hanging::start().await;
+    let text = config(dir.path(), &hanging.url, FAST_RETRIES)
         .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"500ms\"");
     let mut relay = Relay::start(dir.path(), &text);
     let client = reqwest::Client::new();
@@ -174,11 +174,7 @@ async fn sigterm_gives_back_an_attempt_in_flight_and_a_restart_delivers_it() {
         202
     );
     // The attempt is in flight (the destination has the request and never answers)...
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while seen.lock().unwrap().is_empty() {
-        assert!(tokio::time::Instant::now() < deadline, "no attempt started");
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    hanging.wait_for(1).await;
     // ...when SIGTERM comes: past the grace the attempt is abandoned and its lease given
     // back by the drain itself (checked before any restart could release it).
     let status = relay.terminate();

@@ -177,14 +177,15 @@ async fn encoded_bodies_keep_their_encoding_and_cookies_are_not_stored() {
 async fn large_events_fanned_out_share_one_copy_within_the_delivery_memory_budget() {
     const BODY: usize = 6 * 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
-    let (hanging, seen) = hanging_destination().await;
+    let hanging = Hanging::start().await;
     let mut destinations = String::new();
     for d in 1..=4 {
         destinations.push_str(&format!(
-            "[destinations.d{d}]\nurl = \"{hanging}\"\nallow_private_network = true\ntimeout = \"60s\"\n\n"
+            "[destinations.d{d}]\nurl = \"{}\"\nallow_private_network = true\ntimeout = \"60s\"\n\n",
+            hanging.url
         ));
     }
-    let text = config(dir.path(), &hanging, "")
+    let text = config(dir.path(), &hanging.url, "")
         .replace(
             "shutdown_grace = \"5s\"",
             "shutdown_grace = \"5s\"\ndelivery_memory = \"16MiB\"",
@@ -221,17 +222,8 @@ async fn large_events_fanned_out_share_one_copy_within_the_delivery_memory_budge
         |out| out.lines().count() == 8,
     )
     .await;
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while seen.lock().unwrap().len() < 8 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {:?}",
-            seen.lock().unwrap()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let distinct: std::collections::BTreeSet<String> =
-        seen.lock().unwrap().iter().cloned().collect();
+    hanging.wait_for(8).await;
+    let distinct: std::collections::BTreeSet<String> = hanging.seen().into_iter().collect();
     assert_eq!(distinct.len(), 2, "{distinct:?}");
     let metrics = relay.metrics().await;
     assert_eq!(
