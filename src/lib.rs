@@ -107,6 +107,7 @@ impl App {
             max_per_client: server.max_connections_per_client,
             header_read_timeout: server.header_read_timeout,
             max_header_bytes: server.max_header_bytes,
+            shutdown_grace: server.shutdown_grace,
         };
         http::server::serve(
             self.listener,

@@ -148,6 +148,12 @@ pub async fn receive(
         tracing::warn!(%source, %client, reason = %rejection, "webhook rejected");
         return Err(IngestError::Rejected(rejection));
     }
+    if let Some(rate) = runtime.config.rate_limit
+        && let Err(wait) = state.source_rates.check(source, rate, Instant::now())
+    {
+        metrics.rate_limited.fetch_add(1, Relaxed);
+        return Err(IngestError::RateLimited(wait));
+    }
     // Parsing costs CPU on every request, so only when a filter or the provider needs it.
     let payload = runtime
         .needs_payload
@@ -212,7 +218,7 @@ pub async fn receive(
 }
 
 /// Everything decided from the request head, before a byte of body is read or reserved:
-/// the address (behind trusted proxies), forwarding loops, rates, the backlog, and any
+/// the address (behind trusted proxies), forwarding loops, the client's rate, the backlog, and any
 /// credential that lives in a header or the query. Returns the client address.
 fn admit(
     state: &AppState,
@@ -250,15 +256,11 @@ fn admit(
         tracing::error!(%source, hops, "refusing a request that keeps coming back through hookrelay: a destination points at a hook");
         return Err(IngestError::Loop(hops));
     }
-    let now = Instant::now();
-    let over_rate = state
-        .client_rate
-        .and_then(|rate| state.client_rates.check(&client, rate, now).err())
-        .or_else(|| {
-            let rate = runtime.config.rate_limit?;
-            state.source_rates.check(source, rate, now).err()
-        });
-    if let Some(wait) = over_rate {
+    // The client's own rate counts every request; the source's only verified ones (below),
+    // so strangers cannot spend a real sender's allowance.
+    if let Some(rate) = state.client_rate
+        && let Err(wait) = state.client_rates.check(&client, rate, Instant::now())
+    {
         metrics.rate_limited.fetch_add(1, Relaxed);
         return Err(IngestError::RateLimited(wait));
     }

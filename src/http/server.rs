@@ -35,6 +35,8 @@ pub struct ConnectionLimits {
     pub header_read_timeout: Duration,
     /// Request line plus headers, in bytes; larger heads get 431.
     pub max_header_bytes: usize,
+    /// How long requests in progress may finish after shutdown begins.
+    pub shutdown_grace: Duration,
 }
 
 /// Serves `app` until `shutdown`, then lets requests in progress finish.
@@ -98,7 +100,13 @@ pub async fn serve(
         });
     }
     connections.close();
-    connections.wait().await;
+    // Requests in progress get the grace period; slow uploads do not hold up the exit.
+    if tokio::time::timeout(limits.shutdown_grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in progress after the grace period were dropped");
+    }
 }
 
 async fn serve_connection(
