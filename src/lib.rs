@@ -94,6 +94,7 @@ impl App {
                 .clone()
                 .watch(self.store.clone(), self.token.clone()),
         );
+        let uncapped = state.trusted_proxies.to_vec();
         let app = http::router(state);
         let trigger = self.token.clone();
         tokio::spawn(async move {
@@ -108,6 +109,7 @@ impl App {
             header_read_timeout: server.header_read_timeout,
             max_header_bytes: server.max_header_bytes,
             shutdown_grace: server.shutdown_grace,
+            uncapped,
         };
         http::server::serve(
             self.listener,

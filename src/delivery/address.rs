@@ -21,6 +21,26 @@ const METADATA_V4: [Ipv4Addr; 2] = [
 const METADATA_V6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254); // AWS
 
 pub fn classify(address: IpAddr) -> AddressClass {
+    // IPv6 forms that carry an IPv4 address and reach it: judged by that address.
+    if let IpAddr::V6(v6) = address {
+        let s = v6.segments();
+        let embedded = |hi: u16, lo: u16| {
+            IpAddr::V4(Ipv4Addr::new(
+                (hi >> 8) as u8,
+                hi as u8,
+                (lo >> 8) as u8,
+                lo as u8,
+            ))
+        };
+        let nat64 = s[0] == 0x64 && s[1] == 0xff9b && s[2..6] == [0, 0, 0, 0];
+        let compatible = s[..6] == [0; 6] && (s[6], s[7]) != (0, 0) && (s[6], s[7]) != (0, 1);
+        if nat64 || compatible {
+            return classify(embedded(s[6], s[7]));
+        }
+        if s[0] == 0x2002 {
+            return classify(embedded(s[1], s[2])); // 6to4
+        }
+    }
     match address.to_canonical() {
         IpAddr::V4(v4) => {
             if METADATA_V4.contains(&v4) {
@@ -132,6 +152,11 @@ mod tests {
             ("::ffff:169.254.169.254", Metadata),
             ("100.100.100.200", Metadata),
             ("fd00:ec2::254", Metadata),
+            ("64:ff9b::a00:1", Internal),
+            ("64:ff9b::a9fe:a9fe", Metadata),
+            ("64:ff9b::808:808", Public),
+            ("2002:a00:1::1", Internal),
+            ("::a00:1", Internal),
         ];
         for (address, expected) in table {
             assert_eq!(classify(address.parse().unwrap()), expected, "{address}");

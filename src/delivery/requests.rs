@@ -12,16 +12,20 @@ use crate::store::{Store, StoreError, StoredRequest};
 
 /// Dead entries are swept once the map holds this many.
 const SWEEP_ABOVE: usize = 1024;
+/// How long a worker waits in line for memory before giving a delivery back.
+const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// A request held for delivery; its memory is given back when the last holder drops it.
 pub struct Loaded {
     pub request: StoredRequest,
-    _memory: OwnedSemaphorePermit,
+    memory: Option<OwnedSemaphorePermit>,
     freed: Arc<Notify>,
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        // The memory goes back first, so whoever is woken finds it free.
+        drop(self.memory.take());
         self.freed.notify_waiters();
     }
 }
@@ -81,7 +85,12 @@ impl Requests {
         let kib = u32::try_from(body_len.div_ceil(1024))
             .unwrap_or(u32::MAX)
             .clamp(1, self.memory_kib);
-        let Ok(memory) = self.memory.clone().try_acquire_many_owned(kib) else {
+        // Waiting briefly in the semaphore's queue (it is fair) rather than trying once: a
+        // large body queued first is served before smaller ones that come later, so it cannot
+        // be starved by them.
+        let waited =
+            tokio::time::timeout(MEMORY_WAIT, self.memory.clone().acquire_many_owned(kib)).await;
+        let Ok(Ok(memory)) = waited else {
             return Ok(None);
         };
         let request = self.store.load_request(event).await?;
@@ -92,7 +101,7 @@ impl Requests {
         }
         let held = Arc::new(Loaded {
             request,
-            _memory: memory,
+            memory: Some(memory),
             freed: self.freed.clone(),
         });
         if loaded.len() >= SWEEP_ABOVE {

@@ -92,7 +92,12 @@ pub async fn run(ctx: WorkerContext) {
                     let got = claimed.deliveries.len();
                     let mut give_back = Vec::new();
                     for delivery in claimed.deliveries {
-                        let Some(loaded) = load(&ctx, &delivery).await else {
+                        // Once memory ran out, the rest go back without waiting in line.
+                        let loaded = match give_back.is_empty() {
+                            true => load(&ctx, &delivery).await,
+                            false => None,
+                        };
+                        let Some(loaded) = loaded else {
                             give_back.push((delivery.seq, delivery.lease_token));
                             continue;
                         };
@@ -221,14 +226,15 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
         && outcome
             .status
             .is_none_or(|status| status >= 500 || status == 408 || status == 429);
-    let changed = ctx
-        .breaker
-        .lock()
-        .unwrap()
-        .record(destination_failed, Instant::now());
-    if changed {
-        let open = ctx.breaker.lock().unwrap().is_open();
+    let (changed, open) = {
+        let mut breaker = ctx.breaker.lock().unwrap();
+        let changed = breaker.record(destination_failed, Instant::now());
+        let open = breaker.is_open();
+        // Stored under the lock, so two attempts finishing together cannot leave it stale.
         ctx.breaker_open.store(open, AtomicOrdering::Relaxed);
+        (changed, open)
+    };
+    if changed {
         if open {
             tracing::warn!(destination = %ctx.name, "circuit breaker open: only probing until a delivery succeeds");
         } else {

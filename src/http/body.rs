@@ -17,6 +17,8 @@ const TICK: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
+    /// `Content-Length`, when given: a body complete at that length is never too slow.
+    pub declared: Option<u64>,
     pub max_bytes: u64,
     pub timeout: Duration,
     /// Bytes per second, averaged since the request started; 0 disables the check.
@@ -60,6 +62,9 @@ pub async fn read_body(
                     chunks.push(data);
                 }
             }
+        }
+        if limits.declared == Some(received) && received > 0 {
+            continue; // complete: the next frame is the end
         }
         let now = Instant::now();
         if now >= deadline || too_slow(received, now - started, limits.min_rate) {

@@ -14,6 +14,10 @@ pub struct BudgetLimits {
     pub total: u64,
     pub per_client: u64,
     pub per_source: u64,
+    /// Bodies whose sender is not yet proven (only a signature over the body can tell):
+    /// together at most this, and not counted in their source's share, so strangers posting
+    /// to a source cannot take the room its proven senders need.
+    pub unverified: u64,
 }
 
 impl BudgetLimits {
@@ -24,6 +28,7 @@ impl BudgetLimits {
             total,
             per_client: (total / 4).max(largest_body).min(total),
             per_source: (total / 2).max(largest_body).min(total),
+            unverified: (total / 4).max(largest_body).min(total),
         }
     }
 }
@@ -31,6 +36,7 @@ impl BudgetLimits {
 #[derive(Default)]
 struct Usage {
     total: u64,
+    unverified: u64,
     clients: HashMap<IpAddr, u64>,
     sources: HashMap<Name, u64>,
 }
@@ -45,6 +51,8 @@ pub struct Reservation {
     budget: Arc<BodyBudget>,
     client: IpAddr,
     source: Name,
+    /// Counted in the unverified share instead of the source's.
+    unverified: bool,
     bytes: u64,
 }
 
@@ -52,6 +60,7 @@ pub struct Reservation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OverBudget {
     Total,
+    Unverified,
     Client,
     Source,
 }
@@ -72,11 +81,18 @@ impl BodyBudget {
         self.usage.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn reservation(self: &Arc<Self>, client: IpAddr, source: &Name) -> Reservation {
+    /// A reservation for one request; `proven` when its sender's credential already matched.
+    pub fn reservation(
+        self: &Arc<Self>,
+        client: IpAddr,
+        source: &Name,
+        proven: bool,
+    ) -> Reservation {
         Reservation {
             budget: self.clone(),
             client: client.to_canonical(),
             source: source.clone(),
+            unverified: !proven,
             bytes: 0,
         }
     }
@@ -95,12 +111,20 @@ impl Reservation {
         if client + bytes > limits.per_client {
             return Err(OverBudget::Client);
         }
-        if source + bytes > limits.per_source {
+        if self.unverified {
+            if usage.unverified + bytes > limits.unverified {
+                return Err(OverBudget::Unverified);
+            }
+        } else if source + bytes > limits.per_source {
             return Err(OverBudget::Source);
         }
         usage.total += bytes;
         usage.clients.insert(self.client, client + bytes);
-        usage.sources.insert(self.source.clone(), source + bytes);
+        if self.unverified {
+            usage.unverified += bytes;
+        } else {
+            usage.sources.insert(self.source.clone(), source + bytes);
+        }
         self.bytes += bytes;
         Ok(())
     }
@@ -122,7 +146,11 @@ impl Drop for Reservation {
             }
         }
         give_back(&mut usage.clients, &self.client, self.bytes);
-        give_back(&mut usage.sources, &self.source, self.bytes);
+        if self.unverified {
+            usage.unverified -= self.bytes;
+        } else {
+            give_back(&mut usage.sources, &self.source, self.bytes);
+        }
     }
 }
 
@@ -138,23 +166,41 @@ mod tests {
     fn one_client_or_one_source_cannot_take_the_whole_budget() {
         let budget = BodyBudget::new(BudgetLimits::shares(100, 10));
         let (a, b) = (Name::parse("a").unwrap(), Name::parse("b").unwrap());
-        let mut greedy = budget.reservation(ip(1), &a);
+        let mut greedy = budget.reservation(ip(1), &a, true);
         assert_eq!(greedy.grow(25), Ok(()));
         assert_eq!(greedy.grow(1), Err(OverBudget::Client));
-        let mut second = budget.reservation(ip(2), &a);
+        let mut second = budget.reservation(ip(2), &a, true);
         assert_eq!(second.grow(25), Ok(()));
-        let mut third = budget.reservation(ip(3), &a);
+        let mut third = budget.reservation(ip(3), &a, true);
         assert_eq!(third.grow(1), Err(OverBudget::Source));
-        let mut other_source = budget.reservation(ip(3), &b);
+        let mut other_source = budget.reservation(ip(3), &b, true);
         assert_eq!(other_source.grow(25), Ok(()));
         drop(greedy);
         assert_eq!(budget.in_use(), 50);
-        let mut again = budget.reservation(ip(1), &a);
+        let mut again = budget.reservation(ip(1), &a, true);
         assert_eq!(again.grow(25), Ok(()), "given back when dropped");
-        let mut fourth = budget.reservation(ip(4), &b);
+        let mut fourth = budget.reservation(ip(4), &b, true);
         assert_eq!(fourth.grow(25), Ok(()));
-        let mut fifth = budget.reservation(ip(5), &b);
+        let mut fifth = budget.reservation(ip(5), &b, true);
         assert_eq!(fifth.grow(1), Err(OverBudget::Total));
+    }
+
+    #[test]
+    fn strangers_share_a_quarter_and_leave_their_source_room_for_proven_senders() {
+        let budget = BodyBudget::new(BudgetLimits::shares(100, 10));
+        let a = Name::parse("a").unwrap();
+        let mut strangers = Vec::new();
+        for i in 1..=3 {
+            let mut stranger = budget.reservation(ip(i), &a, false);
+            let fits = stranger.grow(10);
+            strangers.push((stranger, fits));
+        }
+        let fits: Vec<_> = strangers.iter().map(|(_, fits)| *fits).collect();
+        assert_eq!(fits, [Ok(()), Ok(()), Err(OverBudget::Unverified)]);
+        let mut proven = budget.reservation(ip(9), &a, true);
+        assert_eq!(proven.grow(25), Ok(()), "the source's share is untouched");
+        drop(strangers);
+        assert_eq!(budget.in_use(), 25);
     }
 
     #[test]

@@ -61,7 +61,8 @@ impl IntoResponse for IngestError {
             Self::Store => StatusCode::INTERNAL_SERVER_ERROR,
         };
         let retry_after = match &self {
-            Self::RateLimited(wait) => Some(wait.as_secs().max(1)),
+            // Rounded up: a sender that waits exactly this long finds a token.
+            Self::RateLimited(wait) => Some((wait.as_secs_f64().ceil() as u64).max(1)),
             Self::Unavailable | Self::Store | Self::Busy | Self::BacklogFull => Some(5),
             _ => None,
         };
@@ -100,7 +101,7 @@ pub async fn receive(
         return Err(IngestError::UnknownSource);
     };
     let source = &runtime.config.name;
-    let client = admit(&state, runtime, remote.ip(), &headers, uri.query())?;
+    let (client, proven) = admit(&state, runtime, remote.ip(), &headers, uri.query())?;
     let limit = runtime.config.max_body_bytes;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -110,8 +111,9 @@ pub async fn receive(
         metrics.too_large.fetch_add(1, Relaxed);
         return Err(IngestError::TooLarge(limit));
     }
-    let mut reservation = state.body_budget.reservation(client, source);
+    let mut reservation = state.body_budget.reservation(client, source, proven);
     let limits = BodyLimits {
+        declared,
         max_bytes: limit,
         timeout: state.body_read_timeout,
         min_rate: state.min_body_rate,
@@ -219,14 +221,15 @@ pub async fn receive(
 
 /// Everything decided from the request head, before a byte of body is read or reserved:
 /// the address (behind trusted proxies), forwarding loops, the client's rate, the backlog, and any
-/// credential that lives in a header or the query. Returns the client address.
+/// credential that lives in a header or the query. Returns the client address, and whether
+/// the sender is proven already (a credential matched, or the source takes anyone).
 fn admit(
     state: &AppState,
     runtime: &SourceRuntime,
     remote: std::net::IpAddr,
     headers: &HeaderMap,
     query: Option<&str>,
-) -> Result<std::net::IpAddr, IngestError> {
+) -> Result<(std::net::IpAddr, bool), IngestError> {
     let metrics = &state.metrics;
     let source = &runtime.config.name;
     let forwarded: Vec<&[u8]> = headers
@@ -259,7 +262,10 @@ fn admit(
     // The client's own rate counts every request; the source's only verified ones (below),
     // so strangers cannot spend a real sender's allowance.
     if let Some(rate) = state.client_rate
-        && let Err(wait) = state.client_rates.check(&client, rate, Instant::now())
+        && let Err(wait) =
+            state
+                .client_rates
+                .check(&super::rate::client_key(client), rate, Instant::now())
     {
         metrics.rate_limited.fetch_add(1, Relaxed);
         return Err(IngestError::RateLimited(wait));
@@ -274,12 +280,19 @@ fn admit(
         query,
         now_secs: now_millis() / 1000,
     };
-    if let Err(rejection) = runtime.provider.verify_headers(&head_only, &runtime.config) {
-        metrics.count_rejection(rejection.reason());
-        tracing::warn!(%source, %client, reason = %rejection, "webhook rejected before its body");
-        return Err(IngestError::Rejected(rejection));
-    }
-    Ok(client)
+    let proven = match runtime.provider.verify_headers(&head_only, &runtime.config) {
+        Ok(proven) => proven,
+        Err(rejection) => {
+            metrics.count_rejection(rejection.reason());
+            tracing::warn!(%source, %client, reason = %rejection, "webhook rejected before its body");
+            return Err(IngestError::Rejected(rejection));
+        }
+    };
+    let config = &runtime.config;
+    let open = config.secrets.is_empty()
+        && config.signing_secrets.is_empty()
+        && config.public_keys.is_empty();
+    Ok((client, proven || open))
 }
 
 fn stored_headers(headers: &HeaderMap, source: &SourceConfig) -> Vec<(String, Vec<u8>)> {

@@ -54,6 +54,11 @@ pub struct AppState {
     pub source_rates: Arc<RateLimiter<Name>>,
     pub backlog: Arc<Backlog>,
     pub delivery: DeliveryStatus,
+    /// The last readiness answer and when it was found: probes within a second share it,
+    /// so hammering `/readyz` cannot queue writes in front of ingest.
+    pub readiness: Arc<tokio::sync::Mutex<Option<Readiness>>>,
+    /// Proxies some source trusts: exempt from the per-client connection cap.
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
 }
 
 impl AppState {
@@ -106,9 +111,20 @@ impl AppState {
                 current: AtomicU64::new(0),
             }),
             delivery,
+            readiness: Arc::default(),
+            trusted_proxies: Arc::new(
+                config
+                    .sources
+                    .values()
+                    .flat_map(|s| s.trusted_proxies.iter().copied())
+                    .collect(),
+            ),
         }
     }
 }
+
+/// A readiness answer and when it was found.
+type Readiness = (std::time::Instant, Result<(), String>);
 
 /// Deliveries waiting, as last counted, against the configured limit.
 pub struct Backlog {
@@ -158,7 +174,19 @@ async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     if state.backlog.full() {
         return (StatusCode::SERVICE_UNAVAILABLE, "backlog full\n".to_owned());
     }
-    match state.store.ready().await {
+    let mut last = state.readiness.lock().await;
+    let fresh = last
+        .as_ref()
+        .filter(|(at, _)| at.elapsed() < Duration::from_secs(1));
+    let answer = match fresh {
+        Some((_, answer)) => answer.clone(),
+        None => {
+            let answer = state.store.ready().await.map_err(|err| err.to_string());
+            *last = Some((std::time::Instant::now(), answer.clone()));
+            answer
+        }
+    };
+    match answer {
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(err) => (StatusCode::SERVICE_UNAVAILABLE, format!("{err}\n")),
     }

@@ -32,14 +32,35 @@ fn take(bucket: &mut Bucket, rate: Rate, now: Instant) -> Result<(), Duration> {
 }
 
 pub struct RateLimiter<K> {
-    buckets: Mutex<HashMap<K, Bucket>>,
+    buckets: Mutex<Buckets<K>>,
+}
+
+struct Buckets<K> {
+    map: HashMap<K, Bucket>,
+    /// Inserts since the last trim: trimming is amortised, never a scan per request.
+    since_trim: usize,
 }
 
 impl<K: Hash + Eq + Clone> Default for RateLimiter<K> {
     fn default() -> Self {
         Self {
-            buckets: Mutex::default(),
+            buckets: Mutex::new(Buckets {
+                map: HashMap::new(),
+                since_trim: 0,
+            }),
         }
+    }
+}
+
+/// The key a client address is limited by: IPv6 clients by their /64, since one host
+/// usually holds a whole /64 and could otherwise rotate through it.
+pub fn client_key(address: std::net::IpAddr) -> std::net::IpAddr {
+    match address.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let s = v6.segments();
+            std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0).into()
+        }
+        v4 => v4,
     }
 }
 
@@ -47,11 +68,21 @@ impl<K: Hash + Eq + Clone> RateLimiter<K> {
     /// `Err(retry_after)` when `key` is over `rate`.
     pub fn check(&self, key: &K, rate: Rate, now: Instant) -> Result<(), Duration> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
-        if buckets.len() > TRIM_ABOVE {
+        if buckets.map.len() > TRIM_ABOVE && buckets.since_trim > TRIM_ABOVE / 2 {
+            buckets.since_trim = 0;
             // A bucket idle for a whole period is full again: forgetting it changes nothing.
-            buckets.retain(|_, bucket| now.saturating_duration_since(bucket.updated) < rate.period);
+            buckets
+                .map
+                .retain(|_, bucket| now.saturating_duration_since(bucket.updated) < rate.period);
+            if buckets.map.len() > 4 * TRIM_ABOVE {
+                // Past a hard cap, start over (more lenient, never unbounded).
+                buckets.map.clear();
+            }
         }
-        let bucket = buckets.entry(key.clone()).or_insert(Bucket {
+        if !buckets.map.contains_key(key) {
+            buckets.since_trim += 1;
+        }
+        let bucket = buckets.map.entry(key.clone()).or_insert(Bucket {
             tokens: f64::from(rate.count),
             updated: now,
         });

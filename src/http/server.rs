@@ -37,6 +37,8 @@ pub struct ConnectionLimits {
     pub max_header_bytes: usize,
     /// How long requests in progress may finish after shutdown begins.
     pub shutdown_grace: Duration,
+    /// Proxies every sender's connection comes through: not capped per client.
+    pub uncapped: Vec<ipnet::IpNet>,
 }
 
 /// Serves `app` until `shutdown`, then lets requests in progress finish.
@@ -75,11 +77,19 @@ pub async fn serve(
             },
             _ = shutdown.cancelled() => break,
         };
-        let Some(client_slot) = per_client.take(peer.ip(), limits.max_per_client) else {
+        let ip = peer.ip().to_canonical();
+        let cap = if limits.uncapped.iter().any(|net| net.contains(&ip)) {
+            usize::MAX
+        } else {
+            limits.max_per_client
+        };
+        let Some(client_slot) = per_client.take(ip, cap) else {
             stats.connections_refused_per_client.fetch_add(1, Relaxed);
             tracing::debug!(client = %peer.ip(), "connection refused: too many from this address");
-            // A best-effort answer, never waited for: the socket is closed right after.
-            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            // A best-effort answer (plain HTTP only), never waited for: closed right after.
+            if tls.is_none() {
+                let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            }
             continue;
         };
         // Responses are written whole; waiting for more data only adds latency.

@@ -126,11 +126,13 @@ impl Provider for Generic {
         &self,
         inbound: &Inbound<'_>,
         source: &SourceConfig,
-    ) -> Result<(), Rejection> {
+    ) -> Result<bool, Rejection> {
         match source.generic_auth {
             // An HMAC covers the body: it can only be checked once the body is here.
-            GenericAuth::Hmac(_) => Ok(()),
-            _ => self.verify(inbound, source),
+            GenericAuth::Hmac(_) => Ok(false),
+            _ => self
+                .verify(inbound, source)
+                .map(|()| !source.secrets.is_empty()),
         }
     }
 

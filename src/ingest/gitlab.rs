@@ -60,9 +60,11 @@ impl Provider for GitLab {
         &self,
         inbound: &Inbound<'_>,
         source: &SourceConfig,
-    ) -> Result<(), Rejection> {
+    ) -> Result<bool, Rejection> {
         // The signature is checked with the body; here only whether the token may wait for it.
-        check_token(inbound, source, signature_checked(inbound, source))
+        check_token(inbound, source, signature_checked(inbound, source))?;
+        // A matching token proves the sender; a signature alone is only proven by the body.
+        Ok(!source.secrets.is_empty() && inbound.headers.contains_key("x-gitlab-token"))
     }
 
     fn signed_id(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Option<String> {

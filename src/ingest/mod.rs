@@ -123,13 +123,15 @@ pub trait Provider: Send + Sync {
     fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection>;
     /// Checks what can be checked before the body is read (`inbound.body` is empty): tokens
     /// in headers or the query string. A stranger is refused before a byte of body is read
-    /// or any memory is reserved for it. `verify` still runs on the whole request.
+    /// or any memory is reserved for it. `Ok(true)` when a secret credential in the head
+    /// matched; `Ok(false)` when only the body can tell (a signature). `verify` still runs on
+    /// the whole request.
     fn verify_headers(
         &self,
         _inbound: &Inbound<'_>,
         _source: &SourceConfig,
-    ) -> Result<(), Rejection> {
-        Ok(())
+    ) -> Result<bool, Rejection> {
+        Ok(false)
     }
     /// The delivery id a verified signature covers (Standard Webhooks' `webhook-id`), called
     /// only after `verify` passed: dedup must key on it, not on an unsigned header a replayer

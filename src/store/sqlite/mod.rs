@@ -91,7 +91,14 @@ impl SqliteStore {
             .map_err(backend)?;
         conn.pragma_update(None, "journal_size_limit", WAL_CAP_BYTES)
             .map_err(backend)?;
-        schema::migrate(&mut conn).map_err(backend)?;
+        match mode {
+            OpenMode::Server => schema::migrate(&mut conn).map_err(backend)?,
+            // A CLI command (even `config check` of a new release) never changes the schema
+            // under a running server, so a rollback stays possible.
+            OpenMode::Client => {
+                schema::check_version(&conn).map_err(backend)?;
+            }
+        }
         if mode == OpenMode::Server {
             // We hold the lock, so any lease in the file belongs to a process that is gone.
             // On a full disk this write fails: the leases then expire on their own.

@@ -72,7 +72,8 @@ CREATE TABLE heartbeat (
 "#,
 ];
 
-pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+/// The schema version, refused when newer than this binary knows.
+pub fn check_version(conn: &Connection) -> rusqlite::Result<usize> {
     let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
     let current = usize::try_from(current).unwrap_or(usize::MAX);
     if current > MIGRATIONS.len() {
@@ -81,6 +82,11 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
             MIGRATIONS.len()
         )));
     }
+    Ok(current)
+}
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current = check_version(conn)?;
     for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
