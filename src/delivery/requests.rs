@@ -3,6 +3,7 @@
 //! spent, workers give claimed deliveries back and wait instead of loading more.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
@@ -19,11 +20,14 @@ const MEMORY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 pub struct Loaded {
     pub request: StoredRequest,
     memory: Option<OwnedSemaphorePermit>,
+    held: Arc<AtomicU64>,
     freed: Arc<Notify>,
 }
 
 impl Drop for Loaded {
     fn drop(&mut self) {
+        self.held
+            .fetch_sub(self.request.body.len() as u64, Ordering::Relaxed);
         // The memory goes back first, so whoever is woken finds it free.
         drop(self.memory.take());
         self.freed.notify_waiters();
@@ -36,6 +40,9 @@ pub struct Requests {
     memory: Arc<Semaphore>,
     memory_kib: u32,
     loaded: Mutex<HashMap<EventId, Weak<Loaded>>>,
+    /// Bytes of bodies actually held (the semaphore also counts permits handed to a waiter
+    /// still queued for the rest).
+    held: Arc<AtomicU64>,
     freed: Arc<Notify>,
 }
 
@@ -49,13 +56,14 @@ impl Requests {
             memory: Arc::new(Semaphore::new(memory_kib as usize)),
             memory_kib,
             loaded: Mutex::default(),
+            held: Arc::default(),
             freed: Arc::default(),
         }
     }
 
     /// Bytes of bodies held now.
     pub fn in_use(&self) -> u64 {
-        u64::from(self.memory_kib - self.memory.available_permits() as u32) * 1024
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Resolves when some held request is released (memory may be free again).
@@ -99,9 +107,12 @@ impl Requests {
         if let Some(held) = loaded.get(event).and_then(Weak::upgrade) {
             return Ok(Some(held));
         }
+        self.held
+            .fetch_add(request.body.len() as u64, Ordering::Relaxed);
         let held = Arc::new(Loaded {
             request,
             memory: Some(memory),
+            held: self.held.clone(),
             freed: self.freed.clone(),
         });
         if loaded.len() >= SWEEP_ABOVE {
