@@ -109,15 +109,8 @@ pub async fn measure(
     let mut requests = tokio::task::JoinSet::new();
     for n in 0..total {
         ticker.tick().await;
-        let request = client
-            .post(format!("{base}/hooks/gitlab"))
-            .header("x-gitlab-event", "Push Hook")
-            .header("x-gitlab-token", token)
-            .header(
-                "idempotency-key",
-                format!("attack-{n}-{}", super::support::micros_now()),
-            )
-            .body(body.to_owned());
+        let request =
+            super::support::push_request(&client, base, body, token, &format!("attack-{n}"));
         requests.spawn(async move {
             let sent = Instant::now();
             let ok = request.send().await.is_ok_and(|r| r.status().is_success());

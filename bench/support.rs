@@ -381,12 +381,7 @@ pub async fn steady_latency(
     let mut requests = tokio::task::JoinSet::new();
     for n in 0..total {
         ticker.tick().await;
-        let request = client
-            .post(format!("{base}/hooks/gitlab"))
-            .header("x-gitlab-event", "Push Hook")
-            .header("x-gitlab-token", token)
-            .header("idempotency-key", format!("lat-{n}-{}", micros_now()))
-            .body(body.to_owned());
+        let request = push_request(&client, base, body, token, &format!("lat-{n}"));
         requests.spawn(async move { request.send().await.map(|r| r.status().is_success()) });
     }
     while let Some(result) = requests.join_next().await {
@@ -404,6 +399,22 @@ pub async fn steady_latency(
         sent: total,
         delivered: samples.len(),
     })
+}
+
+/// A GitLab push to `base`, with a fresh idempotency key made from `tag`.
+pub fn push_request(
+    client: &reqwest::Client,
+    base: &str,
+    body: &str,
+    token: &str,
+    tag: &str,
+) -> reqwest::RequestBuilder {
+    client
+        .post(format!("{base}/hooks/gitlab"))
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", token)
+        .header("idempotency-key", format!("{tag}-{}", micros_now()))
+        .body(body.to_owned())
 }
 
 /// p50, p99 and max of `samples` (sorted in place); zeros when there are none.

@@ -308,19 +308,10 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
 
 /// Whether `url` reaches `listen`'s `/hooks/...` (same port, a loopback or the same host).
 fn points_at_own_hooks(url: &reqwest::Url, listen: SocketAddr) -> bool {
-    let same_host = match url.host_str() {
-        Some(host) if host.eq_ignore_ascii_case("localhost") => true,
-        Some(host) => host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| {
-                ip == listen.ip()
-                    || ip.is_loopback()
-                        && (listen.ip().is_unspecified() || listen.ip().is_loopback())
-            }),
-        None => false,
-    };
+    let same_host = crate::delivery::address::literal_address(url).is_some_and(|ip| {
+        ip == listen.ip()
+            || ip.is_loopback() && (listen.ip().is_unspecified() || listen.ip().is_loopback())
+    });
     same_host
         && url.port_or_known_default() == Some(listen.port())
         && url.path().starts_with("/hooks/")

@@ -79,6 +79,18 @@ pub fn classify(address: IpAddr) -> AddressClass {
     }
 }
 
+/// The address a URL names literally (`localhost` counts as loopback), if it does.
+pub fn literal_address(url: &reqwest::Url) -> Option<IpAddr> {
+    let host = url.host_str()?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Some(Ipv4Addr::LOCALHOST.into());
+    }
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 /// Why an address may not be used, if it may not.
 pub fn refusal(address: IpAddr, allow_internal: bool) -> Option<String> {
     match classify(address) {

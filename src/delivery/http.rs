@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use super::address::{GuardedResolver, refusal};
+use super::address::{GuardedResolver, literal_address, refusal};
 use super::{AttemptOutcome, Destination, Outbound};
 use crate::config::{DestinationConfig, Secret};
 use crate::domain::HOPS_HEADER;
@@ -71,15 +71,7 @@ fn hops(headers: &[(String, Vec<u8>)]) -> u32 {
 /// The resolver never sees a URL that names an address literally: check those here (and
 /// in `config check`, where `localhost` counts as loopback).
 pub fn literal_refusal(url: &reqwest::Url, allow_internal: bool) -> Option<String> {
-    let host = url.host_str()?;
-    let address: std::net::IpAddr = if host.eq_ignore_ascii_case("localhost") {
-        std::net::Ipv4Addr::LOCALHOST.into()
-    } else {
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse()
-            .ok()?
-    };
+    let address = literal_address(url)?;
     refusal(address, allow_internal)
 }
 

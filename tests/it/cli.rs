@@ -49,22 +49,6 @@ fn serve_refuses_a_bad_config_instead_of_starting_half_working() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("server.listen"));
 }
 
-fn config_check(dir: &std::path::Path, text: &str) -> String {
-    let path = dir.join("check.toml");
-    std::fs::write(&path, text).unwrap();
-    let output = std::process::Command::new(binary())
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success(), "accepted:\n{text}");
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
 #[test]
 fn config_errors_point_at_secrets_without_quoting_them() {
     let dir = tempfile::tempdir().unwrap();

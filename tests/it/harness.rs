@@ -163,6 +163,23 @@ pub fn serve_refused(dir: &Path, name: &str, config: &str) -> String {
     )
 }
 
+/// `hookrelay config check` of `text`, expected to fail; its whole output.
+pub fn config_check(dir: &std::path::Path, text: &str) -> String {
+    let path = dir.join("check.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = std::process::Command::new(binary())
+        .args(["config", "check"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "accepted:\n{text}");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
 pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
     Command::new(binary())
         .args(args)

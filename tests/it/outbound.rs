@@ -120,15 +120,7 @@ async fn redirects_are_recorded_not_followed_and_internal_addresses_need_consent
 
     // Without allow_private_network, a loopback destination is refused by `config check`.
     let text = config(dir.path(), &sink.url, "").replace("allow_private_network = true\n", "");
-    let path = dir.path().join("private.toml");
-    std::fs::write(&path, text).unwrap();
-    let output = std::process::Command::new(binary())
-        .args(["config", "check"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = config_check(dir.path(), &text);
     assert!(
         stderr.contains("destinations.sink.url") && stderr.contains("internal"),
         "{stderr}"
