@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::domain::{DeliveryId, DeliveryState, format_millis, now_millis};
-use crate::store::{DeliveryFilter, OpenMode, ReplayOutcome, Store};
+use crate::store::{DeliveryFilter, ReplayOutcome, Store};
 
 #[derive(Parser)]
 #[command(
@@ -122,12 +122,13 @@ struct StoreArgs {
 }
 
 impl StoreArgs {
-    fn open(&self) -> anyhow::Result<std::sync::Arc<crate::store::sqlite::SqliteStore>> {
+    fn open(&self) -> anyhow::Result<std::sync::Arc<dyn Store>> {
         let url = match &self.store {
             Some(url) => url.clone(),
             None => crate::config::load_store_url(&self.config)?,
         };
-        crate::store::open(&url, OpenMode::Client).with_context(|| format!("opening store {url}"))
+        crate::store::open_existing(&url)
+            .with_context(|| format!("opening store {}", crate::store::redact_url(&url)))
     }
 }
 
@@ -170,7 +171,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("warning: {}: {}", warning.location, warning.message);
                 }
                 // The store, if there is one already: deliveries nothing would attempt.
-                if let Ok(store) = crate::store::open(&config.server.store, OpenMode::Client) {
+                if let Ok(store) = crate::store::open_existing(&config.server.store) {
                     for warning in crate::orphaned_deliveries(&config, store.as_ref()).await {
                         println!("warning: server.store: {warning}");
                     }

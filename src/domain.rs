@@ -223,6 +223,37 @@ pub fn format_millis(ms: UnixMillis) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// What ingest extracts from a request for routing and dedup.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Classification {
+    pub event_type: Option<String>,
+    pub action: Option<String>,
+    /// The full ref when the sender gives one (`refs/heads/main`, `refs/tags/v1`).
+    pub git_ref: Option<String>,
+    pub branch: Option<String>,
+    pub tag: Option<String>,
+    /// Project or repository path (`group/app`, `owner/repo`).
+    pub project: Option<String>,
+    pub commit_before: Option<String>,
+    pub commit_after: Option<String>,
+    pub sender: Option<String>,
+    /// Sender's id for this delivery; a repeat with the same key is a duplicate.
+    pub dedup_key: Option<String>,
+}
+
+impl Classification {
+    /// Sets `branch`/`tag` from a full ref; a bare name counts as a branch.
+    pub fn set_ref(&mut self, raw: Option<String>) {
+        let Some(raw) = raw else { return };
+        if let Some(tag) = raw.strip_prefix("refs/tags/") {
+            self.tag = Some(tag.to_owned());
+        } else {
+            self.branch = Some(raw.strip_prefix("refs/heads/").unwrap_or(&raw).to_owned());
+        }
+        self.git_ref = Some(raw);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::store::{OpenMode, Store};
+use crate::store::Store;
 
 /// The service with its store open and its workers started, not yet serving.
 pub struct App {
@@ -45,8 +45,12 @@ impl App {
     /// Opens the store and starts delivery. Errors here mean the service cannot run at all;
     /// a full disk is not one of them (ingest answers 503 until space returns).
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<App> {
-        let store: Arc<dyn Store> = store::open(&config.server.store, OpenMode::Server)
-            .context("opening the store (server.store)")?;
+        let store = store::open(&config.server.store).with_context(|| {
+            format!(
+                "opening the store {} (server.store)",
+                store::redact_url(&config.server.store)
+            )
+        })?;
         for warning in &config.warnings {
             tracing::warn!(location = %warning.location, "{}", warning.message);
         }

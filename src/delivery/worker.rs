@@ -1,7 +1,7 @@
 //! One destination's worker loop: claim what is due within its concurrency, attempt each,
 //! record the outcome with the planner's decision, and release leases at shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,9 @@ use super::requests::{Loaded, Requests};
 use super::{Destination, Outbound};
 use crate::config::DestinationConfig;
 use crate::domain::{Name, Ordering, now_millis};
-use crate::store::{AttemptRecord, ClaimRequest, ClaimedDelivery, NextState, Store, StoredRequest};
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, Lease, NextState, Store, StoredRequest,
+};
 
 /// How often an idle worker looks at the store anyway (changes made by other processes,
 /// such as `hookrelay replay`, do not wake it).
@@ -47,7 +49,7 @@ impl WorkerContext {
 }
 
 /// Deliveries this worker holds, so a shutdown can give them back.
-type Leases = Arc<Mutex<HashMap<i64, i64>>>;
+type Leases = Arc<Mutex<HashSet<Lease>>>;
 
 pub async fn run(ctx: WorkerContext) {
     let ctx = Arc::new(ctx);
@@ -98,20 +100,17 @@ pub async fn run(ctx: WorkerContext) {
                             false => None,
                         };
                         let Some(loaded) = loaded else {
-                            give_back.push((delivery.seq, delivery.lease_token));
+                            give_back.push(delivery.lease.clone());
                             continue;
                         };
                         let permit = permits.clone().try_acquire_owned().expect("counted free");
-                        leases
-                            .lock()
-                            .unwrap()
-                            .insert(delivery.seq, delivery.lease_token);
+                        leases.lock().unwrap().insert(delivery.lease.clone());
                         let (ctx, leases, finished) =
                             (ctx.clone(), leases.clone(), finished.clone());
                         attempts.spawn(async move {
                             attempt(&ctx, &delivery, &loaded.request).await;
                             drop(loaded);
-                            leases.lock().unwrap().remove(&delivery.seq);
+                            leases.lock().unwrap().remove(&delivery.lease);
                             drop(permit);
                             finished.notify_one();
                         });
@@ -169,7 +168,7 @@ async fn drain(ctx: &WorkerContext, mut attempts: JoinSet<()>, leases: &Leases) 
             }
         }
     }
-    let held: Vec<(i64, i64)> = leases.lock().unwrap().drain().collect();
+    let held: Vec<Lease> = leases.lock().unwrap().drain().collect();
     if held.is_empty() {
         return;
     }
@@ -264,15 +263,14 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
         Decision::RetryAt(at) => NextState::RetryAt(at),
         Decision::GiveUp(reason) => {
             tracing::warn!(delivery = %delivery.id, destination = %ctx.name, %reason, "delivery is dead");
-            NextState::Dead
+            NextState::Dead(reason.to_string())
         }
     };
     if let Some(error) = &outcome.error {
         tracing::debug!(delivery = %delivery.id, attempt = number, %error, "attempt failed");
     }
     let record = AttemptRecord {
-        delivery_seq: delivery.seq,
-        lease_token: delivery.lease_token,
+        lease: delivery.lease.clone(),
         started_at,
         duration_ms,
         status: outcome.status,

@@ -177,8 +177,7 @@ pub async fn receive(
         source: source.clone(),
         received_at,
         remote_addr: Some(client.to_string()),
-        event_type: classification.event_type,
-        dedup_key: classification.dedup_key,
+        classification,
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())

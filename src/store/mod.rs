@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::domain::{DeliveryId, DeliveryState, EventId, Name, Ordering, UnixMillis};
+use crate::domain::{
+    Classification, DeliveryId, DeliveryState, EventId, Name, Ordering, UnixMillis,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,8 +32,9 @@ pub struct NewEvent {
     pub source: Name,
     pub received_at: UnixMillis,
     pub remote_addr: Option<String>,
-    pub event_type: Option<String>,
-    pub dedup_key: Option<String>,
+    /// What ingest found in the request (event type, ref, project, dedup key, ...), kept
+    /// with the event for filters, coalescing and display.
+    pub classification: Classification,
     pub content_type: Option<String>,
     /// Every header exactly as received, in order, duplicates kept.
     pub headers: Vec<(String, Vec<u8>)>,
@@ -70,16 +73,22 @@ pub struct StoredRequest {
     pub body: Bytes,
 }
 
+/// A claim on one delivery: proves, when the attempt is recorded or the delivery given back,
+/// that no one else has claimed it since. Opaque outside the store (row ids stay in there).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub(in crate::store) row: i64,
+    pub(in crate::store) token: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClaimedDelivery {
-    pub seq: i64,
+    pub lease: Lease,
     pub id: DeliveryId,
     pub destination: Name,
     /// Attempts already made in the current retry window.
     pub attempts: u32,
     pub window_start: UnixMillis,
-    /// Proves this claim is still ours when the attempt is recorded.
-    pub lease_token: i64,
     /// The event to forward; its request is loaded with [`Store::load_request`], outside
     /// the claim, so the single writer never reads bodies.
     pub event_id: EventId,
@@ -97,13 +106,13 @@ pub struct Claimed {
 pub enum NextState {
     Succeeded,
     RetryAt(UnixMillis),
-    Dead,
+    /// Given up, with why (kept with the delivery: attempts exhausted, max age, permanent).
+    Dead(String),
 }
 
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
-    pub delivery_seq: i64,
-    pub lease_token: i64,
+    pub lease: Lease,
     pub started_at: UnixMillis,
     pub duration_ms: i64,
     pub status: Option<u16>,
@@ -164,7 +173,7 @@ pub trait Store: Send + Sync {
     /// Records one attempt and moves the delivery on, if the lease is still ours.
     async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError>;
     /// Gives leased deliveries back, due now, without counting an attempt (shutdown).
-    async fn release(&self, leases: Vec<(i64, i64)>, now: UnixMillis) -> Result<(), StoreError>;
+    async fn release(&self, leases: Vec<Lease>, now: UnixMillis) -> Result<(), StoreError>;
     async fn list_deliveries(
         &self,
         filter: DeliveryFilter,
@@ -185,19 +194,65 @@ pub trait Store: Send + Sync {
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }
 
-/// How the process will use the store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OpenMode {
-    /// The server: takes the store's lock, so leases left by a dead predecessor are released.
-    Server,
-    /// CLI commands next to a running server: no lock, no lease recovery.
-    Client,
+/// Opens the store a server runs on, creating and migrating it if needed. Leases left by a
+/// process that is gone are recovered by expiry (a claim takes an expired lease); a backend
+/// that can prove their owner is dead (SQLite, holding the file's lock) may recover them at once.
+pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(
+        sqlite_path(url)?,
+        sqlite::OpenMode::Server,
+    )?))
 }
 
-pub fn open(url: &str, mode: OpenMode) -> Result<Arc<sqlite::SqliteStore>, StoreError> {
-    let path = url
-        .strip_prefix("sqlite://")
+/// Opens an existing store to look at it next to a running server: never creates, never
+/// migrates, never takes the server's lock.
+pub fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(Arc::new(sqlite::SqliteStore::open(
+        sqlite_path(url)?,
+        sqlite::OpenMode::Client,
+    )?))
+}
+
+fn sqlite_path(url: &str) -> Result<&std::path::Path, StoreError> {
+    url.strip_prefix("sqlite://")
         .filter(|p| !p.is_empty())
-        .ok_or(StoreError::BadUrl)?;
-    sqlite::SqliteStore::open(std::path::Path::new(path), mode).map(Arc::new)
+        .map(std::path::Path::new)
+        .ok_or(StoreError::BadUrl)
+}
+
+/// The store URL as it may be printed: a password in it is replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(user, _)| user);
+            format!("{scheme}://{user}:***@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_in_store_urls_are_never_printed() {
+        for (url, shown) in [
+            ("sqlite://data/hookrelay.db", "sqlite://data/hookrelay.db"),
+            (
+                "postgres://relay:s3cret@db:5432/hr",
+                "postgres://relay:***@db:5432/hr",
+            ),
+            ("postgres://relay@db/hr", "postgres://relay:***@db/hr"),
+            ("postgres://a:b@c@db/hr", "postgres://a:***@db/hr"),
+            ("not a url", "not a url"),
+        ] {
+            assert_eq!(redact_url(url), shown);
+        }
+    }
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, ClaimRequest, Claimed, DeliveryFilter, DeliverySummary,
-    NewEvent, OpenMode, ReplayOutcome, Store, StoreError, StoredRequest,
+    Lease, NewEvent, ReplayOutcome, Store, StoreError, StoredRequest,
 };
 use ops::backend;
 use writer::Command;
@@ -36,6 +36,16 @@ const WAL_CAP_BYTES: i64 = 64 * 1024 * 1024;
 const SMALL_TAIL_PAGES: i64 = 128;
 /// Small, frequent checkpoints keep each one's fsync short.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+/// How the process will use the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    /// The server: takes the file's lock, so leases left in the file belong to a process
+    /// that is gone and are recovered at once.
+    Server,
+    /// Inspection next to a running server: no lock, no lease recovery, no migration.
+    Client,
+}
 
 pub struct SqliteStore {
     commands: mpsc::Sender<Command>,
@@ -100,8 +110,9 @@ impl SqliteStore {
             }
         }
         if mode == OpenMode::Server {
-            // We hold the lock, so any lease in the file belongs to a process that is gone.
-            // On a full disk this write fails: the leases then expire on their own.
+            // We hold the lock, so every lease in the file belongs to an owner that is gone:
+            // recover them now rather than at expiry. On a full disk this write fails, and
+            // the leases are then recovered as they expire, as any backend does.
             match conn.execute(
                 "UPDATE deliveries SET state = 'pending', due_at = ?1, lease_owner = NULL
                  WHERE state = 'in_flight'",
@@ -258,7 +269,7 @@ impl Store for SqliteStore {
         self.call(|reply| Command::Complete(record, reply)).await
     }
 
-    async fn release(&self, leases: Vec<(i64, i64)>, now: UnixMillis) -> Result<(), StoreError> {
+    async fn release(&self, leases: Vec<Lease>, now: UnixMillis) -> Result<(), StoreError> {
         self.call(|reply| Command::Release(leases, now, reply))
             .await
     }

@@ -8,7 +8,7 @@ use super::dedup::{DedupIndex, dedup_hash};
 use super::schema::encode_headers;
 use crate::domain::{DeliveryId, EventId, Ordering, UnixMillis};
 use crate::store::{
-    Accepted, AttemptRecord, ClaimRequest, Claimed, ClaimedDelivery, NewEvent, NextState,
+    Accepted, AttemptRecord, ClaimRequest, Claimed, ClaimedDelivery, Lease, NewEvent, NextState,
     ReplayOutcome, StoreError,
 };
 
@@ -26,11 +26,12 @@ pub(super) fn insert_event(
     event: &NewEvent,
     dedup: &mut DedupIndex,
 ) -> Result<Accepted, StoreError> {
-    let hash = event
+    let class = &event.classification;
+    let hash = class
         .dedup_key
         .as_deref()
         .map(|key| dedup_hash(event.source.as_str(), key));
-    if let (Some(hash), Some(key)) = (hash, &event.dedup_key)
+    if let (Some(hash), Some(key)) = (hash, &class.dedup_key)
         && let Some(seq) = dedup.find(hash)
     {
         // Confirm against the event itself: a hash collision must not swallow an event.
@@ -56,8 +57,9 @@ pub(super) fn insert_event(
     }
     tx.prepare_cached(
         "INSERT INTO events (id, source, received_at, remote_addr, event_type, dedup_key,
-                             content_type, headers, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                             content_type, headers, body, action, git_ref, branch, tag,
+                             project, sender, commit_before, commit_after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -65,11 +67,19 @@ pub(super) fn insert_event(
             event.source.as_str(),
             event.received_at,
             event.remote_addr,
-            event.event_type,
-            event.dedup_key,
+            class.event_type,
+            class.dedup_key,
             event.content_type,
             encode_headers(&event.headers),
             &event.body[..],
+            class.action,
+            class.git_ref,
+            class.branch,
+            class.tag,
+            class.project,
+            class.sender,
+            class.commit_before,
+            class.commit_after,
         ])
     })
     .map_err(backend)?;
@@ -185,12 +195,14 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
             }
         };
         deliveries.push(ClaimedDelivery {
-            seq,
+            lease: Lease {
+                row: seq,
+                token: lease_token,
+            },
             id: DeliveryId::from_stored(id),
             destination: request.destination.clone(),
             attempts,
             window_start,
-            lease_token,
             event_id: EventId::from_stored(event_id),
             body_len,
         });
@@ -209,32 +221,34 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
 }
 
 pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), StoreError> {
-    let (state, due_at) = match record.next {
-        NextState::Succeeded => ("succeeded", None),
-        NextState::RetryAt(at) => ("pending", Some(at)),
-        NextState::Dead => ("dead", None),
+    let (state, due_at, dead_reason) = match &record.next {
+        NextState::Succeeded => ("succeeded", None, None),
+        NextState::RetryAt(at) => ("pending", Some(*at), None),
+        NextState::Dead(reason) => ("dead", None, Some(reason.as_str())),
     };
     let updated = tx
         .prepare_cached(
             "UPDATE deliveries SET state = ?3, due_at = ?4, attempts = attempts + 1,
-                    lease_owner = NULL, updated_at = ?5, last_status = ?6, last_error = ?7
+                    lease_owner = NULL, updated_at = ?5, last_status = ?6, last_error = ?7,
+                    dead_reason = ?8
              WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
         )
         .and_then(|mut stmt| {
             stmt.execute(params![
-                record.delivery_seq,
-                record.lease_token,
+                record.lease.row,
+                record.lease.token,
                 state,
                 due_at,
                 record.started_at + record.duration_ms,
                 record.status,
                 record.error,
+                dead_reason,
             ])
         })
         .map_err(backend)?;
     if updated == 0 {
         tracing::warn!(
-            delivery = record.delivery_seq,
+            delivery = record.lease.row,
             "attempt finished after its lease was taken over; recorded, state left alone"
         );
     }
@@ -245,7 +259,7 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
-            record.delivery_seq,
+            record.lease.row,
             record.started_at,
             record.duration_ms,
             record.status,
@@ -259,7 +273,7 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
 
 pub(super) fn release(
     tx: &Connection,
-    leases: &[(i64, i64)],
+    leases: &[Lease],
     now: UnixMillis,
 ) -> Result<(), StoreError> {
     let mut stmt = tx
@@ -269,8 +283,9 @@ pub(super) fn release(
              WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
         )
         .map_err(backend)?;
-    for (seq, token) in leases {
-        stmt.execute(params![seq, token, now]).map_err(backend)?;
+    for lease in leases {
+        stmt.execute(params![lease.row, lease.token, now])
+            .map_err(backend)?;
     }
     Ok(())
 }
@@ -295,7 +310,7 @@ pub(super) fn replay(
     }
     tx.execute(
         "UPDATE deliveries SET state = 'pending', due_at = ?2, attempts = 0, window_start = ?2,
-                updated_at = ?2
+                updated_at = ?2, dead_reason = NULL
          WHERE id = ?1",
         params![id.as_str(), now],
     )

@@ -70,6 +70,28 @@ CREATE TABLE heartbeat (
     room BLOB
 );
 "#,
+    r#"
+-- What ingest classified, for filters, coalescing keys and display.
+ALTER TABLE events ADD COLUMN action TEXT;
+ALTER TABLE events ADD COLUMN git_ref TEXT;
+ALTER TABLE events ADD COLUMN branch TEXT;
+ALTER TABLE events ADD COLUMN tag TEXT;
+ALTER TABLE events ADD COLUMN project TEXT;
+ALTER TABLE events ADD COLUMN sender TEXT;
+ALTER TABLE events ADD COLUMN commit_before TEXT;
+ALTER TABLE events ADD COLUMN commit_after TEXT;
+CREATE INDEX events_by_received ON events(received_at);
+-- Why a delivery went dead (attempts exhausted, max age, permanent failure).
+ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
+CREATE INDEX deliveries_by_event ON deliveries(event_seq);
+CREATE INDEX deliveries_by_destination ON deliveries(destination, seq);
+-- Runtime state an operator set (pause), which outlives a restart; config is the default.
+CREATE TABLE destination_state (
+    name       TEXT PRIMARY KEY,
+    paused     INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version, refused when newer than this binary knows.

@@ -14,8 +14,14 @@ pub(super) fn event(key: Option<&str>, destinations: &[&str], at: i64) -> NewEve
         source: name("gitlab"),
         received_at: at,
         remote_addr: Some("127.0.0.1:1".into()),
-        event_type: Some("Push Hook".into()),
-        dedup_key: key.map(str::to_owned),
+        classification: crate::domain::Classification {
+            event_type: Some("Push Hook".into()),
+            git_ref: Some("refs/heads/main".into()),
+            branch: Some("main".into()),
+            project: Some("group/app".into()),
+            dedup_key: key.map(str::to_owned),
+            ..Default::default()
+        },
         content_type: Some("application/json".into()),
         headers: vec![("x-gitlab-event".into(), b"Push Hook".to_vec())],
         body: bytes::Bytes::from_static(b"{\"not\": json"),
@@ -36,8 +42,7 @@ fn claim_request(destination: &str, ordering: Ordering, limit: usize, now: i64) 
 
 fn done(claimed: &ClaimedDelivery, next: NextState, at: i64) -> AttemptRecord {
     AttemptRecord {
-        delivery_seq: claimed.seq,
-        lease_token: claimed.lease_token,
+        lease: claimed.lease.clone(),
         started_at: at,
         duration_ms: 3,
         status: Some(500),
@@ -115,7 +120,11 @@ async fn claims_lease_and_completion_moves_state() {
         .unwrap();
     assert_eq!(retried.deliveries[0].attempts, 1);
     store
-        .complete(done(&retried.deliveries[0], NextState::Dead, 600))
+        .complete(done(
+            &retried.deliveries[0],
+            NextState::Dead("retry limit reached".into()),
+            600,
+        ))
         .await
         .unwrap();
     let (summary, attempts) = store.delivery(&first.id).await.unwrap().unwrap();
@@ -145,8 +154,8 @@ async fn expired_leases_are_claimed_again() {
         .unwrap();
     assert_eq!(later.deliveries.len(), 1);
     assert_ne!(
-        later.deliveries[0].lease_token,
-        first.deliveries[0].lease_token
+        later.deliveries[0].lease.token,
+        first.deliveries[0].lease.token
     );
 }
 
@@ -212,7 +221,11 @@ async fn replay_makes_a_dead_delivery_due_and_refuses_in_flight_ones() {
         ReplayOutcome::InFlight
     );
     store
-        .complete(done(&claimed.deliveries[0], NextState::Dead, 12))
+        .complete(done(
+            &claimed.deliveries[0],
+            NextState::Dead("retry limit reached".into()),
+            12,
+        ))
         .await
         .unwrap();
     assert_eq!(

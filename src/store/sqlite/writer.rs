@@ -22,7 +22,7 @@ pub enum Command {
     Claim(ClaimRequest, oneshot::Sender<Result<Claimed, StoreError>>),
     Complete(AttemptRecord, oneshot::Sender<Result<(), StoreError>>),
     Release(
-        Vec<(i64, i64)>,
+        Vec<crate::store::Lease>,
         UnixMillis,
         oneshot::Sender<Result<(), StoreError>>,
     ),
