@@ -36,7 +36,7 @@ impl Writer {
         let mut answers = Vec::new();
         for event in events {
             let (reply, answer) = oneshot::channel();
-            commands.push(Command::Insert(event, reply));
+            commands.push(Command::Insert(Box::new(event), reply));
             answers.push(answer);
         }
         apply_batch(&mut self.conn, &mut commands, &mut self.dedup);

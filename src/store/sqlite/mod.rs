@@ -258,7 +258,8 @@ fn checkpoint(conn: &Connection, writer_should_finish: &AtomicBool) {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError> {
-        self.call(|reply| Command::Insert(event, reply)).await
+        self.call(|reply| Command::Insert(Box::new(event), reply))
+            .await
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {

@@ -18,7 +18,7 @@ use crate::store::{
 const MAX_BATCH: usize = 1024;
 
 pub enum Command {
-    Insert(NewEvent, oneshot::Sender<Result<Accepted, StoreError>>),
+    Insert(Box<NewEvent>, oneshot::Sender<Result<Accepted, StoreError>>),
     Claim(ClaimRequest, oneshot::Sender<Result<Claimed, StoreError>>),
     Complete(AttemptRecord, oneshot::Sender<Result<(), StoreError>>),
     Release(
