@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::config::Config;
 use crate::domain::{DeliveryId, DeliveryState, format_millis, now_millis};
-use crate::store::{DeliveryFilter, ReplayOutcome, Store};
+use crate::store::{Filter, ReplayOutcome, Store};
 
 #[derive(Parser)]
 #[command(
@@ -299,12 +299,12 @@ async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
             store,
         } => {
             let store = store.open()?;
-            let filter = DeliveryFilter {
+            let filter = Filter {
                 state,
                 destination,
-                limit,
+                ..Filter::default()
             };
-            let rows = store.list_deliveries(filter).await?;
+            let rows = store.list_deliveries(filter, None, limit).await?.items;
             if json {
                 for row in &rows {
                     println!("{}", serde_json::to_string(row)?);

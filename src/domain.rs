@@ -223,12 +223,13 @@ pub fn format_millis(ms: UnixMillis) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
-/// What ingest extracts from a request for routing and dedup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What ingest extracts from a request for routing and dedup; stored with the event.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Classification {
     pub event_type: Option<String>,
     pub action: Option<String>,
     /// The full ref when the sender gives one (`refs/heads/main`, `refs/tags/v1`).
+    #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub branch: Option<String>,
     pub tag: Option<String>,

@@ -3,14 +3,15 @@
 //! One implementation today (`sqlite`), chosen once from the store URL by [`open`].
 
 pub mod sqlite;
+mod views;
+
+pub use views::*;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::domain::{
-    Classification, DeliveryId, DeliveryState, EventId, Name, Ordering, UnixMillis,
-};
+use crate::domain::{Classification, DeliveryId, EventId, Name, Ordering, UnixMillis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +20,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("store failure: {0}")]
     Backend(String),
+    /// The caller asked for something malformed (a bad cursor): a 400, not a failure.
+    #[error("{0}")]
+    BadRequest(String),
     #[error("invalid store url: expected sqlite://PATH")]
     BadUrl,
     #[error("no store at {0}: check the path (CLI commands never create a store)")]
@@ -121,49 +125,6 @@ pub struct AttemptRecord {
     pub next: NextState,
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct DeliveryFilter {
-    pub state: Option<DeliveryState>,
-    pub destination: Option<String>,
-    pub limit: usize,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DeliverySummary {
-    pub id: DeliveryId,
-    pub event_id: EventId,
-    pub source: String,
-    pub event_type: Option<String>,
-    pub destination: String,
-    pub state: DeliveryState,
-    pub attempts: u32,
-    /// Next try for pending deliveries; lease expiry for in-flight ones.
-    pub due_at: Option<UnixMillis>,
-    pub created_at: UnixMillis,
-    pub updated_at: UnixMillis,
-    pub last_status: Option<u16>,
-    pub last_error: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct AttemptView {
-    pub number: u32,
-    pub started_at: UnixMillis,
-    pub duration_ms: i64,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum ReplayOutcome {
-    /// The delivery is pending again and due now, with a fresh retry window.
-    Scheduled,
-    NotFound,
-    /// A worker holds it right now; replaying would deliver twice at once.
-    InFlight,
-}
-
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
     /// Durably commits the event and one pending delivery per destination in one transaction,
@@ -174,15 +135,67 @@ pub trait Store: Send + Sync {
     async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError>;
     /// Gives leased deliveries back, due now, without counting an attempt (shutdown).
     async fn release(&self, leases: Vec<Lease>, now: UnixMillis) -> Result<(), StoreError>;
+    /// Events matching `filter`, newest first, starting below `after`.
+    async fn list_events(
+        &self,
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<EventSummary>, StoreError>;
+    async fn event(&self, id: &EventId) -> Result<Option<EventDetail>, StoreError>;
+    /// Deliveries matching `filter`, newest first, starting below `after`.
     async fn list_deliveries(
         &self,
-        filter: DeliveryFilter,
-    ) -> Result<Vec<DeliverySummary>, StoreError>;
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<DeliverySummary>, StoreError>;
     async fn delivery(
         &self,
         id: &DeliveryId,
     ) -> Result<Option<(DeliverySummary, Vec<AttemptView>)>, StoreError>;
     async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError>;
+    async fn cancel(&self, id: &DeliveryId, now: UnixMillis) -> Result<CancelOutcome, StoreError>;
+    /// How many deliveries a bulk change would touch, with up to `examples` of them.
+    async fn bulk_count(
+        &self,
+        scope: BulkScope,
+        examples: usize,
+    ) -> Result<(u64, Vec<DeliverySummary>), StoreError>;
+    /// Records a bulk job before its first step.
+    async fn create_job(
+        &self,
+        id: String,
+        scope: BulkScope,
+        matched: u64,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// Changes up to `limit` matching deliveries after `after`, in one short transaction,
+    /// and counts them on the job.
+    async fn bulk_step(
+        &self,
+        job: String,
+        scope: BulkScope,
+        after: Option<Cursor>,
+        limit: usize,
+        now: UnixMillis,
+    ) -> Result<BulkStep, StoreError>;
+    async fn finish_job(
+        &self,
+        job: String,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
+    /// Per destination named in the store: counts by state, oldest pending, last outcomes.
+    async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
+    /// Records an operator's pause or resume; it outlives restarts.
+    async fn set_paused(
+        &self,
+        destination: &str,
+        paused: bool,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
     /// Whether an event could be committed now: a real write through the commit path, and
     /// the store's files still the ones it opened.
     async fn ready(&self) -> Result<(), StoreError>;

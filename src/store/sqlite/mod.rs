@@ -1,9 +1,12 @@
 //! Embedded store: SQLite in WAL mode with synchronous=FULL, one group-committing writer
 //! thread, a reader connection, and checkpoints kept off the commit path.
 
+mod admin;
+mod browse;
 mod dedup;
 mod identity;
 mod ops;
+mod query;
 mod read;
 mod schema;
 mod writer;
@@ -20,8 +23,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
 use crate::store::{
-    Accepted, AttemptRecord, AttemptView, ClaimRequest, Claimed, DeliveryFilter, DeliverySummary,
-    Lease, NewEvent, ReplayOutcome, Store, StoreError, StoredRequest,
+    Accepted, AttemptRecord, AttemptView, BulkScope, BulkStep, CancelOutcome, ClaimRequest,
+    Claimed, Cursor, DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobView,
+    Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
 };
 use ops::backend;
 use writer::Command;
@@ -170,6 +174,20 @@ impl SqliteStore {
             .map_err(|_| StoreError::Unavailable("store writer has stopped".into()))?
     }
 
+    /// Runs a write on the writer thread, inside its next batch.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl Fn(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let boxed: writer::WriteFn =
+            Box::new(move |conn| write(conn).map(|value| Box::new(value) as writer::Answer));
+        let answer = self.call(|reply| Command::Write(boxed, reply)).await?;
+        answer
+            .downcast::<T>()
+            .map(|value| *value)
+            .map_err(|_| StoreError::Backend("write answered with the wrong type".into()))
+    }
+
     async fn read<T: Send + 'static>(
         &self,
         query: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
@@ -275,11 +293,95 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn list_events(
+        &self,
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        self.read(move |conn| browse::list_events(conn, &filter, after.as_ref(), limit))
+            .await
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<EventDetail>, StoreError> {
+        let id = id.clone();
+        self.read(move |conn| browse::event(conn, &id)).await
+    }
+
     async fn list_deliveries(
         &self,
-        filter: DeliveryFilter,
-    ) -> Result<Vec<DeliverySummary>, StoreError> {
-        self.read(move |conn| read::list_deliveries(conn, &filter))
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<DeliverySummary>, StoreError> {
+        self.read(move |conn| read::list_deliveries(conn, &filter, after.as_ref(), limit))
+            .await
+    }
+
+    async fn cancel(&self, id: &DeliveryId, now: UnixMillis) -> Result<CancelOutcome, StoreError> {
+        let id = id.clone();
+        self.write(move |conn| admin::cancel(conn, &id, now)).await
+    }
+
+    async fn bulk_count(
+        &self,
+        scope: BulkScope,
+        examples: usize,
+    ) -> Result<(u64, Vec<DeliverySummary>), StoreError> {
+        self.read(move |conn| browse::bulk_count(conn, &scope, examples))
+            .await
+    }
+
+    async fn create_job(
+        &self,
+        id: String,
+        scope: BulkScope,
+        matched: u64,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| admin::create_job(conn, &id, &scope, matched, now))
+            .await
+    }
+
+    async fn bulk_step(
+        &self,
+        job: String,
+        scope: BulkScope,
+        after: Option<Cursor>,
+        limit: usize,
+        now: UnixMillis,
+    ) -> Result<BulkStep, StoreError> {
+        self.write(move |conn| admin::bulk_step(conn, &job, &scope, after.as_ref(), limit, now))
+            .await
+    }
+
+    async fn finish_job(
+        &self,
+        job: String,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| admin::finish_job(conn, &job, error.as_deref(), now))
+            .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |conn| browse::job(conn, &id)).await
+    }
+
+    async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
+        self.read(browse::destination_stats).await
+    }
+
+    async fn set_paused(
+        &self,
+        destination: &str,
+        paused: bool,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let destination = destination.to_owned();
+        self.write(move |conn| admin::set_paused(conn, &destination, paused, now))
             .await
     }
 
@@ -315,6 +417,8 @@ impl Store for SqliteStore {
     }
 }
 
+#[cfg(test)]
+mod admin_tests;
 #[cfg(test)]
 mod batch_tests;
 #[cfg(test)]

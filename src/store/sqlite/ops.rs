@@ -13,6 +13,11 @@ use crate::store::{
 };
 
 pub fn backend(err: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::ToSqlConversionFailure(inner) = &err
+        && let Some(bad) = inner.downcast_ref::<super::read::BadInput>()
+    {
+        return StoreError::BadRequest(bad.0.clone());
+    }
     match err.sqlite_error_code() {
         Some(rusqlite::ErrorCode::DiskFull) | Some(rusqlite::ErrorCode::DatabaseBusy) => {
             StoreError::Unavailable(err.to_string())

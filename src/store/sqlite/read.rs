@@ -1,54 +1,93 @@
 //! Read-only queries for inspection (CLI, later the API); they never block the writer.
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use super::query;
 use super::schema::decode_headers;
-use crate::domain::{DeliveryId, DeliveryState, EventId, Name};
-use crate::store::{AttemptView, DeliveryFilter, DeliverySummary, StoredRequest};
+use crate::domain::{DeliveryId, EventId, Name};
+use crate::store::{AttemptView, Cursor, DeliverySummary, Filter, Page, StoredRequest};
 
-const SUMMARY_COLUMNS: &str = "d.id, e.id, e.source, e.event_type, d.destination, d.state,
-    d.attempts, d.due_at, d.created_at, d.updated_at, d.last_status, d.last_error, d.seq";
+pub(super) const SUMMARY_COLUMNS: &str = "d.id, e.id, e.source, e.event_type, d.destination,
+    d.state, d.attempts, d.due_at, d.created_at, d.updated_at, d.last_status, d.last_error,
+    d.dead_reason, d.seq";
 
-fn summary(row: &Row<'_>) -> rusqlite::Result<DeliverySummary> {
-    let state: String = row.get(5)?;
+/// A state column read back; the schema only ever stores known names.
+pub(super) fn state_at(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<crate::domain::DeliveryState> {
+    let state: String = row.get(index)?;
+    state.parse().map_err(|err: String| {
+        rusqlite::Error::FromSqlConversionFailure(index, rusqlite::types::Type::Text, err.into())
+    })
+}
+
+pub(super) fn summary(row: &Row<'_>) -> rusqlite::Result<DeliverySummary> {
     Ok(DeliverySummary {
         id: DeliveryId::from_stored(row.get(0)?),
         event_id: EventId::from_stored(row.get(1)?),
         source: row.get(2)?,
         event_type: row.get(3)?,
         destination: row.get(4)?,
-        state: state.parse().map_err(|err: String| {
-            rusqlite::Error::FromSqlConversionFailure(5, rusqlite::types::Type::Text, err.into())
-        })?,
+        state: state_at(row, 5)?,
         attempts: row.get(6)?,
         due_at: row.get(7)?,
         created_at: row.get(8)?,
         updated_at: row.get(9)?,
         last_status: row.get(10)?,
         last_error: row.get(11)?,
+        dead_reason: row.get(12)?,
     })
 }
 
+/// Deliveries matching `filter`, newest first, below `after`: one more row than asked is
+/// read to know whether a next page exists.
 pub fn list_deliveries(
     conn: &Connection,
-    filter: &DeliveryFilter,
-) -> rusqlite::Result<Vec<DeliverySummary>> {
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> rusqlite::Result<Page<DeliverySummary>> {
+    let mut clause = query::deliveries(filter);
+    if let Some(cursor) = after {
+        let seq = query::decode(cursor).map_err(bad_input)?;
+        clause.push("d.seq < ?", seq);
+    }
+    let limit_param = clause.next_param((limit + 1) as i64);
     let sql = format!(
         "SELECT {SUMMARY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
-         WHERE (?1 IS NULL OR d.state = ?1) AND (?2 IS NULL OR d.destination = ?2)
-         ORDER BY d.seq DESC LIMIT ?3"
+         WHERE {} ORDER BY d.seq DESC LIMIT {limit_param}",
+        clause.sql()
     );
-    let limit = if filter.limit == 0 { 100 } else { filter.limit } as i64;
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![
-            filter.state.map(DeliveryState::as_str),
-            filter.destination,
-            limit
-        ],
-        summary,
-    )?;
-    rows.collect()
+    let mut rows: Vec<(DeliverySummary, i64)> = stmt
+        .query_map(params_from_iter(clause.params.iter()), |row| {
+            Ok((summary(row)?, row.get(13)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let next = page_end(&mut rows, limit);
+    Ok(Page {
+        items: rows.into_iter().map(|(item, _)| item).collect(),
+        next,
+    })
+}
+
+/// Cuts the look-ahead row off and says where the next page starts, if there is one.
+pub(super) fn page_end<T>(rows: &mut Vec<(T, i64)>, limit: usize) -> Option<Cursor> {
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    rows.last().map(|(_, seq)| query::encode(*seq))
+}
+
+/// A caller's mistake (a bad cursor), carried through rusqlite's error type to `backend`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(super) struct BadInput(pub String);
+
+pub(super) fn bad_input(message: String) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(BadInput(message)))
 }
 
 pub fn delivery(
@@ -62,7 +101,7 @@ pub fn delivery(
     let found = conn
         .prepare_cached(&sql)?
         .query_row(params![id.as_str()], |row| {
-            Ok((summary(row)?, row.get::<_, i64>(12)?))
+            Ok((summary(row)?, row.get::<_, i64>(13)?))
         })
         .optional()?;
     let Some((summary, seq)) = found else {

@@ -85,6 +85,18 @@ CREATE INDEX events_by_received ON events(received_at);
 ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
 CREATE INDEX deliveries_by_event ON deliveries(event_seq);
 CREATE INDEX deliveries_by_destination ON deliveries(destination, seq);
+-- The bulk job that last replayed or cancelled a delivery, so the job can count outcomes.
+ALTER TABLE deliveries ADD COLUMN job TEXT;
+CREATE INDEX deliveries_by_job ON deliveries(job) WHERE job IS NOT NULL;
+CREATE TABLE jobs (
+    id          TEXT PRIMARY KEY,
+    scope       TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    matched     INTEGER NOT NULL,
+    changed     INTEGER NOT NULL DEFAULT 0,
+    error       TEXT
+);
 -- Runtime state an operator set (pause), which outlives a restart; config is the default.
 CREATE TABLE destination_state (
     name       TEXT PRIMARY KEY,

@@ -40,7 +40,7 @@ fn claim_request(destination: &str, ordering: Ordering, limit: usize, now: i64) 
     }
 }
 
-fn done(claimed: &ClaimedDelivery, next: NextState, at: i64) -> AttemptRecord {
+pub(super) fn done_with(claimed: &ClaimedDelivery, next: NextState, at: i64) -> AttemptRecord {
     AttemptRecord {
         lease: claimed.lease.clone(),
         started_at: at,
@@ -52,7 +52,7 @@ fn done(claimed: &ClaimedDelivery, next: NextState, at: i64) -> AttemptRecord {
     }
 }
 
-fn open_temp() -> (tempfile::TempDir, SqliteStore) {
+pub(super) fn open_temp() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("hr.db"), OpenMode::Server).unwrap();
     (dir, store)
@@ -75,10 +75,10 @@ async fn duplicates_return_the_original_and_add_no_deliveries() {
     let unkeyed = store.insert_event(event(None, &["a"], 3)).await.unwrap();
     assert!(!unkeyed.duplicate);
     let all = store
-        .list_deliveries(DeliveryFilter::default())
+        .list_deliveries(Filter::default(), None, 100)
         .await
         .unwrap();
-    assert_eq!(all.len(), 3);
+    assert_eq!(all.items.len(), 3);
 }
 
 #[tokio::test]
@@ -103,7 +103,7 @@ async fn claims_lease_and_completion_moves_state() {
     assert_eq!(again.next_due, Some(1_010));
     let first = &claimed.deliveries[0];
     store
-        .complete(done(first, NextState::RetryAt(500), 30))
+        .complete(done_with(first, NextState::RetryAt(500), 30))
         .await
         .unwrap();
     assert!(
@@ -120,7 +120,7 @@ async fn claims_lease_and_completion_moves_state() {
         .unwrap();
     assert_eq!(retried.deliveries[0].attempts, 1);
     store
-        .complete(done(
+        .complete(done_with(
             &retried.deliveries[0],
             NextState::Dead("retry limit reached".into()),
             600,
@@ -133,7 +133,7 @@ async fn claims_lease_and_completion_moves_state() {
     assert_eq!(attempts[1].number, 2);
     // A stale completion (old lease token) is recorded but does not change the state.
     store
-        .complete(done(first, NextState::Succeeded, 700))
+        .complete(done_with(first, NextState::Succeeded, 700))
         .await
         .unwrap();
     let (summary, attempts) = store.delivery(&first.id).await.unwrap().unwrap();
@@ -180,7 +180,7 @@ async fn fifo_hands_out_only_the_head() {
     );
     // A failing head blocks the rest until it is retried.
     store
-        .complete(done(&head.deliveries[0], NextState::RetryAt(100), 11))
+        .complete(done_with(&head.deliveries[0], NextState::RetryAt(100), 11))
         .await
         .unwrap();
     assert!(
@@ -197,7 +197,7 @@ async fn fifo_hands_out_only_the_head() {
         .unwrap();
     assert_eq!(retried.deliveries[0].id, head.deliveries[0].id);
     store
-        .complete(done(&retried.deliveries[0], NextState::Succeeded, 101))
+        .complete(done_with(&retried.deliveries[0], NextState::Succeeded, 101))
         .await
         .unwrap();
     let second = store
@@ -221,7 +221,7 @@ async fn replay_makes_a_dead_delivery_due_and_refuses_in_flight_ones() {
         ReplayOutcome::InFlight
     );
     store
-        .complete(done(
+        .complete(done_with(
             &claimed.deliveries[0],
             NextState::Dead("retry limit reached".into()),
             12,

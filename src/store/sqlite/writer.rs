@@ -33,7 +33,12 @@ pub enum Command {
     ),
     /// A tiny write that proves the commit path works (readiness).
     Ping(UnixMillis, oneshot::Sender<Result<(), StoreError>>),
+    /// Any other (rare, operator-driven) write; it may run twice if its batch is redone.
+    Write(WriteFn, oneshot::Sender<Result<Answer, StoreError>>),
 }
+
+pub type Answer = Box<dyn std::any::Any + Send>;
+pub type WriteFn = Box<dyn Fn(&Connection) -> Result<Answer, StoreError> + Send>;
 
 /// A command's result, held until the batch's commit decides whether it stands.
 enum Outcome {
@@ -41,6 +46,7 @@ enum Outcome {
     Claim(Result<Claimed, StoreError>),
     Unit(Result<(), StoreError>),
     Replay(Result<ReplayOutcome, StoreError>),
+    Write(Result<Answer, StoreError>),
 }
 
 impl Outcome {
@@ -50,6 +56,7 @@ impl Outcome {
             Outcome::Claim(r) => r.is_err(),
             Outcome::Unit(r) => r.is_err(),
             Outcome::Replay(r) => r.is_err(),
+            Outcome::Write(r) => r.is_err(),
         }
     }
 }
@@ -62,6 +69,7 @@ fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outc
         Command::Release(leases, now, _) => Outcome::Unit(release(conn, leases, *now)),
         Command::Replay(id, now, _) => Outcome::Replay(replay(conn, id, *now)),
         Command::Ping(now, _) => Outcome::Unit(heartbeat(conn, *now)),
+        Command::Write(write, _) => Outcome::Write(write(conn)),
     }
 }
 
@@ -85,6 +93,7 @@ fn respond(command: Command, outcome: Outcome, commit_error: Option<&str>) {
         | (Command::Release(_, _, tx), Outcome::Unit(r))
         | (Command::Ping(_, tx), Outcome::Unit(r)) => drop(tx.send(settle(r, commit_error))),
         (Command::Replay(_, _, tx), Outcome::Replay(r)) => drop(tx.send(settle(r, commit_error))),
+        (Command::Write(_, tx), Outcome::Write(r)) => drop(tx.send(settle(r, commit_error))),
         _ => mismatch(),
     }
 }
@@ -239,5 +248,6 @@ fn reject(command: Command, error: &str) {
             drop(tx.send(Err(err())))
         }
         Command::Replay(_, _, tx) => drop(tx.send(Err(err()))),
+        Command::Write(_, tx) => drop(tx.send(Err(err()))),
     }
 }

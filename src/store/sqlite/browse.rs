@@ -1,0 +1,277 @@
+//! Read-only queries behind the management API: events, destination figures, bulk counts
+//! and jobs. They run on the reader connection and never block the writer.
+
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::query;
+use super::read::{SUMMARY_COLUMNS, bad_input, page_end, state_at, summary};
+use super::schema::decode_headers;
+use crate::domain::{Classification, DeliveryId, DeliveryState, EventId};
+use crate::store::{
+    BulkAction, BulkScope, Cursor, DeliveryBrief, DeliverySummary, DestinationStats, EventDetail,
+    EventSummary, FailureView, Filter, JobView, Page,
+};
+
+const EVENT_COLUMNS: &str = "e.seq, e.id, e.source, e.received_at, e.remote_addr,
+    e.content_type, length(e.body), e.event_type, e.action, e.git_ref, e.branch, e.tag,
+    e.project, e.sender, e.commit_before, e.commit_after, e.dedup_key";
+
+fn event_row(row: &Row<'_>) -> rusqlite::Result<(EventSummary, i64)> {
+    let summary = EventSummary {
+        id: EventId::from_stored(row.get(1)?),
+        source: row.get(2)?,
+        received_at: row.get(3)?,
+        remote_addr: row.get(4)?,
+        content_type: row.get(5)?,
+        body_bytes: row.get::<_, i64>(6)?.max(0) as u64,
+        classification: Classification {
+            event_type: row.get(7)?,
+            action: row.get(8)?,
+            git_ref: row.get(9)?,
+            branch: row.get(10)?,
+            tag: row.get(11)?,
+            project: row.get(12)?,
+            sender: row.get(13)?,
+            commit_before: row.get(14)?,
+            commit_after: row.get(15)?,
+            dedup_key: row.get(16)?,
+        },
+        deliveries: Vec::new(),
+    };
+    Ok((summary, row.get(0)?))
+}
+
+fn briefs(conn: &Connection, event_seq: i64) -> rusqlite::Result<Vec<DeliveryBrief>> {
+    conn.prepare_cached(
+        "SELECT id, destination, state FROM deliveries WHERE event_seq = ?1 ORDER BY seq",
+    )?
+    .query_map(params![event_seq], |row| {
+        Ok(DeliveryBrief {
+            id: DeliveryId::from_stored(row.get(0)?),
+            destination: row.get(1)?,
+            state: state_at(row, 2)?,
+        })
+    })?
+    .collect()
+}
+
+pub fn list_events(
+    conn: &Connection,
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: usize,
+) -> rusqlite::Result<Page<EventSummary>> {
+    let mut clause = query::events(filter, after).map_err(bad_input)?;
+    let limit_param = clause.next_param((limit + 1) as i64);
+    let sql = format!(
+        "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
+        clause.sql()
+    );
+    let mut rows: Vec<(EventSummary, i64)> = conn
+        .prepare_cached(&sql)?
+        .query_map(params_from_iter(clause.params.iter()), event_row)?
+        .collect::<rusqlite::Result<_>>()?;
+    let next = page_end(&mut rows, limit);
+    let mut items = Vec::with_capacity(rows.len());
+    for (mut event, seq) in rows {
+        event.deliveries = briefs(conn, seq)?;
+        items.push(event);
+    }
+    Ok(Page { items, next })
+}
+
+pub fn event(conn: &Connection, id: &EventId) -> rusqlite::Result<Option<EventDetail>> {
+    let sql = format!("SELECT {EVENT_COLUMNS}, e.headers, e.body FROM events e WHERE e.id = ?1");
+    let found = conn
+        .prepare_cached(&sql)?
+        .query_row(params![id.as_str()], |row| {
+            let (summary, seq) = event_row(row)?;
+            let headers: Vec<u8> = row.get(17)?;
+            let body: Vec<u8> = row.get(18)?;
+            Ok((summary, seq, headers, body))
+        })
+        .optional()?;
+    let Some((mut summary, seq, headers, body)) = found else {
+        return Ok(None);
+    };
+    summary.deliveries = briefs(conn, seq)?;
+    Ok(Some(EventDetail {
+        summary,
+        headers: decode_headers(&headers),
+        body: body.into(),
+    }))
+}
+
+/// The states a bulk action may change: replay anything not in flight; cancel what waits.
+pub(super) fn eligible(action: BulkAction) -> &'static str {
+    match action {
+        BulkAction::Replay => {
+            "d.state IN ('pending', 'succeeded', 'dead', 'superseded', 'cancelled')"
+        }
+        BulkAction::Cancel => "d.state = 'pending'",
+    }
+}
+
+pub(super) fn scope_clause(scope: &BulkScope) -> query::Clause {
+    let mut clause = query::deliveries(&scope.filter);
+    clause.push("d.created_at <= ?", scope.as_of);
+    clause.push_fixed(eligible(scope.action));
+    clause
+}
+
+pub fn bulk_count(
+    conn: &Connection,
+    scope: &BulkScope,
+    examples: usize,
+) -> rusqlite::Result<(u64, Vec<DeliverySummary>)> {
+    let mut clause = scope_clause(scope);
+    let sql = format!(
+        "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {}",
+        clause.sql()
+    );
+    let count: i64 = conn.query_row(&sql, params_from_iter(clause.params.iter()), |row| {
+        row.get(0)
+    })?;
+    let limit_param = clause.next_param(examples as i64);
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM deliveries d JOIN events e ON e.seq = d.event_seq
+         WHERE {} ORDER BY d.seq LIMIT {limit_param}",
+        clause.sql()
+    );
+    let shown = conn
+        .prepare(&sql)?
+        .query_map(params_from_iter(clause.params.iter()), summary)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok((count.max(0) as u64, shown))
+}
+
+pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
+    let found = conn
+        .query_row(
+            "SELECT scope, created_at, finished_at, matched, changed, error FROM jobs
+             WHERE id = ?1",
+            params![id],
+            |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<i64>>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((scope, created_at, finished_at, matched, changed, error)) = found else {
+        return Ok(None);
+    };
+    let scope: BulkScope =
+        serde_json::from_str(&scope).map_err(|err| bad_input(format!("stored job: {err}")))?;
+    let mut view = JobView {
+        id: id.to_owned(),
+        scope,
+        created_at,
+        finished_at,
+        matched: matched.max(0) as u64,
+        changed: changed.max(0) as u64,
+        succeeded: 0,
+        failed: 0,
+        pending: 0,
+        error,
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT state, COUNT(*) FROM deliveries WHERE job = ?1 GROUP BY state")?;
+    let counts = stmt.query_map(params![id], |row| {
+        Ok((state_at(row, 0)?, row.get::<_, i64>(1)?.max(0) as u64))
+    })?;
+    for count in counts {
+        let (state, n) = count?;
+        match state {
+            DeliveryState::Succeeded => view.succeeded += n,
+            DeliveryState::Pending | DeliveryState::InFlight => view.pending += n,
+            _ => view.failed += n,
+        }
+    }
+    Ok(Some(view))
+}
+
+pub fn destination_stats(conn: &Connection) -> rusqlite::Result<Vec<DestinationStats>> {
+    let mut stats: Vec<DestinationStats> = Vec::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT destination, state, COUNT(*) FROM deliveries
+         GROUP BY destination, state ORDER BY destination",
+    )?;
+    let rows = stmt.query_map([], |row| {
+        Ok((
+            row.get::<_, String>(0)?,
+            state_at(row, 1)?,
+            row.get::<_, i64>(2)?.max(0) as u64,
+        ))
+    })?;
+    for row in rows {
+        let (name, state, count) = row?;
+        if stats.last().is_none_or(|last| last.name != name) {
+            stats.push(DestinationStats {
+                name,
+                ..Default::default()
+            });
+        }
+        let entry = stats.last_mut().expect("pushed above");
+        match state {
+            DeliveryState::Pending => entry.pending = count,
+            DeliveryState::InFlight => entry.in_flight = count,
+            DeliveryState::Succeeded => entry.succeeded = count,
+            DeliveryState::Dead => entry.dead = count,
+            DeliveryState::Superseded | DeliveryState::Cancelled => entry.cancelled += count,
+        }
+    }
+    for entry in &mut stats {
+        entry.oldest_pending_at = conn
+            .prepare_cached(
+                "SELECT MIN(created_at) FROM deliveries
+                 WHERE destination = ?1 AND state IN ('pending', 'in_flight')",
+            )?
+            .query_row(params![entry.name], |row| row.get(0))?;
+        entry.last_success_at = conn
+            .prepare_cached(
+                "SELECT a.started_at + a.duration_ms FROM attempts a
+                 JOIN deliveries d ON d.seq = a.delivery_seq
+                 WHERE d.destination = ?1 AND a.error IS NULL AND a.status BETWEEN 200 AND 299
+                 ORDER BY a.seq DESC LIMIT 1",
+            )?
+            .query_row(params![entry.name], |row| row.get(0))
+            .optional()?;
+        entry.last_failure = conn
+            .prepare_cached(
+                "SELECT a.started_at + a.duration_ms, a.status, a.error FROM attempts a
+                 JOIN deliveries d ON d.seq = a.delivery_seq
+                 WHERE d.destination = ?1
+                   AND (a.error IS NOT NULL OR a.status IS NULL OR a.status NOT BETWEEN 200 AND 299)
+                 ORDER BY a.seq DESC LIMIT 1",
+            )?
+            .query_row(params![entry.name], |row| {
+                Ok(FailureView {
+                    at: row.get(0)?,
+                    status: row.get(1)?,
+                    error: row.get(2)?,
+                })
+            })
+            .optional()?;
+    }
+    let mut paused = conn.prepare_cached("SELECT name, paused FROM destination_state")?;
+    let set: Vec<(String, bool)> = paused
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, value) in set {
+        match stats.iter_mut().find(|entry| entry.name == name) {
+            Some(entry) => entry.paused = Some(value),
+            None => stats.push(DestinationStats {
+                name,
+                paused: Some(value),
+                ..Default::default()
+            }),
+        }
+    }
+    Ok(stats)
+}

@@ -1,0 +1,147 @@
+//! Filters as SQL: one `WHERE` builder for event and delivery listings, counts and bulk
+//! changes, so a dry run and the real run select exactly the same rows.
+
+use rusqlite::types::Value;
+
+use crate::store::{Cursor, Filter};
+
+/// A `WHERE` clause with its parameters, built up condition by condition.
+#[derive(Default)]
+pub struct Clause {
+    conditions: Vec<String>,
+    pub params: Vec<Value>,
+}
+
+impl Clause {
+    pub fn push(&mut self, condition: &str, value: impl Into<Value>) {
+        self.params.push(value.into());
+        let n = self.params.len();
+        self.conditions
+            .push(condition.replace('?', &format!("?{n}")));
+    }
+
+    pub fn push_fixed(&mut self, condition: &str) {
+        self.conditions.push(condition.to_owned());
+    }
+
+    pub fn sql(&self) -> String {
+        match self.conditions.is_empty() {
+            true => "1".to_owned(),
+            false => self.conditions.join(" AND "),
+        }
+    }
+
+    /// The placeholder the next parameter will get (for `LIMIT`).
+    pub fn next_param(&mut self, value: impl Into<Value>) -> String {
+        self.params.push(value.into());
+        format!("?{}", self.params.len())
+    }
+}
+
+/// Conditions on the event (alias `e`) shared by both listings.
+fn event_conditions(clause: &mut Clause, filter: &Filter) {
+    if let Some(source) = &filter.source {
+        clause.push("e.source = ?", source.clone());
+    }
+    if let Some(kind) = &filter.event_type {
+        clause.push("e.event_type = ?", kind.clone());
+    }
+    if let Some(since) = filter.since {
+        clause.push("e.received_at >= ?", since);
+    }
+    if let Some(until) = filter.until {
+        clause.push("e.received_at <= ?", until);
+    }
+    if let Some(wanted) = &filter.git_ref {
+        // Every `?` in a condition names the same parameter.
+        clause.push(
+            "(e.git_ref = ? OR e.branch = ? OR e.tag = ?)",
+            wanted.clone(),
+        );
+    }
+    if let Some(project) = &filter.project {
+        clause.push("e.project = ?", project.clone());
+    }
+}
+
+/// Events (alias `e`) matching the filter; delivery state and destination are about any
+/// of the event's deliveries.
+pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, String> {
+    let mut clause = Clause::default();
+    event_conditions(&mut clause, filter);
+    match (filter.state, &filter.destination) {
+        (None, None) => {}
+        (state, destination) => {
+            let mut inner = vec!["d.event_seq = e.seq".to_owned()];
+            if let Some(state) = state {
+                clause.params.push(state.as_str().to_owned().into());
+                inner.push(format!("d.state = ?{}", clause.params.len()));
+            }
+            if let Some(destination) = destination {
+                clause.params.push(destination.clone().into());
+                inner.push(format!("d.destination = ?{}", clause.params.len()));
+            }
+            clause.push_fixed(&format!(
+                "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
+                inner.join(" AND ")
+            ));
+        }
+    }
+    if let Some(cursor) = after {
+        clause.push("e.seq < ?", decode(cursor)?);
+    }
+    Ok(clause)
+}
+
+/// Deliveries (alias `d`, joined to their event `e`) matching the filter.
+pub fn deliveries(filter: &Filter) -> Clause {
+    let mut clause = Clause::default();
+    event_conditions(&mut clause, filter);
+    if let Some(state) = filter.state {
+        clause.push("d.state = ?", state.as_str().to_owned());
+    }
+    if let Some(destination) = &filter.destination {
+        clause.push("d.destination = ?", destination.clone());
+    }
+    clause
+}
+
+pub fn encode(seq: i64) -> Cursor {
+    Cursor(format!("c{seq}"))
+}
+
+pub fn decode(cursor: &Cursor) -> Result<i64, String> {
+    cursor
+        .0
+        .strip_prefix('c')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| format!("invalid cursor {:?}", cursor.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::DeliveryState;
+
+    #[test]
+    fn each_condition_names_its_own_parameter() {
+        let filter = Filter {
+            source: Some("gitlab".into()),
+            git_ref: Some("main".into()),
+            project: Some("group/app".into()),
+            state: Some(DeliveryState::Dead),
+            destination: Some("ci".into()),
+            ..Filter::default()
+        };
+        let clause = events(&filter, Some(&encode(42))).unwrap();
+        assert_eq!(
+            clause.sql(),
+            "e.source = ?1 AND (e.git_ref = ?2 OR e.branch = ?2 OR e.tag = ?2) AND \
+             e.project = ?3 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
+             AND d.state = ?4 AND d.destination = ?5) AND e.seq < ?6"
+        );
+        assert_eq!(clause.params.len(), 6);
+        assert_eq!(deliveries(&Filter::default()).sql(), "1");
+        assert!(decode(&Cursor("x1".into())).is_err());
+    }
+}

@@ -1,0 +1,181 @@
+//! What inspection and control read from and hand to the store: filters, pages, summaries,
+//! bulk jobs. Backend-neutral; serialisable so the API can return them as they are.
+
+use serde::{Deserialize, Serialize};
+
+use crate::domain::{Classification, DeliveryId, DeliveryState, EventId, UnixMillis};
+
+/// Which events or deliveries a listing, a count or a bulk change is about. Every field
+/// narrows; an empty filter matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Filter {
+    pub source: Option<String>,
+    pub event_type: Option<String>,
+    /// Received at or after this time (milliseconds since the epoch).
+    pub since: Option<UnixMillis>,
+    /// Received at or before this time.
+    pub until: Option<UnixMillis>,
+    /// A branch, a tag or a full ref (`main`, `v1.2`, `refs/heads/main`).
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub project: Option<String>,
+    pub state: Option<DeliveryState>,
+    pub destination: Option<String>,
+}
+
+/// Where a page starts: opaque to callers, meaningful only to the store that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Cursor(pub String);
+
+/// A page of a newest-first listing. Items that arrive while a caller pages never shift
+/// later pages: `next` points below the last item returned.
+#[derive(Debug, Clone, Serialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Cursor>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventSummary {
+    pub id: EventId,
+    pub source: String,
+    pub received_at: UnixMillis,
+    pub remote_addr: Option<String>,
+    pub content_type: Option<String>,
+    pub body_bytes: u64,
+    #[serde(flatten)]
+    pub classification: Classification,
+    /// Each delivery of the event: destination and state.
+    pub deliveries: Vec<DeliveryBrief>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliveryBrief {
+    pub id: DeliveryId,
+    pub destination: String,
+    pub state: DeliveryState,
+}
+
+/// An event with what was received, exactly (credential headers were masked at ingest).
+#[derive(Debug, Clone)]
+pub struct EventDetail {
+    pub summary: EventSummary,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: bytes::Bytes,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DeliverySummary {
+    pub id: DeliveryId,
+    pub event_id: EventId,
+    pub source: String,
+    pub event_type: Option<String>,
+    pub destination: String,
+    pub state: DeliveryState,
+    pub attempts: u32,
+    /// Next try for pending deliveries; lease expiry for in-flight ones.
+    pub due_at: Option<UnixMillis>,
+    pub created_at: UnixMillis,
+    pub updated_at: UnixMillis,
+    pub last_status: Option<u16>,
+    pub last_error: Option<String>,
+    /// Why it went dead: attempts exhausted, max age, permanent failure.
+    pub dead_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptView {
+    pub number: u32,
+    pub started_at: UnixMillis,
+    pub duration_ms: i64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub response_excerpt: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplayOutcome {
+    /// The delivery is pending again and due now, with a fresh retry window.
+    Scheduled,
+    NotFound,
+    /// A worker holds it right now; replaying would deliver twice at once.
+    InFlight,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CancelOutcome {
+    Cancelled,
+    NotFound,
+    /// A worker holds it right now: the attempt cannot be called back.
+    InFlight,
+    /// Already finished (succeeded, dead, superseded or cancelled): nothing to cancel.
+    Finished(DeliveryState),
+}
+
+/// A bulk change: replay makes matching deliveries due again (all but in-flight ones);
+/// cancel stops matching pending ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    Replay,
+    Cancel,
+}
+
+/// What a bulk change covers: the filter, and only deliveries created up to `as_of`, so a
+/// dry run and the real run that follows it count the same set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkScope {
+    pub action: BulkAction,
+    pub filter: Filter,
+    pub as_of: UnixMillis,
+}
+
+/// One bounded step of a bulk change.
+#[derive(Debug, Clone)]
+pub struct BulkStep {
+    pub changed: u64,
+    /// Where the next step starts; `None` once everything matching was visited.
+    pub next: Option<Cursor>,
+}
+
+/// A bulk change recorded as a job, with its progress.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    pub id: String,
+    pub scope: BulkScope,
+    pub created_at: UnixMillis,
+    pub finished_at: Option<UnixMillis>,
+    pub matched: u64,
+    /// Deliveries the job changed so far.
+    pub changed: u64,
+    /// Of the changed deliveries: how many have an outcome by now.
+    pub succeeded: u64,
+    pub failed: u64,
+    pub pending: u64,
+    pub error: Option<String>,
+}
+
+/// A destination's deliveries as the store sees them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DestinationStats {
+    pub name: String,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    pub cancelled: u64,
+    pub oldest_pending_at: Option<UnixMillis>,
+    pub last_success_at: Option<UnixMillis>,
+    pub last_failure: Option<FailureView>,
+    /// Set by an operator at runtime; `None` when never set (the config decides).
+    pub paused: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FailureView {
+    pub at: UnixMillis,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+}
