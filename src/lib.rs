@@ -4,13 +4,15 @@
 //! - [`config`]: the TOML file and `HOOKRELAY_*` overrides, validated once.
 //! - [`ingest`]: providers (verify + classify), pure.
 //! - [`routing`]: which destinations an event goes to, pure.
-//! - [`http`]: the axum surface (`/hooks/{source}`, health, metrics), accept loop, TLS.
+//! - [`http`]: the axum surface (`/hooks/{source}`, `/api/v1`, health, metrics), accept loop, TLS.
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
 //! - [`send`]: signed sample events for `hookrelay send`.
+//! - [`client`]: a typed client of the management API (CLI, tests).
 //! - [`cli`]: the command line.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod delivery;
 pub mod domain;
@@ -19,6 +21,14 @@ pub mod ingest;
 pub mod routing;
 pub mod send;
 pub mod store;
+
+/// The version with the git revision it was built from (`hookrelay --version`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (git ",
+    env!("HOOKRELAY_GIT_REVISION"),
+    ")"
+);
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -39,6 +49,8 @@ pub struct App {
     engine: delivery::Engine,
     token: CancellationToken,
     tls: Option<http::tls::TlsAcceptor>,
+    api_socket: Option<http::api::socket::ApiSocket>,
+    api_listener: Option<TcpListener>,
 }
 
 impl App {
@@ -61,8 +73,26 @@ impl App {
             Some(files) => Some(http::tls::TlsAcceptor::load(&files.cert, &files.key)?),
             None => None,
         };
+        let api_socket = match &config.api.socket {
+            Some(path) => Some(http::api::socket::ApiSocket::bind(path).await?),
+            None => None,
+        };
+        let api_listener = match config.api.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (api.listen)"))?,
+            ),
+            None => None,
+        };
         let token = CancellationToken::new();
-        let engine = delivery::Engine::start(&config, store.clone(), token.clone())?;
+        let paused = store
+            .paused_destinations()
+            .await
+            .context("reading paused destinations")?
+            .into_iter()
+            .collect();
+        let engine = delivery::Engine::start(&config, store.clone(), &paused, token.clone())?;
         Ok(App {
             config,
             listener,
@@ -70,7 +100,48 @@ impl App {
             engine,
             token,
             tls,
+            api_socket,
+            api_listener,
         })
+    }
+
+    /// Where the API listens on TCP (`api.listen`), if it does.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The API's unix socket, if any.
+    pub fn api_socket(&self) -> Option<&std::path::Path> {
+        self.api_socket.as_ref().map(|socket| socket.path())
+    }
+
+    fn api_state(&self, counts: Arc<http::metrics::SourceCounts>) -> http::api::ApiState {
+        http::api::ApiState {
+            store: self.store.clone(),
+            destinations: Arc::new(
+                self.config
+                    .destinations
+                    .values()
+                    .map(|d| http::api::DestinationInfo {
+                        name: d.name.clone(),
+                        ordering: d.ordering,
+                        concurrency: d.concurrency,
+                    })
+                    .collect(),
+            ),
+            sources: Arc::new(
+                self.config
+                    .sources
+                    .values()
+                    .map(|s| (s.name.clone(), s.provider.name()))
+                    .collect(),
+            ),
+            controls: self.engine.controls(),
+            counts,
+            wakers: self.engine.waker(),
+        }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -99,14 +170,43 @@ impl App {
                 .watch(self.store.clone(), self.token.clone()),
         );
         let uncapped = state.trusted_proxies.to_vec();
-        let app = http::router(state);
+        let api = self.api_state(state.metrics.by_source.clone());
+        let tokens = Arc::new(self.config.api.tokens.clone());
+        let mut app = http::router(state);
+        if self.config.api.on_main_listener {
+            app = app.merge(http::api::router(api.clone(), Some(tokens.clone())));
+        }
         let trigger = self.token.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: no new requests, draining deliveries");
             trigger.cancel();
         });
+        let mut api_tasks = tokio::task::JoinSet::new();
+        if let Some(socket) = self.api_socket {
+            let app = http::api::router(api.clone(), None);
+            api_tasks.spawn(socket.serve(app, self.token.clone()));
+        }
         let server = &self.config.server;
+        let api_limits = http::server::ConnectionLimits {
+            max_connections: 256,
+            max_per_client: server.max_connections_per_client,
+            header_read_timeout: server.header_read_timeout,
+            max_header_bytes: server.max_header_bytes,
+            shutdown_grace: server.shutdown_grace,
+            uncapped: vec![],
+        };
+        if let Some(listener) = self.api_listener {
+            let app = http::api::router(api, Some(tokens));
+            api_tasks.spawn(http::server::serve(
+                listener,
+                app,
+                api_limits,
+                None,
+                metrics.clone(),
+                self.token.clone(),
+            ));
+        }
         let limits = http::server::ConnectionLimits {
             max_connections: server.max_connections,
             max_per_client: server.max_connections_per_client,
@@ -124,6 +224,7 @@ impl App {
             self.token.clone(),
         )
         .await;
+        while api_tasks.join_next().await.is_some() {}
         self.engine.join().await;
         tracing::info!("stopped");
     }

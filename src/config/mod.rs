@@ -1,5 +1,6 @@
 //! Typed configuration: one TOML file plus `HOOKRELAY_*` overrides, validated once, every error located.
 
+pub mod api;
 mod destination;
 mod error;
 mod raw;
@@ -32,6 +33,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    pub api: api::ApiConfig,
     pub sources: BTreeMap<Name, SourceConfig>,
     pub destinations: BTreeMap<Name, DestinationConfig>,
     pub routes: Vec<Route>,
@@ -174,21 +176,24 @@ impl Config {
     }
 }
 
-/// Only `server.store` (file, then environment): what CLI commands next to a running server
-/// need, without resolving secrets they never use.
-pub fn load_store_url(path: &Path) -> Result<String, ConfigErrors> {
+/// Where the local server serves its API: `api.socket` (file, then environment), what CLI
+/// commands need, without resolving secrets they never use.
+pub fn load_api_socket(path: &Path) -> Result<Option<std::path::PathBuf>, ConfigErrors> {
     let (text, origin) = read_file(path)?;
     let fail = |message: String| ConfigErrors::whole_file(&origin, message, vec![]);
     let mut table: toml::Table =
         toml::from_str(&text).map_err(|err| fail(toml_error(&err, &text)))?;
     raw::apply_env_overrides(&mut table, std::env::vars());
-    match table.get("server").and_then(|server| server.get("store")) {
-        None => Ok(DEFAULT_STORE.to_owned()),
-        Some(toml::Value::String(url)) => Ok(url.clone()),
-        Some(_) => Err(fail(
-            "server.store must be a string like sqlite://PATH".to_owned(),
-        )),
-    }
+    let text_at = |section: &str, key: &str| match table.get(section).and_then(|s| s.get(key)) {
+        None => Ok(None),
+        Some(toml::Value::String(value)) => Ok(Some(value.clone())),
+        Some(_) => Err(fail(format!("{section}.{key} must be a string"))),
+    };
+    let store = text_at("server", "store")?.unwrap_or_else(|| DEFAULT_STORE.to_owned());
+    Ok(api::socket_path(
+        text_at("api", "socket")?.as_deref(),
+        &store,
+    ))
 }
 
 impl RawConfig {
@@ -238,6 +243,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         warnings: vec![],
     };
     let server = server::validate_server(&mut c, &raw.server);
+    let store_url = raw.server.store.as_deref().unwrap_or(DEFAULT_STORE);
+    let api = api::validate_api(&mut c, &raw.api, store_url);
     let mut sources = BTreeMap::new();
     for (name, source) in &raw.sources {
         let location = format!("sources.{name}");
@@ -299,6 +306,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
     Ok(Config {
         server: server.expect("checked"),
+        api,
         sources,
         destinations,
         routes,

@@ -11,6 +11,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
+    pub api: super::api::RawApi,
+    #[serde(default)]
     pub sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,

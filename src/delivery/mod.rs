@@ -52,6 +52,42 @@ pub struct Engine {
     wakers: HashMap<Name, Arc<Notify>>,
     workers: JoinSet<()>,
     status: DeliveryStatus,
+    controls: Controls,
+}
+
+/// A running destination's switches and state, shared by its worker and the API.
+pub struct DestinationControl {
+    paused: std::sync::atomic::AtomicBool,
+    breaker_open: Arc<std::sync::atomic::AtomicBool>,
+    waker: Arc<Notify>,
+}
+
+impl DestinationControl {
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn is_failing(&self) -> bool {
+        self.breaker_open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Holds (true) or lets go (false) the destination's deliveries; attempts already in
+    /// flight finish either way.
+    pub fn set_paused(&self, paused: bool) {
+        self.paused
+            .store(paused, std::sync::atomic::Ordering::Release);
+        self.waker.notify_one();
+    }
+}
+
+/// Every running destination's control, by name.
+#[derive(Clone, Default)]
+pub struct Controls(Arc<HashMap<Name, Arc<DestinationControl>>>);
+
+impl Controls {
+    pub fn get(&self, name: &str) -> Option<&Arc<DestinationControl>> {
+        self.0.get(name)
+    }
 }
 
 /// What `/metrics` shows of delivery: each running destination's circuit breaker (open or
@@ -69,10 +105,12 @@ impl DeliveryStatus {
 }
 
 impl Engine {
-    /// Starts one worker per configured destination.
+    /// Starts one worker per configured destination. `paused` holds the pauses operators
+    /// set at runtime (they win over the config's initial `paused`).
     pub fn start(
         config: &Config,
         store: Arc<dyn Store>,
+        paused: &HashMap<String, bool>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let lease_owner = format!(
@@ -95,16 +133,26 @@ impl Engine {
         ));
         let mut wakers = HashMap::new();
         let mut breakers = Vec::new();
+        let mut controls = HashMap::new();
         let mut workers = JoinSet::new();
         for (name, destination) in &config.destinations {
-            if destination.paused {
-                tracing::info!(destination = %name, "paused: deliveries are held");
-                continue;
+            let is_paused = paused
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(destination.paused);
+            if is_paused {
+                tracing::info!(destination = %name, "paused: deliveries are held until resumed");
             }
             let waker = Arc::new(Notify::new());
             wakers.insert(name.clone(), waker.clone());
             let breaker_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
             breakers.push((name.clone(), breaker_open.clone()));
+            let control = Arc::new(DestinationControl {
+                paused: is_paused.into(),
+                breaker_open: breaker_open.clone(),
+                waker: waker.clone(),
+            });
+            controls.insert(name.clone(), control.clone());
             let http = http::HttpDestination::new(destination)
                 .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
             let ctx = worker::WorkerContext {
@@ -120,6 +168,7 @@ impl Engine {
                 requests: requests.clone(),
                 breaker: std::sync::Mutex::new(breaker::Breaker::new(destination.breaker)),
                 breaker_open: breaker_open.clone(),
+                control,
             };
             workers.spawn(worker::run(ctx));
         }
@@ -130,7 +179,12 @@ impl Engine {
                 breakers: Arc::new(breakers),
                 requests,
             },
+            controls: Controls(Arc::new(controls)),
         })
+    }
+
+    pub fn controls(&self) -> Controls {
+        self.controls.clone()
     }
 
     pub fn waker(&self) -> Wakers {

@@ -39,6 +39,7 @@ pub struct WorkerContext {
     pub breaker: Mutex<Breaker>,
     /// Mirrors the breaker's state for `/metrics`.
     pub breaker_open: Arc<AtomicBool>,
+    pub control: Arc<super::DestinationControl>,
 }
 
 impl WorkerContext {
@@ -67,6 +68,15 @@ pub async fn run(ctx: WorkerContext) {
             break;
         }
         while attempts.try_join_next().is_some() {}
+        if ctx.control.is_paused() {
+            // Held: nothing is claimed; a resume (or new work) wakes the worker.
+            tokio::select! {
+                _ = ctx.waker.notified() => {}
+                _ = finished.notified() => {}
+                _ = ctx.shutdown.cancelled() => break,
+            }
+            continue;
+        }
         let mut free = permits.available_permits();
         let mut wait = POLL_INTERVAL;
         match ctx.breaker.lock().unwrap().allowance(Instant::now()) {

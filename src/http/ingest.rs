@@ -87,17 +87,57 @@ impl IntoResponse for IngestError {
     }
 }
 
+impl IngestError {
+    /// The outcome label this refusal is counted under, per source.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::UnknownSource => "unknown_source",
+            Self::TooLarge(_) => "too_large",
+            Self::SlowBody => "too_slow",
+            Self::BadBody => "bad_body",
+            Self::Rejected(rejection) => rejection.reason(),
+            Self::Loop(_) => "forwarding_loop",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Unavailable | Self::Store => "store_unavailable",
+            Self::BacklogFull => "backlog_full",
+            Self::Busy => "over_body_budget",
+        }
+    }
+}
+
 pub async fn receive(
     State(state): State<AppState>,
     Path(source): Path<String>,
-    ConnectInfo(PeerAddr(remote)): ConnectInfo<PeerAddr>,
+    ConnectInfo(peer): ConnectInfo<PeerAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
+    let counts = state.metrics.by_source.clone();
+    let known = state.sources.contains_key(source.as_str());
+    let result = receive_counted(state, &source, peer, uri, headers, body).await;
+    if known {
+        let outcome = match &result {
+            Ok(response) if response.status() == StatusCode::OK => "duplicate",
+            Ok(_) => "accepted",
+            Err(err) => err.reason(),
+        };
+        counts.count(&source, outcome);
+    }
+    result
+}
+
+async fn receive_counted(
+    state: AppState,
+    source: &str,
+    PeerAddr(remote): PeerAddr,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
     let metrics = &state.metrics;
     // Looked up by the raw path segment: only configured names (already validated) match.
-    let Some(runtime) = state.sources.get(source.as_str()) else {
+    let Some(runtime) = state.sources.get(source) else {
         return Err(IngestError::UnknownSource);
     };
     let source = &runtime.config.name;

@@ -8,8 +8,35 @@ use axum::response::IntoResponse;
 
 use super::AppState;
 
+/// Requests per source and outcome (`accepted`, `duplicate`, or the refusal's reason),
+/// since the process started.
+#[derive(Default)]
+pub struct SourceCounts(
+    std::sync::Mutex<
+        std::collections::BTreeMap<String, std::collections::BTreeMap<&'static str, u64>>,
+    >,
+);
+
+impl SourceCounts {
+    pub fn count(&self, source: &str, outcome: &'static str) {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match counts.get_mut(source) {
+            Some(by_outcome) => *by_outcome.entry(outcome).or_default() += 1,
+            None => {
+                counts.insert(source.to_owned(), [(outcome, 1)].into());
+            }
+        }
+    }
+
+    pub fn of(&self, source: &str) -> std::collections::BTreeMap<&'static str, u64> {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(source).cloned().unwrap_or_default()
+    }
+}
+
 #[derive(Default)]
 pub struct Metrics {
+    pub by_source: std::sync::Arc<SourceCounts>,
     pub accepted: AtomicU64,
     pub duplicates: AtomicU64,
     pub too_large: AtomicU64,

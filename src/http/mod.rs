@@ -1,10 +1,11 @@
 //! The HTTP surface (the only module that knows axum): ingest, health, metrics, the accept
 //! loop, TLS, and the admission limits (body budget, rates, backlog).
 
+pub mod api;
 pub mod body;
 pub mod budget;
 mod ingest;
-mod metrics;
+pub mod metrics;
 pub mod rate;
 pub mod server;
 pub mod tls;

@@ -160,7 +160,7 @@ async fn serve_connection(
     }
 }
 
-async fn drive<I, S>(
+pub(super) async fn drive<I, S>(
     connection: hyper::server::conn::http1::Connection<I, S>,
     shutdown: CancellationToken,
 ) where

@@ -33,6 +33,17 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Gitlab => "gitlab",
+            Self::Github => "github",
+            Self::Gitea => "gitea",
+            Self::Bitbucket => "bitbucket",
+            Self::Standard => "standard",
+            Self::Generic => "generic",
+        }
+    }
+
     pub const NAMES: &'static str = "\"gitlab\", \"github\", \"gitea\", \"forgejo\", \"gogs\", \"bitbucket\", \"standard\", \"generic\"";
 }
 

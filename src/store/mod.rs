@@ -189,6 +189,8 @@ pub trait Store: Send + Sync {
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
     /// Per destination named in the store: counts by state, oldest pending, last outcomes.
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
+    /// Pauses and resumes operators set, by destination.
+    async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError>;
     /// Records an operator's pause or resume; it outlives restarts.
     async fn set_paused(
         &self,

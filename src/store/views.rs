@@ -150,10 +150,12 @@ pub struct JobView {
     pub matched: u64,
     /// Deliveries the job changed so far.
     pub changed: u64,
-    /// Of the changed deliveries: how many have an outcome by now.
+    /// Of the changed deliveries: delivered since.
     pub succeeded: u64,
+    /// Attempted and failed again (now dead, cancelled, or waiting for a retry).
     pub failed: u64,
-    pub pending: u64,
+    /// Not attempted yet.
+    pub waiting: u64,
     pub error: Option<String>,
 }
 

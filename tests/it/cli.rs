@@ -78,17 +78,38 @@ fn config_errors_point_at_secrets_without_quoting_them() {
 }
 
 #[test]
-fn a_mistyped_store_path_is_an_error_not_a_new_empty_store() {
+fn without_a_server_the_cli_says_so_in_one_line_and_creates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let typo = dir.path().join("hookrlay.db");
-    let output = std::process::Command::new(binary())
-        .args(["deliveries", "list", "--store"])
-        .arg(format!("sqlite://{}", typo.display()))
+    let sink_url = "http://127.0.0.1:9/webhook";
+    std::fs::write(
+        dir.path().join("hookrelay.toml"),
+        config(dir.path(), sink_url, ""),
+    )
+    .unwrap();
+    let output = cli_in(dir.path(), &["deliveries", "list"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot reach hookrelay at"), "{stderr}");
+    assert!(
+        !dir.path().join("hookrelay.db").exists(),
+        "the CLI created a store"
+    );
+    let missing = std::process::Command::new(binary())
+        .args(["events", "list", "--config", "no-such.toml"])
         .output()
         .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("no store at"));
-    assert!(!typo.exists(), "the typo created a store");
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    assert!(stderr.contains("no config file no-such.toml"), "{stderr}");
+    let unreachable = std::process::Command::new(binary())
+        .args(["sources", "list", "--url", "http://127.0.0.1:9"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&unreachable.stderr);
+    assert!(
+        stderr.contains("cannot reach hookrelay at http://127.0.0.1:9"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -188,6 +188,19 @@ pub fn cli_in(dir: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Every delivery's state and attempt count, read from the store file itself: for checks
+/// made while no server runs (a restart would change what is there).
+pub fn stored_deliveries(dir: &Path) -> Vec<(String, i64)> {
+    let conn = rusqlite::Connection::open(dir.join("hookrelay.db")).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT state, attempts FROM deliveries ORDER BY seq")
+        .unwrap();
+    stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
 /// A config with one GitLab source and one HTTP destination routed for every event.
 pub fn config(dir: &Path, sink_url: &str, destination_extra: &str) -> String {
     format!(

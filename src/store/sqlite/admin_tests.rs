@@ -127,7 +127,7 @@ async fn bulk_replay_changes_exactly_what_the_dry_run_counted() {
     store.finish_job("job_1".into(), None, 95).await.unwrap();
     assert_eq!(changed, 30);
     let job = store.job("job_1").await.unwrap().unwrap();
-    assert_eq!((job.matched, job.changed, job.pending), (30, 30, 30));
+    assert_eq!((job.matched, job.changed, job.waiting), (30, 30, 30));
     assert_eq!(job.finished_at, Some(95));
     let dead_b = Filter {
         state: Some(DeliveryState::Dead),

@@ -177,20 +177,25 @@ pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
         changed: changed.max(0) as u64,
         succeeded: 0,
         failed: 0,
-        pending: 0,
+        waiting: 0,
         error,
     };
-    let mut stmt = conn
-        .prepare_cached("SELECT state, COUNT(*) FROM deliveries WHERE job = ?1 GROUP BY state")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT state, attempts > 0, COUNT(*) FROM deliveries WHERE job = ?1
+         GROUP BY state, attempts > 0",
+    )?;
     let counts = stmt.query_map(params![id], |row| {
-        Ok((state_at(row, 0)?, row.get::<_, i64>(1)?.max(0) as u64))
+        Ok((
+            state_at(row, 0)?,
+            row.get::<_, bool>(1)?,
+            row.get::<_, i64>(2)?.max(0) as u64,
+        ))
     })?;
     for count in counts {
-        let (state, n) = count?;
-        match state {
-            DeliveryState::Succeeded => view.succeeded += n,
-            DeliveryState::Pending | DeliveryState::InFlight => view.pending += n,
-            _ => view.failed += n,
+        match count? {
+            (DeliveryState::Succeeded, _, n) => view.succeeded += n,
+            (DeliveryState::Pending | DeliveryState::InFlight, false, n) => view.waiting += n,
+            (_, _, n) => view.failed += n,
         }
     }
     Ok(Some(view))

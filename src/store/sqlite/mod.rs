@@ -374,6 +374,15 @@ impl Store for SqliteStore {
         self.read(browse::destination_stats).await
     }
 
+    async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT name, paused FROM destination_state ORDER BY name")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .await
+    }
+
     async fn set_paused(
         &self,
         destination: &str,

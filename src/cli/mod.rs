@@ -1,20 +1,24 @@
-//! The command line: `serve`, `config check`, `deliveries list|show`, `replay`.
+//! The command line: `serve`, `config check`, `send`, and the inspection and control
+//! commands, which all talk to a server's management API (local socket or `--url`).
+
+mod output;
+mod remote;
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 use crate::config::Config;
-use crate::domain::{DeliveryId, DeliveryState, format_millis, now_millis};
-use crate::store::{Filter, ReplayOutcome, Store};
+pub use output::printable;
+use remote::RemoteCommand;
 
 #[derive(Parser)]
 #[command(
     name = "hookrelay",
-    version,
+    version = crate::VERSION,
     about = "Durable webhook relay: accept, persist, deliver with retries"
 )]
 struct Cli {
@@ -42,11 +46,6 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Inspect deliveries.
-    Deliveries {
-        #[command(subcommand)]
-        command: DeliveriesCommand,
-    },
     /// Post a realistic sample event, signed as the real sender signs, to try a source.
     Send {
         /// gitlab, github, gitea, bitbucket, standard or generic.
@@ -66,70 +65,14 @@ enum Command {
         /// The hook URL, such as http://127.0.0.1:8080/hooks/gitlab.
         url: String,
     },
-    /// Deliver a delivery again now, with a fresh retry window.
-    Replay {
-        delivery_id: String,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
+    #[command(flatten)]
+    Remote(RemoteCommand),
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config file and explain every error.
     Check { file: PathBuf },
-}
-
-#[derive(Subcommand)]
-enum DeliveriesCommand {
-    /// List deliveries, newest first.
-    List {
-        #[arg(long)]
-        state: Option<DeliveryState>,
-        #[arg(long)]
-        destination: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: usize,
-        /// One JSON object per line instead of a table.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-    /// Show one delivery with all its attempts.
-    Show {
-        delivery_id: String,
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        store: StoreArgs,
-    },
-}
-
-#[derive(Args)]
-struct StoreArgs {
-    /// Config file whose server.store is used.
-    #[arg(
-        long,
-        short,
-        env = "HOOKRELAY_CONFIG",
-        default_value = "hookrelay.toml"
-    )]
-    config: PathBuf,
-    /// Store URL (sqlite://PATH); wins over --config.
-    #[arg(long, env = "HOOKRELAY_STORE")]
-    store: Option<String>,
-}
-
-impl StoreArgs {
-    fn open(&self) -> anyhow::Result<std::sync::Arc<dyn Store>> {
-        let url = match &self.store {
-            Some(url) => url.clone(),
-            None => crate::config::load_store_url(&self.config)?,
-        };
-        crate::store::open_existing(&url)
-            .with_context(|| format!("opening store {}", crate::store::redact_url(&url)))
-    }
 }
 
 pub fn main() -> ExitCode {
@@ -190,7 +133,6 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                 ExitCode::FAILURE
             }
         }),
-        Command::Deliveries { command } => deliveries(command).await,
         Command::Send {
             provider,
             event,
@@ -211,20 +153,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             crate::send::send(&url, sample).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { delivery_id, store } => {
-            let id = DeliveryId::parse(&delivery_id)?;
-            let store = store.open()?;
-            match store.replay(&id, now_millis()).await? {
-                ReplayOutcome::Scheduled => {
-                    println!("{id}: scheduled for delivery now");
-                    Ok(ExitCode::SUCCESS)
-                }
-                ReplayOutcome::NotFound => anyhow::bail!("no delivery {id}"),
-                ReplayOutcome::InFlight => {
-                    anyhow::bail!("{id} is being delivered right now; replay it once it finishes")
-                }
-            }
-        }
+        Command::Remote(command) => remote::run(command).await,
     }
 }
 
@@ -287,118 +216,4 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-async fn deliveries(command: DeliveriesCommand) -> anyhow::Result<ExitCode> {
-    match command {
-        DeliveriesCommand::List {
-            state,
-            destination,
-            limit,
-            json,
-            store,
-        } => {
-            let store = store.open()?;
-            let filter = Filter {
-                state,
-                destination,
-                ..Filter::default()
-            };
-            let rows = store.list_deliveries(filter, None, limit).await?.items;
-            if json {
-                for row in &rows {
-                    println!("{}", serde_json::to_string(row)?);
-                }
-            } else {
-                println!(
-                    "{:<36}  {:<10}  {:<16}  {:>8}  {:<24}  LAST",
-                    "DELIVERY", "STATE", "DESTINATION", "ATTEMPTS", "DUE"
-                );
-                for row in &rows {
-                    let due = row.due_at.map(format_millis).unwrap_or_else(|| "-".into());
-                    let last = match (&row.last_status, &row.last_error) {
-                        (_, Some(error)) => error.clone(),
-                        (Some(status), None) => status.to_string(),
-                        (None, None) => "-".into(),
-                    };
-                    println!(
-                        "{:<36}  {:<10}  {:<16}  {:>8}  {:<24}  {}",
-                        row.id,
-                        row.state,
-                        row.destination,
-                        row.attempts,
-                        due,
-                        printable(&last)
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        DeliveriesCommand::Show {
-            delivery_id,
-            json,
-            store,
-        } => {
-            let id = DeliveryId::parse(&delivery_id)?;
-            let store = store.open()?;
-            let Some((summary, attempts)) = store.delivery(&id).await? else {
-                anyhow::bail!("no delivery {id}");
-            };
-            if json {
-                let value = serde_json::json!({ "delivery": summary, "attempts": attempts });
-                println!("{}", serde_json::to_string_pretty(&value)?);
-                return Ok(ExitCode::SUCCESS);
-            }
-            println!("delivery     {}", summary.id);
-            println!(
-                "event        {} ({})",
-                summary.event_id,
-                printable(summary.event_type.as_deref().unwrap_or("-"))
-            );
-            println!("source       {}", summary.source);
-            println!("destination  {}", summary.destination);
-            println!("state        {}", summary.state);
-            println!("created      {}", format_millis(summary.created_at));
-            for attempt in attempts {
-                println!(
-                    "  attempt {:>3}  {}  {:>6} ms  {}  {}",
-                    attempt.number,
-                    format_millis(attempt.started_at),
-                    attempt.duration_ms,
-                    attempt
-                        .status
-                        .map(|s| s.to_string())
-                        .unwrap_or_else(|| "---".into()),
-                    printable(attempt.error.as_deref().unwrap_or("")),
-                );
-                if let Some(excerpt) = &attempt.response_excerpt {
-                    println!("               response: {}", printable(excerpt));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// Text that came from outside (payload fields, destinations' answers) made safe for a
-/// terminal: control characters, escape sequences among them, are shown escaped instead of
-/// being interpreted.
-fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            c if c.is_control() => c.escape_default().to_string(),
-            c => c.to_string(),
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn escape_sequences_from_payloads_are_not_printed_raw() {
-        assert_eq!(
-            super::printable("push\u{1b}]0;owned\u{7}\r\nok é"),
-            "push\\u{1b}]0;owned\\u{7}\\r\\nok é"
-        );
-    }
 }

@@ -1,0 +1,538 @@
+//! Inspection and control commands: every one is a call to a server's management API, so
+//! they work the same against the local server (its unix socket) and a remote one (`--url`).
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::output::{absolute, ago, last_outcome, printable, state_cell, table, text};
+use crate::client::{Client, ClientError, Endpoint};
+
+mod bulk;
+
+#[derive(Args, Clone)]
+pub struct ApiArgs {
+    /// The server's API, such as https://relay.example:8081 (default: the local server's
+    /// socket, from the config file).
+    #[arg(long, env = "HOOKRELAY_URL", global = true)]
+    url: Option<String>,
+    /// API token (needed with --url).
+    #[arg(long, env = "HOOKRELAY_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// Config file naming the local server's socket (api.socket).
+    #[arg(
+        long,
+        short,
+        env = "HOOKRELAY_CONFIG",
+        default_value = "hookrelay.toml",
+        global = true
+    )]
+    config: PathBuf,
+    /// JSON for scripts: one object per line for lists.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Args, Clone, Default)]
+pub struct FilterArgs {
+    #[arg(long)]
+    source: Option<String>,
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Received at or after: an age (12h, 30m), RFC 3339 time or epoch milliseconds.
+    #[arg(long)]
+    since: Option<String>,
+    /// Received at or before (same forms as --since).
+    #[arg(long)]
+    until: Option<String>,
+    /// Branch, tag or full ref.
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+    #[arg(long)]
+    project: Option<String>,
+    /// pending, in_flight, succeeded, dead, superseded or cancelled.
+    #[arg(long)]
+    state: Option<String>,
+    #[arg(long)]
+    destination: Option<String>,
+}
+
+impl FilterArgs {
+    fn pairs(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("source", &self.source),
+            ("event_type", &self.event_type),
+            ("since", &self.since),
+            ("until", &self.until),
+            ("ref", &self.git_ref),
+            ("project", &self.project),
+            ("state", &self.state),
+            ("destination", &self.destination),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| value.as_deref().map(|v| (key, v)))
+        .collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pairs().is_empty()
+    }
+
+    fn as_json(&self) -> Value {
+        self.pairs()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), Value::from(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    }
+}
+
+#[derive(Subcommand)]
+pub enum RemoteCommand {
+    /// Received events: list, show.
+    Events {
+        #[command(subcommand)]
+        command: ListShow,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deliveries (one per event and destination): list, show.
+    Deliveries {
+        #[command(subcommand)]
+        command: ListShow,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Deliver again now with a fresh retry window: one delivery by id, or every delivery
+    /// matching the filters (asks first, then follows the outcomes).
+    Replay(bulk::BulkArgs),
+    /// Stop waiting deliveries: one by id, or every one matching the filters.
+    Cancel(bulk::BulkArgs),
+    /// Destinations: live state and backlog; pause and resume.
+    Destinations {
+        #[command(subcommand)]
+        command: DestinationsCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Sources with their request counts.
+    Sources {
+        #[command(subcommand)]
+        command: SourcesCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum ListShow {
+    /// Newest first.
+    List {
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// How many at most (pages are fetched as needed).
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One, in full.
+    Show { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum DestinationsCommand {
+    List,
+    /// Hold deliveries (events are still accepted); survives restarts.
+    Pause {
+        name: String,
+    },
+    /// Deliver again (in order where the mode is fifo).
+    Resume {
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SourcesCommand {
+    List,
+}
+
+impl ApiArgs {
+    pub fn client(&self) -> anyhow::Result<Client> {
+        let endpoint = match &self.url {
+            Some(url) => Endpoint::Url {
+                base: url
+                    .parse()
+                    .map_err(|err| anyhow::anyhow!("--url {url:?} is not a URL: {err}"))?,
+                token: self.token.clone(),
+            },
+            None if !self.config.exists() => anyhow::bail!(
+                "no config file {}: give the local server's with --config FILE, or a remote one's API with --url",
+                self.config.display()
+            ),
+            None => match crate::config::load_api_socket(&self.config) {
+                Ok(Some(socket)) => Endpoint::Socket(socket),
+                Ok(None) => anyhow::bail!(
+                    "{} disables the API socket (api.socket = \"\"): use --url and --token",
+                    self.config.display()
+                ),
+                Err(err) => anyhow::bail!(
+                    "cannot find the local server's API: {}",
+                    err.to_string().lines().last().unwrap_or_default().trim()
+                ),
+            },
+        };
+        Ok(Client::new(endpoint))
+    }
+}
+
+pub async fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
+    let result = match command {
+        RemoteCommand::Events { command, api } => events(command, &api).await,
+        RemoteCommand::Deliveries { command, api } => deliveries(command, &api).await,
+        RemoteCommand::Replay(args) => bulk::run(args, "replay").await,
+        RemoteCommand::Cancel(args) => bulk::run(args, "cancel").await,
+        RemoteCommand::Destinations { command, api } => destinations(command, &api).await,
+        RemoteCommand::Sources { api, .. } => sources(&api).await,
+    };
+    // One line for the usual failures (server down, bad token), not a chain.
+    result.map_err(|err| match err.downcast::<ClientError>() {
+        Ok(client) => anyhow::anyhow!("{client}"),
+        Err(other) => other,
+    })
+}
+
+/// Up to `limit` items of a listing, following `next` cursors.
+async fn collect(
+    client: &Client,
+    path: &str,
+    filter: &FilterArgs,
+    limit: usize,
+) -> anyhow::Result<Vec<Value>> {
+    let mut items = Vec::new();
+    let mut after: Option<String> = None;
+    while items.len() < limit {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        query.extend_pairs(filter.pairs());
+        query.append_pair("limit", &(limit - items.len()).min(1000).to_string());
+        if let Some(cursor) = &after {
+            query.append_pair("after", cursor);
+        }
+        let page: Value = client.get(&format!("{path}?{}", query.finish())).await?;
+        if let Some(list) = page["items"].as_array() {
+            items.extend(list.iter().cloned());
+        }
+        match page["next"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    Ok(items)
+}
+
+fn print_lines(items: &[Value]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for item in items {
+        writeln!(out, "{}", serde_json::to_string(item)?)?;
+    }
+    Ok(())
+}
+
+async fn events(command: ListShow, api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let client = api.client()?;
+    match command {
+        ListShow::List { filter, limit } => {
+            let items = collect(&client, "/api/v1/events", &filter, limit).await?;
+            if api.json {
+                print_lines(&items)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut shown = table(&[
+                "EVENT",
+                "RECEIVED",
+                "SOURCE",
+                "TYPE",
+                "REF",
+                "PROJECT",
+                "DELIVERIES",
+            ]);
+            for event in &items {
+                let deliveries: Vec<String> = event["deliveries"]
+                    .as_array()
+                    .map(|all| {
+                        all.iter()
+                            .map(|d| format!("{}:{}", text(d, "destination"), text(d, "state")))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let git_ref = match text(event, "branch").as_str() {
+                    "-" => text(event, "tag"),
+                    branch => branch.to_owned(),
+                };
+                shown.add_row(vec![
+                    text(event, "id"),
+                    ago(event, "received_at"),
+                    text(event, "source"),
+                    text(event, "event_type"),
+                    git_ref,
+                    text(event, "project"),
+                    deliveries.join(" "),
+                ]);
+            }
+            println!("{shown}");
+            if items.is_empty() {
+                eprintln!("no events match");
+            }
+        }
+        ListShow::Show { id } => {
+            let event: Value = client
+                .get(&format!("/api/v1/events/{}", segment(&id)))
+                .await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&event)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (label, field) in [
+                ("event", "id"),
+                ("source", "source"),
+                ("type", "event_type"),
+                ("ref", "ref"),
+                ("project", "project"),
+                ("sender", "sender"),
+                ("commits", "commit_after"),
+                ("from", "remote_addr"),
+            ] {
+                println!("{label:<10} {}", text(&event, field));
+            }
+            println!("{:<10} {}", "received", absolute(&event, "received_at"));
+            println!("\nheaders");
+            for header in event["headers"].as_array().into_iter().flatten() {
+                println!("  {}: {}", text(header, "name"), text(header, "value"));
+            }
+            println!("\nbody ({} bytes)", event["body_bytes"]);
+            match (&event["body_json"], event["body"].as_str()) {
+                (Value::Null, Some(body)) => println!("{}", printable(body)),
+                (Value::Null, None) => println!("(binary; --json shows it as base64)"),
+                (json, _) => println!("{}", printable(&serde_json::to_string_pretty(json)?)),
+            }
+            let mut shown = table(&["DELIVERY", "DESTINATION", "STATE"]);
+            for delivery in event["deliveries"].as_array().into_iter().flatten() {
+                shown.add_row(vec![
+                    text(delivery, "id").into(),
+                    text(delivery, "destination").into(),
+                    state_cell(&text(delivery, "state")),
+                ]);
+            }
+            println!("\n{shown}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn deliveries(command: ListShow, api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let client = api.client()?;
+    match command {
+        ListShow::List { filter, limit } => {
+            let items = collect(&client, "/api/v1/deliveries", &filter, limit).await?;
+            if api.json {
+                print_lines(&items)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut shown = table(&[
+                "DELIVERY",
+                "STATE",
+                "DESTINATION",
+                "SOURCE",
+                "TYPE",
+                "ATTEMPTS",
+                "CREATED",
+                "NEXT",
+                "LAST",
+            ]);
+            for d in &items {
+                let next = match d["state"].as_str() {
+                    Some("pending") => ago(d, "due_at"),
+                    _ => "-".to_owned(),
+                };
+                shown.add_row(vec![
+                    text(d, "id").into(),
+                    state_cell(&text(d, "state")),
+                    text(d, "destination").into(),
+                    text(d, "source").into(),
+                    text(d, "event_type").into(),
+                    text(d, "attempts").into(),
+                    ago(d, "created_at").into(),
+                    next.into(),
+                    last_outcome(d).into(),
+                ]);
+            }
+            println!("{shown}");
+            if items.is_empty() {
+                eprintln!("no deliveries match");
+            }
+        }
+        ListShow::Show { id } => {
+            let found: Value = client
+                .get(&format!("/api/v1/deliveries/{}", segment(&id)))
+                .await?;
+            if api.json {
+                println!("{}", serde_json::to_string_pretty(&found)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let d = &found["delivery"];
+            for (label, field) in [
+                ("delivery", "id"),
+                ("event", "event_id"),
+                ("source", "source"),
+                ("type", "event_type"),
+                ("destination", "destination"),
+                ("state", "state"),
+                ("dead reason", "dead_reason"),
+            ] {
+                println!("{label:<12} {}", text(d, field));
+            }
+            println!("{:<12} {}", "created", absolute(d, "created_at"));
+            if d["state"] == "pending" {
+                println!("{:<12} {}", "next try", absolute(d, "due_at"));
+            }
+            let mut attempts = table(&["#", "STARTED", "DURATION", "STATUS", "ERROR"]);
+            let mut excerpts = Vec::new();
+            for a in found["attempts"].as_array().into_iter().flatten() {
+                attempts.add_row(vec![
+                    text(a, "number"),
+                    ago(a, "started_at"),
+                    format!("{} ms", text(a, "duration_ms")),
+                    text(a, "status"),
+                    text(a, "error"),
+                ]);
+                if let Some(excerpt) = a["response_excerpt"].as_str() {
+                    excerpts.push(format!("  #{} {}", text(a, "number"), printable(excerpt)));
+                }
+            }
+            println!("\n{attempts}");
+            if !excerpts.is_empty() {
+                println!("\nresponses");
+                println!("{}", excerpts.join("\n"));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn destinations(command: DestinationsCommand, api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let client = api.client()?;
+    let (name, action) = match command {
+        DestinationsCommand::List => {
+            let all: Vec<Value> = client.get("/api/v1/destinations").await?;
+            if api.json {
+                print_lines(&all)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut shown = table(&[
+                "DESTINATION",
+                "STATE",
+                "PENDING",
+                "IN FLIGHT",
+                "DEAD",
+                "OLDEST WAITING",
+                "LAST SUCCESS",
+                "LAST FAILURE",
+            ]);
+            for d in &all {
+                let oldest = match d["oldest_pending_age_secs"].as_u64() {
+                    Some(secs) => {
+                        super::output::relative(0, secs as i64 * 1000).replace(" ago", "")
+                    }
+                    None => "-".to_owned(),
+                };
+                let failure = match d.get("last_failure") {
+                    Some(f) if !f.is_null() => {
+                        format!(
+                            "{}: {}",
+                            ago(f, "at"),
+                            last_outcome(&json!({
+                            "last_error": f["error"], "last_status": f["status"] }))
+                        )
+                    }
+                    _ => "-".to_owned(),
+                };
+                shown.add_row(vec![
+                    text(d, "name").into(),
+                    state_cell(&text(d, "state")),
+                    text(d, "pending").into(),
+                    text(d, "in_flight").into(),
+                    text(d, "dead").into(),
+                    oldest.into(),
+                    ago(d, "last_success_at").into(),
+                    failure.into(),
+                ]);
+            }
+            println!("{shown}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        DestinationsCommand::Pause { name } => (name, "pause"),
+        DestinationsCommand::Resume { name } => (name, "resume"),
+    };
+    let path = format!("/api/v1/destinations/{}/{action}", segment(&name));
+    let answer: Value = client.post(&path, &json!({})).await?;
+    if api.json {
+        println!("{answer}");
+    } else if answer["paused"] == true {
+        println!(
+            "{name}: paused (events are still accepted; `hookrelay destinations resume {name}` delivers them)"
+        );
+    } else {
+        println!("{name}: resumed");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn sources(api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let all: Vec<Value> = api.client()?.get("/api/v1/sources").await?;
+    if api.json {
+        print_lines(&all)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut shown = table(&["SOURCE", "PROVIDER", "ACCEPTED", "DUPLICATE", "REJECTED"]);
+    for s in &all {
+        let requests = s["requests"].as_object().cloned().unwrap_or_default();
+        let count = |key: &str| requests.get(key).and_then(Value::as_u64).unwrap_or(0);
+        let rejected: Vec<String> = requests
+            .iter()
+            .filter(|(k, _)| *k != "accepted" && *k != "duplicate")
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        shown.add_row(vec![
+            text(s, "name"),
+            text(s, "provider"),
+            count("accepted").to_string(),
+            count("duplicate").to_string(),
+            if rejected.is_empty() {
+                "-".into()
+            } else {
+                rejected.join(", ")
+            },
+        ]);
+    }
+    println!("{shown}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An id or name as one path segment (nothing in it can change the path).
+fn segment(raw: &str) -> String {
+    form_urlencoded::byte_serialize(raw.as_bytes()).collect()
+}
+
+/// Asks on the terminal; without one, refuses rather than assuming yes.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!("{question} needs confirmation: run on a terminal or pass --yes");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}

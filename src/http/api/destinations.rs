@@ -1,0 +1,158 @@
+//! `/api/v1/destinations` (live state, backlog, pause and resume) and `/api/v1/sources`.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use serde::Serialize;
+
+use super::{ApiError, ApiResult, ApiState, ErrorBody};
+use crate::domain::{UnixMillis, now_millis};
+use crate::store::{DestinationStats, FailureView};
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DestinationView {
+    pub name: String,
+    /// `healthy`, `failing` (circuit breaker open), `paused`, or `not_configured` (deliveries
+    /// wait for a destination the config no longer has).
+    pub state: String,
+    pub ordering: Option<String>,
+    pub concurrency: Option<usize>,
+    pub pending: u64,
+    pub in_flight: u64,
+    pub succeeded: u64,
+    pub dead: u64,
+    /// Cancelled or superseded.
+    pub cancelled: u64,
+    /// Seconds the oldest waiting delivery has waited.
+    pub oldest_pending_age_secs: Option<u64>,
+    pub last_success_at: Option<UnixMillis>,
+    #[schema(value_type = Option<Object>)]
+    pub last_failure: Option<FailureView>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SourceView {
+    pub name: String,
+    pub provider: String,
+    /// Requests since the server started, by outcome: `accepted`, `duplicate`, or why
+    /// they were refused (`invalid_credentials`, `rate_limited`, `too_large`, ...).
+    pub requests: BTreeMap<String, u64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct PauseState {
+    pub name: String,
+    pub paused: bool,
+}
+
+/// Every destination, configured or still holding deliveries, with its live state.
+#[utoipa::path(get, path = "/api/v1/destinations", tag = "destinations",
+    responses((status = 200, body = Vec<DestinationView>), (status = 401, body = ErrorBody)))]
+pub async fn list_destinations(State(state): State<ApiState>) -> ApiResult<Vec<DestinationView>> {
+    let mut stats: BTreeMap<String, DestinationStats> = state
+        .store
+        .destination_stats()
+        .await?
+        .into_iter()
+        .map(|s| (s.name.clone(), s))
+        .collect();
+    let now = now_millis();
+    let mut views = Vec::new();
+    for info in state.destinations.iter() {
+        let stat = stats.remove(info.name.as_str()).unwrap_or_default();
+        let live = match state.controls.get(info.name.as_str()) {
+            Some(control) if control.is_paused() => "paused",
+            Some(control) if control.is_failing() => "failing",
+            _ => "healthy",
+        };
+        let mut view = view(info.name.as_str(), live, stat, now);
+        view.ordering = Some(format!("{:?}", info.ordering).to_lowercase());
+        view.concurrency = Some(info.concurrency);
+        views.push(view);
+    }
+    for (name, stat) in stats {
+        if stat.pending + stat.in_flight > 0 {
+            views.push(view(&name, "not_configured", stat, now));
+        }
+    }
+    Ok(Json(views))
+}
+
+fn view(name: &str, live: &str, stat: DestinationStats, now: UnixMillis) -> DestinationView {
+    DestinationView {
+        name: name.to_owned(),
+        state: live.to_owned(),
+        ordering: None,
+        concurrency: None,
+        pending: stat.pending,
+        in_flight: stat.in_flight,
+        succeeded: stat.succeeded,
+        dead: stat.dead,
+        cancelled: stat.cancelled,
+        oldest_pending_age_secs: stat
+            .oldest_pending_at
+            .map(|at| ((now - at).max(0) / 1000) as u64),
+        last_success_at: stat.last_success_at,
+        last_failure: stat.last_failure,
+    }
+}
+
+/// Holds the destination's deliveries (events are still accepted); survives restarts.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/pause", tag = "destinations",
+    params(("name" = String, Path)),
+    responses((status = 200, body = PauseState), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn pause_destination(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<PauseState> {
+    set_paused(state, name, true).await
+}
+
+/// Lets the destination's deliveries go again, in order where its mode is `fifo`.
+#[utoipa::path(post, path = "/api/v1/destinations/{name}/resume", tag = "destinations",
+    params(("name" = String, Path)),
+    responses((status = 200, body = PauseState), (status = 404, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn resume_destination(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+) -> ApiResult<PauseState> {
+    set_paused(state, name, false).await
+}
+
+async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<PauseState> {
+    let control = state
+        .controls
+        .get(&name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found("destination"))?;
+    // Stored first: once the answer says paused, a restart keeps it paused.
+    state.store.set_paused(&name, paused, now_millis()).await?;
+    control.set_paused(paused);
+    tracing::info!(destination = %name, paused, "destination {}", if paused { "paused" } else { "resumed" });
+    Ok(Json(PauseState { name, paused }))
+}
+
+/// Every configured source with its request counts since start.
+#[utoipa::path(get, path = "/api/v1/sources", tag = "sources",
+    responses((status = 200, body = Vec<SourceView>), (status = 401, body = ErrorBody)))]
+pub async fn list_sources(State(state): State<ApiState>) -> ApiResult<Vec<SourceView>> {
+    Ok(Json(
+        state
+            .sources
+            .iter()
+            .map(|(name, provider)| SourceView {
+                name: name.as_str().to_owned(),
+                provider: (*provider).to_owned(),
+                requests: state
+                    .counts
+                    .of(name.as_str())
+                    .into_iter()
+                    .map(|(outcome, n)| (outcome.to_owned(), n))
+                    .collect(),
+            })
+            .collect(),
+    ))
+}
