@@ -67,6 +67,9 @@ enum Command {
     },
     #[command(flatten)]
     Remote(RemoteCommand),
+    /// Print the management API's OpenAPI document (also served at /api/v1/openapi.json).
+    #[command(name = "api-doc")]
+    ApiDoc,
 }
 
 #[derive(Subcommand)]
@@ -154,6 +157,11 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Remote(command) => remote::run(command).await,
+        Command::ApiDoc => {
+            let doc = crate::http::api::openapi();
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

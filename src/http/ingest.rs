@@ -197,10 +197,9 @@ async fn receive_counted(
         return Err(IngestError::RateLimited(wait));
     }
     // Parsing costs CPU on every request, so only when a filter or the provider needs it.
-    let payload = runtime
-        .needs_payload
-        .then(|| parse_payload(&headers, &body))
-        .flatten();
+    // Always parsed: what ingest classifies (ref, project, commits) is stored with the event
+    // for filters, coalescing keys and display, not only used for routing.
+    let payload = parse_payload(&headers, &body);
     let mut classification = runtime.provider.classify(&inbound, payload.as_ref());
     if let Some(signed_id) = runtime.provider.signed_id(&inbound, &runtime.config) {
         // Only what the signature covers may decide "repeat or new": an unsigned

@@ -36,8 +36,6 @@ use rate::RateLimiter;
 pub struct SourceRuntime {
     pub config: SourceConfig,
     pub provider: &'static dyn Provider,
-    /// Parse the body as JSON: the provider or a route filter of this source needs it.
-    pub needs_payload: bool,
 }
 
 #[derive(Clone)]
@@ -74,14 +72,9 @@ impl AppState {
             .iter()
             .map(|(name, source)| {
                 let provider = provider_for(source.provider);
-                let filtered = config
-                    .routes
-                    .iter()
-                    .any(|route| &route.source == name && route.needs_payload());
                 let runtime = SourceRuntime {
                     config: source.clone(),
                     provider,
-                    needs_payload: provider.needs_payload() || filtered,
                 };
                 (name.clone(), runtime)
             })

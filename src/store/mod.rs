@@ -156,12 +156,13 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<(DeliverySummary, Vec<AttemptView>)>, StoreError>;
     async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError>;
     async fn cancel(&self, id: &DeliveryId, now: UnixMillis) -> Result<CancelOutcome, StoreError>;
-    /// How many deliveries a bulk change would touch, with up to `examples` of them.
+    /// How many deliveries a bulk change would touch, with up to `examples` of them, and
+    /// the snapshot counted (a new one when the scope has none).
     async fn bulk_count(
         &self,
         scope: BulkScope,
         examples: usize,
-    ) -> Result<(u64, Vec<DeliverySummary>), StoreError>;
+    ) -> Result<(u64, Vec<DeliverySummary>, Cursor), StoreError>;
     /// Records a bulk job before its first step.
     async fn create_job(
         &self,

@@ -123,13 +123,17 @@ pub enum BulkAction {
     Cancel,
 }
 
-/// What a bulk change covers: the filter, and only deliveries created up to `as_of`, so a
-/// dry run and the real run that follows it count the same set.
+/// What a bulk change covers: deliveries matching the filter among those that existed at
+/// `snapshot` (a mark the store hands out with a count), so a dry run and the real run that
+/// follows it with the same snapshot cover the same deliveries.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BulkScope {
     pub action: BulkAction,
     pub filter: Filter,
+    /// When the snapshot was taken (for people; the snapshot decides).
     pub as_of: UnixMillis,
+    /// `None` asks the store for a new one (everything that exists now).
+    pub snapshot: Option<Cursor>,
 }
 
 /// One bounded step of a bulk change.

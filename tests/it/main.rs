@@ -1,5 +1,6 @@
 //! One integration-test binary (one link step): the real hookrelay binary against real HTTP.
 
+mod api;
 mod cli;
 mod crash;
 mod delivery;
@@ -7,6 +8,7 @@ mod faults;
 mod frontdoor;
 mod harness;
 mod ingest;
+mod operate;
 mod outbound;
 mod providers;
 mod robustness;

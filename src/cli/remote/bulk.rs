@@ -70,7 +70,10 @@ pub async fn run(args: BulkArgs, action: &str) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     let started: Value = client
-        .post(&path, &json!({ "filter": filter, "as_of": dry["as_of"] }))
+        .post(
+            &path,
+            &json!({ "filter": filter, "snapshot": dry["snapshot"] }),
+        )
         .await?;
     let job = started["id"].as_str().unwrap_or_default().to_owned();
     if args.no_wait {
@@ -101,7 +104,7 @@ pub async fn run(args: BulkArgs, action: &str) -> anyhow::Result<ExitCode> {
 
 fn describe(dry: &Value, action: &str, count: u64) {
     let as_of = crate::domain::format_millis(dry["as_of"].as_i64().unwrap_or(0));
-    eprintln!("{count} deliveries to {action} (created up to {as_of})");
+    eprintln!("{count} deliveries to {action} (those existing at {as_of})");
     for example in dry["examples"].as_array().into_iter().flatten() {
         eprintln!(
             "  {}  {}  {}  {}",

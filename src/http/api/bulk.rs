@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::params::{self, FilterParams};
 use super::{ApiError, ApiResult, ApiState, ErrorBody};
 use crate::domain::{EventId, Name, UnixMillis, now_millis};
-use crate::store::{BulkAction, BulkScope, DeliverySummary, JobView};
+use crate::store::{BulkAction, BulkScope, Cursor, DeliverySummary, JobView};
 
 /// Deliveries one step changes: one short write transaction each.
 const STEP: usize = 200;
@@ -23,15 +23,19 @@ pub struct BulkRequest {
     /// Count (and show a few) without changing anything.
     #[serde(default)]
     pub dry_run: bool,
-    /// Only deliveries created up to this time (epoch ms) are touched. A dry run answers
-    /// the `as_of` it used; pass it back so the real run covers the same set.
-    pub as_of: Option<UnixMillis>,
+    /// The `snapshot` a dry run answered: the real run then covers the deliveries that
+    /// existed at the dry run (those created since are left alone). Without it, everything
+    /// that exists when the call arrives.
+    pub snapshot: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DryRun {
     pub count: u64,
+    /// When the snapshot was taken.
     pub as_of: UnixMillis,
+    /// Pass back with the real call to cover exactly the deliveries counted here.
+    pub snapshot: String,
     #[schema(value_type = Vec<Object>)]
     pub examples: Vec<DeliverySummary>,
 }
@@ -93,16 +97,19 @@ async fn bulk(
             "an empty filter would touch every delivery: give at least one filter",
         ));
     }
-    let scope = BulkScope {
+    let mut scope = BulkScope {
         action,
         filter,
-        as_of: request.as_of.unwrap_or(now),
+        as_of: now,
+        snapshot: request.snapshot.map(Cursor),
     };
-    let (count, examples) = state.store.bulk_count(scope.clone(), EXAMPLES).await?;
+    let (count, examples, snapshot) = state.store.bulk_count(scope.clone(), EXAMPLES).await?;
+    scope.snapshot = Some(snapshot.clone());
     if request.dry_run {
         let answer = DryRun {
             count,
             as_of: scope.as_of,
+            snapshot: snapshot.0,
             examples,
         };
         return Ok((StatusCode::OK, Json(BulkAnswer::DryRun(answer))));

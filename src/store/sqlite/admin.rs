@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::browse::scope_clause;
+use super::browse::{scope_clause, snapshot_of};
 use super::ops::backend;
 use super::query;
 use super::read::{bad_input, state_at};
@@ -65,7 +65,8 @@ pub fn bulk_step(
     limit: usize,
     now: UnixMillis,
 ) -> Result<BulkStep, StoreError> {
-    let mut clause = scope_clause(scope);
+    let snapshot = snapshot_of(tx, scope).map_err(backend)?;
+    let mut clause = scope_clause(scope, snapshot);
     if let Some(cursor) = after {
         let seq = query::decode(cursor).map_err(|err| backend(bad_input(err)))?;
         clause.push("d.seq > ?", seq);

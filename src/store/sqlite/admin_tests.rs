@@ -99,9 +99,14 @@ async fn bulk_replay_changes_exactly_what_the_dry_run_counted() {
             ..Filter::default()
         },
         as_of: 70,
+        snapshot: None,
     };
-    let (count, examples) = store.bulk_count(scope.clone(), 3).await.unwrap();
+    let (count, examples, snapshot) = store.bulk_count(scope.clone(), 3).await.unwrap();
     assert_eq!((count, examples.len()), (30, 3));
+    let scope = BulkScope {
+        snapshot: Some(snapshot),
+        ..scope
+    };
     assert_eq!(
         examples[0].dead_reason.as_deref(),
         Some("retry limit reached (max_attempts)")

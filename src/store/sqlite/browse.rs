@@ -112,19 +112,30 @@ pub(super) fn eligible(action: BulkAction) -> &'static str {
     }
 }
 
-pub(super) fn scope_clause(scope: &BulkScope) -> query::Clause {
+/// The scope as SQL; only deliveries up to the snapshot (row ids only grow).
+pub(super) fn scope_clause(scope: &BulkScope, snapshot: i64) -> query::Clause {
     let mut clause = query::deliveries(&scope.filter);
-    clause.push("d.created_at <= ?", scope.as_of);
+    clause.push("d.seq <= ?", snapshot);
     clause.push_fixed(eligible(scope.action));
     clause
+}
+
+pub(super) fn snapshot_of(conn: &Connection, scope: &BulkScope) -> rusqlite::Result<i64> {
+    match &scope.snapshot {
+        Some(cursor) => query::decode(cursor).map_err(bad_input),
+        None => conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM deliveries", [], |row| {
+            row.get(0)
+        }),
+    }
 }
 
 pub fn bulk_count(
     conn: &Connection,
     scope: &BulkScope,
     examples: usize,
-) -> rusqlite::Result<(u64, Vec<DeliverySummary>)> {
-    let mut clause = scope_clause(scope);
+) -> rusqlite::Result<(u64, Vec<DeliverySummary>, Cursor)> {
+    let snapshot = snapshot_of(conn, scope)?;
+    let mut clause = scope_clause(scope, snapshot);
     let sql = format!(
         "SELECT COUNT(*) FROM deliveries d JOIN events e ON e.seq = d.event_seq WHERE {}",
         clause.sql()
@@ -142,7 +153,7 @@ pub fn bulk_count(
         .prepare(&sql)?
         .query_map(params_from_iter(clause.params.iter()), summary)?
         .collect::<rusqlite::Result<_>>()?;
-    Ok((count.max(0) as u64, shown))
+    Ok((count.max(0) as u64, shown, query::encode(snapshot)))
 }
 
 pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {

@@ -327,7 +327,7 @@ impl Store for SqliteStore {
         &self,
         scope: BulkScope,
         examples: usize,
-    ) -> Result<(u64, Vec<DeliverySummary>), StoreError> {
+    ) -> Result<(u64, Vec<DeliverySummary>, Cursor), StoreError> {
         self.read(move |conn| browse::bulk_count(conn, &scope, examples))
             .await
     }

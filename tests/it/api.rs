@@ -1,0 +1,434 @@
+//! The management API from outside: tokens and scopes, filters and paging while events
+//! arrive, masked credentials, bulk replay, pause and resume, counts by source, OpenAPI.
+
+use serde_json::{Value, json};
+
+use crate::harness::*;
+
+pub const READ_TOKEN: &str = "read-token-0123456789";
+pub const ADMIN_TOKEN: &str = "admin-token-0123456789";
+
+/// `[api]` on its own TCP address with a read and an admin token.
+pub fn api_section(listen: std::net::SocketAddr) -> String {
+    format!(
+        r#"
+[api]
+listen = "{listen}"
+tokens = [
+  {{ name = "viewer", token = "{READ_TOKEN}", scope = "read" }},
+  {{ name = "ops", token = "{ADMIN_TOKEN}", scope = "admin" }},
+]
+"#
+    )
+}
+
+pub struct Api {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(listen: std::net::SocketAddr) -> Api {
+        Api {
+            base: format!("http://{listen}"),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .client
+            .request(method.parse().unwrap(), format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn get(&self, path: &str) -> Value {
+        let (status, body) = self.call("GET", path, Some(READ_TOKEN), None).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.call("POST", path, Some(ADMIN_TOKEN), Some(body)).await
+    }
+}
+
+#[tokio::test]
+async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let listen = free_port();
+    let text = config(dir.path(), &sink.url, "") + &api_section(listen);
+    let relay = Relay::start(dir.path(), &text);
+    let api = Api::new(listen);
+    let unknown = "/api/v1/deliveries/dlv_0000000000000000000000000000000f/replay";
+    for (method, path, token, expected) in [
+        ("GET", "/api/v1/events", None, 401),
+        ("GET", "/api/v1/events", Some("wrong-token-0123456789"), 401),
+        ("GET", "/api/v1/events", Some(READ_TOKEN), 200),
+        ("GET", "/api/v1/destinations", Some(READ_TOKEN), 200),
+        ("POST", unknown, Some(READ_TOKEN), 403),
+        (
+            "POST",
+            "/api/v1/destinations/sink/pause",
+            Some(READ_TOKEN),
+            403,
+        ),
+        ("POST", unknown, Some(ADMIN_TOKEN), 404),
+        ("POST", unknown, None, 401),
+        (
+            "GET",
+            "/api/v1/events?state=exploded",
+            Some(READ_TOKEN),
+            400,
+        ),
+        (
+            "GET",
+            "/api/v1/events?since=yesterday",
+            Some(READ_TOKEN),
+            400,
+        ),
+        ("GET", "/api/v1/events?after=bogus", Some(READ_TOKEN), 400),
+    ] {
+        let body = (method == "POST").then(|| json!({}));
+        let (status, answer) = api.call(method, path, token, body).await;
+        assert_eq!(status, expected, "{method} {path} with {token:?}: {answer}");
+        if status >= 400 {
+            assert!(
+                answer["code"].is_string() && answer["message"].is_string(),
+                "{answer}"
+            );
+        }
+    }
+    // The token never shows up in the log.
+    assert!(!relay.log().contains(ADMIN_TOKEN) && !relay.log().contains(READ_TOKEN));
+    // The API is not on the internet-facing listener unless configured so.
+    let main = reqwest::get(format!("{}/api/v1/events", relay.url))
+        .await
+        .unwrap();
+    assert_eq!(main.status(), 404);
+
+    let doc = reqwest::get(format!("{}/api/v1/openapi.json", api.base))
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let paths = doc["paths"].as_object().unwrap();
+    for route in [
+        "/api/v1/events",
+        "/api/v1/events/{id}",
+        "/api/v1/deliveries",
+        "/api/v1/deliveries/{id}",
+        "/api/v1/deliveries/{id}/replay",
+        "/api/v1/deliveries/{id}/cancel",
+        "/api/v1/bulk/replay",
+        "/api/v1/bulk/cancel",
+        "/api/v1/jobs/{id}",
+        "/api/v1/destinations",
+        "/api/v1/destinations/{name}/pause",
+        "/api/v1/destinations/{name}/resume",
+        "/api/v1/sources",
+    ] {
+        assert!(
+            paths.contains_key(route),
+            "{route} is not in the OpenAPI document"
+        );
+    }
+    assert_eq!(paths.len(), 13, "a route is documented but not listed here");
+    std::fs::write(dir.path().join("openapi.json"), doc.to_string()).unwrap();
+}
+
+#[tokio::test]
+async fn paging_while_events_arrive_never_skips_or_repeats_and_credentials_stay_masked() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let listen = free_port();
+    let text = config(dir.path(), &sink.url, "") + &api_section(listen);
+    let relay = Relay::start(dir.path(), &text);
+    let api = Api::new(listen);
+    let client = reqwest::Client::new();
+    for n in 0..23 {
+        assert_eq!(
+            post_push(&client, &relay, push_body(n), None)
+                .await
+                .status(),
+            202
+        );
+    }
+    let mut seen = Vec::new();
+    let mut path = "/api/v1/events?limit=5&ref=main&project=group/app".to_owned();
+    loop {
+        let page = api.get(&path).await;
+        for event in page["items"].as_array().unwrap() {
+            seen.push(event["id"].as_str().unwrap().to_owned());
+        }
+        // New events keep arriving between pages.
+        post_push(&client, &relay, push_body(100 + seen.len()), None).await;
+        match page["next"].as_str() {
+            Some(next) => {
+                path = format!("/api/v1/events?limit=5&ref=main&project=group/app&after={next}")
+            }
+            None => break,
+        }
+    }
+    let unique: std::collections::HashSet<_> = seen.iter().collect();
+    assert_eq!((seen.len(), unique.len()), (23, 23), "skipped or repeated");
+
+    let event = api.get(&format!("/api/v1/events/{}", seen[0])).await;
+    let token = event["headers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "x-gitlab-token")
+        .unwrap();
+    assert_eq!(token["value"], "[redacted]");
+    assert!(!event.to_string().contains(TOKEN));
+    assert_eq!(event["body_json"]["object_kind"], "push");
+    assert_eq!(
+        (event["branch"].as_str(), event["project"].as_str()),
+        (Some("main"), Some("group/app"))
+    );
+    let deliveries = api
+        .get("/api/v1/deliveries?destination=sink&limit=1000")
+        .await;
+    assert!(deliveries["items"].as_array().unwrap().len() >= 23);
+    let none = api.get("/api/v1/events?ref=develop").await;
+    assert!(none["items"].as_array().unwrap().is_empty());
+}
+
+/// Two destinations, each giving up after one attempt.
+fn two_dying_destinations(
+    dir: &std::path::Path,
+    sink: &str,
+    other: &str,
+    listen: std::net::SocketAddr,
+) -> String {
+    // No breaker: every delivery should get its one attempt while the sinks fail.
+    let once = "retry = { max_attempts = 1 }\ncircuit_breaker = { failures = 1000000 }";
+    let one = config(dir, sink, once);
+    one.replace(
+        "[[routes]]",
+        &format!(
+            "[destinations.other]\nurl = \"{other}\"\nallow_private_network = true\n\
+             {once}\n\n[[routes]]"
+        ),
+    )
+    .replace(
+        "destinations = [\"sink\"]",
+        "destinations = [\"sink\", \"other\"]",
+    ) + &api_section(listen)
+}
+
+#[tokio::test]
+async fn bulk_replay_replays_exactly_what_its_dry_run_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, other) = (Sink::start().await, Sink::start().await);
+    sink.set_status(500);
+    other.set_status(500);
+    let listen = free_port();
+    let text = two_dying_destinations(dir.path(), &sink.url, &other.url, listen);
+    let relay = Relay::start(dir.path(), &text);
+    let api = Api::new(listen);
+    let client = reqwest::Client::new();
+    for n in 0..100 {
+        post_push(&client, &relay, push_body(n), None).await;
+    }
+    sink.wait_for(100).await;
+    other.wait_for(100).await;
+    let dead = |destination: &str| {
+        format!("/api/v1/deliveries?state=dead&destination={destination}&limit=1000")
+    };
+    let count_dead = |destination: &'static str, expected: usize| {
+        let (api, path) = (&api, dead(destination));
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let found = api.get(&path).await["items"].as_array().unwrap().len();
+                if found == expected {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{destination}: {found} dead"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    count_dead("sink", 100).await;
+    count_dead("other", 100).await;
+    let one = api.get(&dead("sink")).await["items"][0].clone();
+    assert_eq!(one["dead_reason"], "retry limit reached (max_attempts)");
+    sink.set_status(200);
+
+    let filter = json!({ "state": "dead", "destination": "sink" });
+    let (status, dry) = api
+        .post(
+            "/api/v1/bulk/replay",
+            json!({ "filter": filter, "dry_run": true }),
+        )
+        .await;
+    assert_eq!((status, dry["count"].as_u64()), (200, Some(100)), "{dry}");
+    assert_eq!(dry["examples"].as_array().unwrap().len(), 5);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/v1/bulk/replay",
+            Some(READ_TOKEN),
+            Some(json!({"filter": filter})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, empty) = api
+        .post("/api/v1/bulk/replay", json!({ "filter": {} }))
+        .await;
+    assert_eq!(status, 400, "{empty}");
+
+    // Arriving after the dry run: outside its snapshot, never replayed by it.
+    sink.set_status(500);
+    post_push(&client, &relay, push_body(999), None).await;
+    sink.wait_for(101).await;
+    sink.set_status(200);
+    let (status, job) = api
+        .post(
+            "/api/v1/bulk/replay",
+            json!({ "filter": filter, "snapshot": dry["snapshot"] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let job = loop {
+        let job = api.get(&path).await;
+        if !job["finished_at"].is_null() && job["waiting"] == 0 {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job did not finish: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (job["matched"].as_u64(), job["changed"].as_u64()),
+        (Some(100), Some(100))
+    );
+    assert_eq!(
+        (job["succeeded"].as_u64(), job["failed"].as_u64()),
+        (Some(100), Some(0)),
+        "{job}"
+    );
+    // 100 first attempts, the late event's, and exactly the 100 replays.
+    assert_eq!(sink.count(), 201);
+    assert_eq!(other.count(), 101);
+    assert_eq!(
+        api.get(&dead("other")).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        101
+    );
+    assert_eq!(
+        api.get(&dead("sink")).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_pause_holds_deliveries_through_a_restart_and_resume_keeps_fifo_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let listen = free_port();
+    let text = config(dir.path(), &sink.url, "ordering = \"fifo\"") + &api_section(listen);
+    let mut relay = Relay::start(dir.path(), &text);
+    let paused = relay.cli(&["destinations", "pause", "sink"]);
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    let client = reqwest::Client::new();
+    for n in 0..3 {
+        assert_eq!(
+            post_push(&client, &relay, push_body(n), None)
+                .await
+                .status(),
+            202
+        );
+    }
+    relay.terminate();
+    let relay = Relay::start(dir.path(), &text);
+    for n in 3..6 {
+        assert_eq!(
+            post_push(&client, &relay, push_body(n), None)
+                .await
+                .status(),
+            202
+        );
+    }
+    let api = Api::new(listen);
+    let destinations = api.get("/api/v1/destinations").await;
+    assert_eq!(destinations[0]["state"], "paused", "{destinations}");
+    assert_eq!(destinations[0]["pending"], 6);
+    // A worker that ignored the pause would have delivered within its 1 s poll interval.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(sink.count(), 0, "delivered while paused");
+    let resumed = relay.cli(&["destinations", "resume", "sink"]);
+    assert!(resumed.status.success());
+    sink.wait_for(6).await;
+    sink.with_received(|received| {
+        let order: Vec<String> = received
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["n"].to_string())
+            .collect();
+        assert_eq!(order, ["0", "1", "2", "3", "4", "5"]);
+    });
+}
+
+#[tokio::test]
+async fn sources_count_what_was_accepted_repeated_and_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let listen = free_port();
+    let text = config(dir.path(), &sink.url, "") + &api_section(listen);
+    let relay = Relay::start(dir.path(), &text);
+    let client = reqwest::Client::new();
+    post_push(&client, &relay, push_body(1), Some("k1")).await;
+    post_push(&client, &relay, push_body(1), Some("k1")).await;
+    let forged = client
+        .post(relay.hook_url("gitlab"))
+        .header("x-gitlab-token", "wrong")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let sources = Api::new(listen).get("/api/v1/sources").await;
+    assert_eq!(
+        sources[0]["requests"],
+        json!({ "accepted": 1, "duplicate": 1, "invalid_credentials": 1 })
+    );
+}
