@@ -179,12 +179,11 @@ async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
-    let app = crate::App::build(config, listener).await?;
+    let mut app = crate::App::build(config, listener).await?;
     let address = app.local_addr()?;
     let scheme = if app.tls().is_some() { "https" } else { "http" };
-    if let Some(tls) = app.tls().cloned() {
-        tokio::spawn(reload_tls_on_sighup(tls));
-    }
+    let reloader = app.reload_from(path);
+    tokio::spawn(reload_on_sighup(reloader, app.tls().cloned()));
     tracing::info!(%address, "hookrelay listening");
     // Printed only once the store is open. Scripts and tests read this line to learn the
     // port when listening on port 0.
@@ -194,18 +193,28 @@ async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-/// SIGHUP reloads the certificate and key; a bad pair is logged and the old one kept.
-async fn reload_tls_on_sighup(tls: crate::http::tls::TlsAcceptor) {
+/// SIGHUP re-reads the config (sources, routes, destinations) and reloads the certificate
+/// and key; anything invalid is logged and the running config stays.
+async fn reload_on_sighup(
+    reloader: std::sync::Arc<crate::app::ConfigReloader>,
+    tls: Option<crate::http::tls::TlsAcceptor>,
+) {
+    use crate::http::api::Reload as _;
     let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
     else {
-        tracing::warn!("cannot listen for SIGHUP; the certificate will not be reloaded");
+        tracing::warn!("cannot listen for SIGHUP; use `hookrelay reload` to apply config changes");
         return;
     };
     while hangups.recv().await.is_some() {
-        match tls.reload() {
-            Ok(()) => tracing::info!("TLS certificate reloaded"),
-            Err(err) => {
-                tracing::error!(error = %err, "TLS certificate not reloaded; keeping the old one")
+        tracing::info!("SIGHUP: reloading the config");
+        // Errors are logged by the reloader, with every location.
+        let _ = reloader.reload().await;
+        if let Some(tls) = &tls {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate reloaded"),
+                Err(err) => {
+                    tracing::error!(error = %err, "TLS certificate not reloaded; keeping the old one")
+                }
             }
         }
     }

@@ -118,6 +118,11 @@ pub enum RemoteCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Apply the config file again without a restart (as SIGHUP does).
+    Reload {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Sources with their request counts.
     Sources {
         #[command(subcommand)]
@@ -196,6 +201,13 @@ pub async fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
         RemoteCommand::Cancel(args) => bulk::run(args, "cancel").await,
         RemoteCommand::Destinations { command, api } => destinations(command, &api).await,
         RemoteCommand::Sources { api, .. } => sources(&api).await,
+        RemoteCommand::Reload { api } => {
+            let answer: Value = api.client()?.post("/api/v1/reload", &json!({})).await?;
+            for note in answer["notes"].as_array().into_iter().flatten() {
+                println!("{}", note.as_str().unwrap_or_default());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     };
     // One line for the usual failures (server down, bad token), not a chain.
     result.map_err(|err| match err.downcast::<ClientError>() {

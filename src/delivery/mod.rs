@@ -47,12 +47,19 @@ pub trait Destination: Send + Sync {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome;
 }
 
-/// Running delivery workers; ingest wakes them when it commits new deliveries.
+/// Running delivery workers; ingest wakes them when it commits new deliveries. The set of
+/// workers follows the config: [`Engine::apply`] starts, restarts and stops them on reload.
 pub struct Engine {
-    wakers: HashMap<Name, Arc<Notify>>,
+    store: Arc<dyn Store>,
+    requests: Arc<requests::Requests>,
+    lease_owner: String,
+    grace: Duration,
+    shutdown: CancellationToken,
+    running: HashMap<Name, CancellationToken>,
     workers: JoinSet<()>,
-    status: DeliveryStatus,
+    wakers: Wakers,
     controls: Controls,
+    breakers: Breakers,
 }
 
 /// A running destination's switches and state, shared by its worker and the API.
@@ -80,21 +87,53 @@ impl DestinationControl {
     }
 }
 
+type Shared<T> = Arc<std::sync::RwLock<HashMap<Name, T>>>;
+
+fn read<T: Clone>(map: &Shared<T>, name: &str) -> Option<T> {
+    map.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(name)
+        .cloned()
+}
+
 /// Every running destination's control, by name.
 #[derive(Clone, Default)]
-pub struct Controls(Arc<HashMap<Name, Arc<DestinationControl>>>);
+pub struct Controls(Shared<Arc<DestinationControl>>);
 
 impl Controls {
-    pub fn get(&self, name: &str) -> Option<&Arc<DestinationControl>> {
-        self.0.get(name)
+    pub fn get(&self, name: &str) -> Option<Arc<DestinationControl>> {
+        read(&self.0, name)
     }
 }
 
-/// What `/metrics` shows of delivery: each running destination's circuit breaker (open or
-/// not) and the memory held by stored requests being delivered.
+/// Each running destination's circuit breaker (open or not), for `/metrics`.
+#[derive(Clone, Default)]
+pub struct Breakers(Shared<Arc<std::sync::atomic::AtomicBool>>);
+
+impl Breakers {
+    pub fn snapshot(&self) -> Vec<(Name, bool)> {
+        let mut all: Vec<_> = self
+            .0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(name, open)| {
+                (
+                    name.clone(),
+                    open.load(std::sync::atomic::Ordering::Relaxed),
+                )
+            })
+            .collect();
+        all.sort();
+        all
+    }
+}
+
+/// What `/metrics` shows of delivery: breakers and the memory held by stored requests
+/// being delivered.
 #[derive(Clone)]
 pub struct DeliveryStatus {
-    pub breakers: Arc<Vec<(Name, Arc<std::sync::atomic::AtomicBool>)>>,
+    pub breakers: Breakers,
     requests: Arc<requests::Requests>,
 }
 
@@ -113,11 +152,41 @@ impl Engine {
         paused: &HashMap<String, bool>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let lease_owner = format!(
-            "{}-{}",
-            std::process::id(),
-            crate::domain::EventId::generate()
-        );
+        let mut engine = Self {
+            requests: Arc::new(requests::Requests::new(
+                store.clone(),
+                config.server.delivery_memory,
+            )),
+            store,
+            lease_owner: format!(
+                "{}-{}",
+                std::process::id(),
+                crate::domain::EventId::generate()
+            ),
+            grace: config.server.shutdown_grace,
+            shutdown,
+            running: HashMap::new(),
+            workers: JoinSet::new(),
+            wakers: Wakers::default(),
+            controls: Controls::default(),
+            breakers: Breakers::default(),
+        };
+        engine.apply(config, paused)?;
+        Ok(engine)
+    }
+
+    /// Makes the running workers match `config`: every destination's worker is (re)started
+    /// with its new settings, removed ones stop. A stopping worker lets its attempts in flight
+    /// finish within the grace period and gives the rest back, so nothing is dropped; a pause
+    /// set at runtime carries over. Fails without changing anything if a destination cannot
+    /// be built.
+    pub fn apply(&mut self, config: &Config, paused: &HashMap<String, bool>) -> anyhow::Result<()> {
+        let mut built = Vec::new();
+        for (name, destination) in &config.destinations {
+            let http = http::HttpDestination::new(destination)
+                .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
+            built.push((name.clone(), destination.clone(), Arc::new(http)));
+        }
         let mut defaults: HashMap<Name, Vec<String>> = HashMap::new();
         for (name, source) in &config.sources {
             let headers = provider_for(source.provider).forwarded_headers();
@@ -127,60 +196,62 @@ impl Engine {
             );
         }
         let defaults = Arc::new(defaults);
-        let requests = Arc::new(requests::Requests::new(
-            store.clone(),
-            config.server.delivery_memory,
-        ));
+        for (_, stop) in self.running.drain() {
+            stop.cancel();
+        }
         let mut wakers = HashMap::new();
-        let mut breakers = Vec::new();
         let mut controls = HashMap::new();
-        let mut workers = JoinSet::new();
-        for (name, destination) in &config.destinations {
-            let is_paused = paused
-                .get(name.as_str())
-                .copied()
-                .unwrap_or(destination.paused);
+        let mut breakers = HashMap::new();
+        for (name, destination, http) in built {
+            let is_paused = match self.controls.get(name.as_str()) {
+                Some(old) => old.is_paused(),
+                None => paused
+                    .get(name.as_str())
+                    .copied()
+                    .unwrap_or(destination.paused),
+            };
             if is_paused {
                 tracing::info!(destination = %name, "paused: deliveries are held until resumed");
             }
             let waker = Arc::new(Notify::new());
-            wakers.insert(name.clone(), waker.clone());
             let breaker_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            breakers.push((name.clone(), breaker_open.clone()));
             let control = Arc::new(DestinationControl {
                 paused: is_paused.into(),
                 breaker_open: breaker_open.clone(),
                 waker: waker.clone(),
             });
-            controls.insert(name.clone(), control.clone());
-            let http = http::HttpDestination::new(destination)
-                .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
+            let stop = self.shutdown.child_token();
             let ctx = worker::WorkerContext {
                 name: name.clone(),
-                config: destination.clone(),
-                destination: Arc::new(http),
-                store: store.clone(),
-                waker,
-                shutdown: shutdown.clone(),
-                grace: config.server.shutdown_grace,
-                lease_owner: lease_owner.clone(),
-                default_forward: defaults.clone(),
-                requests: requests.clone(),
                 breaker: std::sync::Mutex::new(breaker::Breaker::new(destination.breaker)),
+                config: destination,
+                destination: http,
+                store: self.store.clone(),
+                waker: waker.clone(),
+                shutdown: stop.clone(),
+                grace: self.grace,
+                lease_owner: self.lease_owner.clone(),
+                default_forward: defaults.clone(),
+                requests: self.requests.clone(),
                 breaker_open: breaker_open.clone(),
-                control,
+                control: control.clone(),
             };
-            workers.spawn(worker::run(ctx));
+            self.workers.spawn(worker::run(ctx));
+            self.running.insert(name.clone(), stop);
+            wakers.insert(name.clone(), waker);
+            controls.insert(name.clone(), control);
+            breakers.insert(name, breaker_open);
         }
-        Ok(Self {
-            wakers,
-            workers,
-            status: DeliveryStatus {
-                breakers: Arc::new(breakers),
-                requests,
-            },
-            controls: Controls(Arc::new(controls)),
-        })
+        *self.wakers.0.write().unwrap_or_else(|p| p.into_inner()) = wakers;
+        *self.controls.0.write().unwrap_or_else(|p| p.into_inner()) = controls;
+        *self.breakers.0.write().unwrap_or_else(|p| p.into_inner()) = breakers;
+        // Workers that stopped are reaped here, so the set does not grow with reloads.
+        while let Some(result) = self.workers.try_join_next() {
+            if let Err(err) = result {
+                tracing::error!(error = %err, "delivery worker panicked");
+            }
+        }
+        Ok(())
     }
 
     pub fn controls(&self) -> Controls {
@@ -188,15 +259,18 @@ impl Engine {
     }
 
     pub fn waker(&self) -> Wakers {
-        Wakers(Arc::new(self.wakers.clone()))
+        self.wakers.clone()
     }
 
     pub fn status(&self) -> DeliveryStatus {
-        self.status.clone()
+        DeliveryStatus {
+            breakers: self.breakers.clone(),
+            requests: self.requests.clone(),
+        }
     }
 
     /// Waits until every worker has stopped (after the shutdown token fired).
-    pub async fn join(mut self) {
+    pub async fn join(&mut self) {
         while let Some(result) = self.workers.join_next().await {
             if let Err(err) = result {
                 tracing::error!(error = %err, "delivery worker panicked");
@@ -207,12 +281,13 @@ impl Engine {
 
 /// Cheap handle ingest uses to tell workers that new deliveries are due.
 #[derive(Clone, Default)]
-pub struct Wakers(Arc<HashMap<Name, Arc<Notify>>>);
+pub struct Wakers(Shared<Arc<Notify>>);
 
 impl Wakers {
     pub fn wake(&self, destinations: &[Name]) {
+        let wakers = self.0.read().unwrap_or_else(|p| p.into_inner());
         for name in destinations {
-            if let Some(waker) = self.0.get(name) {
+            if let Some(waker) = wakers.get(name) {
                 waker.notify_one();
             }
         }

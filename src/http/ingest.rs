@@ -114,7 +114,11 @@ pub async fn receive(
     body: Body,
 ) -> Result<Response, IngestError> {
     let counts = state.metrics.by_source.clone();
-    let known = state.sources.contains_key(source.as_str());
+    let known = state
+        .routing
+        .current()
+        .sources
+        .contains_key(source.as_str());
     let result = receive_counted(state, &source, peer, uri, headers, body).await;
     if known {
         let outcome = match &result {
@@ -137,7 +141,8 @@ async fn receive_counted(
 ) -> Result<Response, IngestError> {
     let metrics = &state.metrics;
     // Looked up by the raw path segment: only configured names (already validated) match.
-    let Some(runtime) = state.sources.get(source) else {
+    let routing = state.routing.current();
+    let Some(runtime) = routing.sources.get(source) else {
         return Err(IngestError::UnknownSource);
     };
     let source = &runtime.config.name;
@@ -210,7 +215,7 @@ async fn receive_counted(
         classification: &classification,
         payload: payload.as_ref(),
     };
-    let destinations = destinations_for(&state.routes, source, &facts);
+    let destinations = destinations_for(&routing.routes, source, &facts);
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),

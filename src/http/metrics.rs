@@ -133,11 +133,11 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         "# HELP hookrelay_destination_circuit_open 1 while the destination's circuit breaker is open (only probes go out).\n\
          # TYPE hookrelay_destination_circuit_open gauge\n",
     );
-    for (name, open) in state.delivery.breakers.iter() {
+    for (name, open) in state.delivery.breakers.snapshot() {
         let _ = writeln!(
             text,
             "hookrelay_destination_circuit_open{{destination=\"{name}\"}} {}",
-            u8::from(open.load(Relaxed))
+            u8::from(open)
         );
     }
     let _ = writeln!(

@@ -38,10 +38,49 @@ pub struct SourceRuntime {
     pub provider: &'static dyn Provider,
 }
 
+/// Sources and routes: what a config reload replaces while requests are being served.
+pub struct Routing {
+    pub sources: HashMap<Name, SourceRuntime>,
+    pub routes: Vec<Route>,
+}
+
+impl Routing {
+    pub fn from_config(config: &Config) -> Self {
+        let sources = config
+            .sources
+            .iter()
+            .map(|(name, source)| {
+                let runtime = SourceRuntime {
+                    config: source.clone(),
+                    provider: provider_for(source.provider),
+                };
+                (name.clone(), runtime)
+            })
+            .collect();
+        Self {
+            sources,
+            routes: config.routes.clone(),
+        }
+    }
+}
+
+/// The routing in force; each request takes the current one once and keeps it throughout.
+#[derive(Clone)]
+pub struct LiveRouting(Arc<std::sync::RwLock<Arc<Routing>>>);
+
+impl LiveRouting {
+    pub fn current(&self) -> Arc<Routing> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn replace(&self, routing: Routing) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(routing);
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
-    pub sources: Arc<HashMap<Name, SourceRuntime>>,
-    pub routes: Arc<Vec<Route>>,
+    pub routing: LiveRouting,
     pub store: Arc<dyn Store>,
     pub wakers: Wakers,
     pub metrics: Arc<Metrics>,
@@ -67,18 +106,6 @@ impl AppState {
         wakers: Wakers,
         delivery: DeliveryStatus,
     ) -> Self {
-        let sources = config
-            .sources
-            .iter()
-            .map(|(name, source)| {
-                let provider = provider_for(source.provider);
-                let runtime = SourceRuntime {
-                    config: source.clone(),
-                    provider,
-                };
-                (name.clone(), runtime)
-            })
-            .collect();
         let largest_body = config
             .sources
             .values()
@@ -86,8 +113,9 @@ impl AppState {
             .max()
             .unwrap_or(0);
         Self {
-            sources: Arc::new(sources),
-            routes: Arc::new(config.routes.clone()),
+            routing: LiveRouting(Arc::new(std::sync::RwLock::new(Arc::new(
+                Routing::from_config(config),
+            )))),
             store,
             wakers,
             metrics: Arc::default(),

@@ -11,6 +11,7 @@ mod ingest;
 mod operate;
 mod outbound;
 mod providers;
+mod reload;
 mod robustness;
 mod tidy;
 mod tls;

@@ -169,7 +169,12 @@ async fn run_job(state: ApiState, id: String, scope: BulkScope) {
 fn wake(state: &ApiState, scope: &BulkScope) {
     let names: Vec<Name> = match &scope.filter.destination {
         Some(name) => Name::parse(name).into_iter().collect(),
-        None => state.destinations.iter().map(|d| d.name.clone()).collect(),
+        None => state
+            .catalog()
+            .destinations
+            .iter()
+            .map(|d| d.name.clone())
+            .collect(),
     };
     state.wakers.wake(&names);
 }

@@ -59,7 +59,8 @@ pub async fn list_destinations(State(state): State<ApiState>) -> ApiResult<Vec<D
         .collect();
     let now = now_millis();
     let mut views = Vec::new();
-    for info in state.destinations.iter() {
+    let catalog = state.catalog();
+    for info in catalog.destinations.iter() {
         let stat = stats.remove(info.name.as_str()).unwrap_or_default();
         let live = match state.controls.get(info.name.as_str()) {
             Some(control) if control.is_paused() => "paused",
@@ -126,7 +127,6 @@ async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<Pa
     let control = state
         .controls
         .get(&name)
-        .cloned()
         .ok_or_else(|| ApiError::not_found("destination"))?;
     // Stored first: once the answer says paused, a restart keeps it paused.
     state.store.set_paused(&name, paused, now_millis()).await?;
@@ -141,6 +141,7 @@ async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<Pa
 pub async fn list_sources(State(state): State<ApiState>) -> ApiResult<Vec<SourceView>> {
     Ok(Json(
         state
+            .catalog()
             .sources
             .iter()
             .map(|(name, provider)| SourceView {
@@ -155,4 +156,33 @@ pub async fn list_sources(State(state): State<ApiState>) -> ApiResult<Vec<Source
             })
             .collect(),
     ))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Reloaded {
+    /// What changed, and settings that only a restart applies.
+    pub notes: Vec<String>,
+}
+
+/// Re-reads the config file, as SIGHUP does: sources, routes and destinations change
+/// without a restart; a config with errors is refused and the running one stays.
+#[utoipa::path(post, path = "/api/v1/reload", tag = "server",
+    responses((status = 200, body = Reloaded), (status = 400, body = ErrorBody),
+              (status = 403, body = ErrorBody)))]
+pub async fn reload(State(state): State<ApiState>) -> ApiResult<Reloaded> {
+    let Some(reload) = &state.reload else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::CONFLICT,
+            "conflict",
+            "this server was not started from a config file",
+        ));
+    };
+    match reload.reload().await {
+        Ok(notes) => Ok(Json(Reloaded { notes })),
+        Err(errors) => Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_config",
+            format!("config refused, the running one stays: {errors}"),
+        )),
+    }
 }

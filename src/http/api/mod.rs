@@ -34,12 +34,56 @@ use crate::store::{Store, StoreError};
 #[derive(Clone)]
 pub struct ApiState {
     pub store: Arc<dyn Store>,
-    pub destinations: Arc<Vec<DestinationInfo>>,
-    pub sources: Arc<Vec<(Name, &'static str)>>,
+    /// Configured sources and destinations; a reload replaces them.
+    pub catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
     pub controls: Controls,
     pub counts: Arc<SourceCounts>,
     /// Wakes delivery workers after replays so they need not wait for their next poll.
     pub wakers: crate::delivery::Wakers,
+    /// Re-reads the config file (`POST /api/v1/reload`), when the server has one.
+    pub reload: Option<Arc<dyn Reload>>,
+}
+
+impl ApiState {
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Applies the config file again; `Err` carries every validation error, one per line.
+#[async_trait::async_trait]
+pub trait Reload: Send + Sync {
+    async fn reload(&self) -> Result<Vec<String>, String>;
+}
+
+#[derive(Default)]
+pub struct Catalog {
+    pub destinations: Vec<DestinationInfo>,
+    pub sources: Vec<(Name, &'static str)>,
+}
+
+impl Catalog {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            destinations: config
+                .destinations
+                .values()
+                .map(|d| DestinationInfo {
+                    name: d.name.clone(),
+                    ordering: d.ordering,
+                    concurrency: d.concurrency,
+                })
+                .collect(),
+            sources: config
+                .sources
+                .values()
+                .map(|s| (s.name.clone(), s.provider.name()))
+                .collect(),
+        }
+    }
 }
 
 /// A configured destination as the API describes it.
@@ -168,6 +212,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(destinations::pause_destination))
         .routes(routes!(destinations::resume_destination))
         .routes(routes!(destinations::list_sources))
+        .routes(routes!(destinations::reload))
 }
 
 /// The OpenAPI document (also served at `/api/v1/openapi.json`).

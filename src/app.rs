@@ -1,0 +1,287 @@
+//! Wiring: open the store, start delivery, build the HTTP surfaces (hooks, API on its
+//! socket and listener), serve until shutdown, drain; and apply a new config while running.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::http::api::{ApiState, Catalog, Reload};
+use crate::store::Store;
+use crate::{delivery, http, store};
+
+/// The service with its store open and its workers started, not yet serving.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    engine: Arc<Mutex<delivery::Engine>>,
+    state: http::AppState,
+    api: ApiState,
+    token: CancellationToken,
+    tls: Option<http::tls::TlsAcceptor>,
+    api_socket: Option<http::api::socket::ApiSocket>,
+    api_listener: Option<TcpListener>,
+}
+
+impl App {
+    /// Opens the store and starts delivery. Errors here mean the service cannot run at all;
+    /// a full disk is not one of them (ingest answers 503 until space returns).
+    pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<App> {
+        let store = store::open(&config.server.store).with_context(|| {
+            format!(
+                "opening the store {} (server.store)",
+                store::redact_url(&config.server.store)
+            )
+        })?;
+        for warning in &config.warnings {
+            tracing::warn!(location = %warning.location, "{}", warning.message);
+        }
+        for warning in orphaned_deliveries(&config, store.as_ref()).await {
+            tracing::warn!("{warning}");
+        }
+        let tls = match &config.server.tls {
+            Some(files) => Some(http::tls::TlsAcceptor::load(&files.cert, &files.key)?),
+            None => None,
+        };
+        let api_socket = match &config.api.socket {
+            Some(path) => Some(http::api::socket::ApiSocket::bind(path).await?),
+            None => None,
+        };
+        let api_listener = match config.api.listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (api.listen)"))?,
+            ),
+            None => None,
+        };
+        let token = CancellationToken::new();
+        let paused = store
+            .paused_destinations()
+            .await
+            .context("reading paused destinations")?
+            .into_iter()
+            .collect();
+        let engine = delivery::Engine::start(&config, store.clone(), &paused, token.clone())?;
+        let state = http::AppState::new(&config, store.clone(), engine.waker(), engine.status());
+        let api = ApiState {
+            store: store.clone(),
+            catalog: Arc::new(std::sync::RwLock::new(Arc::new(Catalog::from_config(
+                &config,
+            )))),
+            controls: engine.controls(),
+            counts: state.metrics.by_source.clone(),
+            wakers: engine.waker(),
+            reload: None,
+        };
+        Ok(App {
+            config,
+            listener,
+            store,
+            engine: Arc::new(Mutex::new(engine)),
+            state,
+            api,
+            token,
+            tls,
+            api_socket,
+            api_listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Whether the listener speaks HTTPS.
+    pub fn tls(&self) -> Option<&http::tls::TlsAcceptor> {
+        self.tls.as_ref()
+    }
+
+    /// Where the API listens on TCP (`api.listen`), if it does.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
+    /// The API's unix socket, if any.
+    pub fn api_socket(&self) -> Option<&std::path::Path> {
+        self.api_socket.as_ref().map(|socket| socket.path())
+    }
+
+    /// Lets `config_path` be applied again while running (SIGHUP, `POST /api/v1/reload`).
+    pub fn reload_from(&mut self, config_path: PathBuf) -> Arc<ConfigReloader> {
+        let reloader = Arc::new(ConfigReloader {
+            path: config_path,
+            current: Mutex::new(self.config.clone()),
+            engine: self.engine.clone(),
+            store: self.store.clone(),
+            routing: self.state.routing.clone(),
+            catalog: self.api.catalog.clone(),
+        });
+        self.api.reload = Some(reloader.clone());
+        reloader
+    }
+
+    /// Serves until `shutdown` completes, then drains: the listener stops, requests in
+    /// progress finish, in-flight deliveries get the grace period, the rest are released.
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let state = self.state;
+        let metrics = state.metrics.clone();
+        tokio::spawn(
+            state
+                .backlog
+                .clone()
+                .watch(self.store.clone(), self.token.clone()),
+        );
+        let uncapped = state.trusted_proxies.to_vec();
+        let tokens = Arc::new(self.config.api.tokens.clone());
+        let mut app = http::router(state);
+        if self.config.api.on_main_listener {
+            app = app.merge(http::api::router(self.api.clone(), Some(tokens.clone())));
+        }
+        let trigger = self.token.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new requests, draining deliveries");
+            trigger.cancel();
+        });
+        let mut api_tasks = tokio::task::JoinSet::new();
+        if let Some(socket) = self.api_socket {
+            let app = http::api::router(self.api.clone(), None);
+            api_tasks.spawn(socket.serve(app, self.token.clone()));
+        }
+        let server = &self.config.server;
+        let limits = |max_connections, uncapped| http::server::ConnectionLimits {
+            max_connections,
+            max_per_client: server.max_connections_per_client,
+            header_read_timeout: server.header_read_timeout,
+            max_header_bytes: server.max_header_bytes,
+            shutdown_grace: server.shutdown_grace,
+            uncapped,
+        };
+        if let Some(listener) = self.api_listener {
+            let app = http::api::router(self.api, Some(tokens));
+            api_tasks.spawn(http::server::serve(
+                listener,
+                app,
+                limits(256, vec![]),
+                None,
+                metrics.clone(),
+                self.token.clone(),
+            ));
+        }
+        http::server::serve(
+            self.listener,
+            app,
+            limits(server.max_connections, uncapped),
+            self.tls,
+            metrics,
+            self.token.clone(),
+        )
+        .await;
+        while api_tasks.join_next().await.is_some() {}
+        self.engine.lock().await.join().await;
+        tracing::info!("stopped");
+    }
+}
+
+/// Applies the config file again without a restart: sources, routes and destinations.
+pub struct ConfigReloader {
+    path: PathBuf,
+    current: Mutex<Config>,
+    engine: Arc<Mutex<delivery::Engine>>,
+    store: Arc<dyn Store>,
+    routing: http::LiveRouting,
+    catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
+}
+
+#[async_trait::async_trait]
+impl Reload for ConfigReloader {
+    async fn reload(&self) -> Result<Vec<String>, String> {
+        let config = Config::load(&self.path).map_err(|errors| {
+            let text = errors.to_string();
+            tracing::error!("config reload refused; the running config stays:\n{text}");
+            text.lines().map(str::trim).collect::<Vec<_>>().join("; ")
+        })?;
+        let mut current = self.current.lock().await;
+        let mut notes = restart_only_changes(&current, &config);
+        // Destinations first: a route must never name a destination with no worker.
+        self.engine
+            .lock()
+            .await
+            .apply(&config, &Default::default())
+            .map_err(|err| format!("{err:#}"))?;
+        self.routing.replace(http::Routing::from_config(&config));
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(Catalog::from_config(&config));
+        notes.extend(orphaned_deliveries(&config, self.store.as_ref()).await);
+        notes.insert(
+            0,
+            format!(
+                "config reloaded: {} sources, {} destinations, {} routes",
+                config.sources.len(),
+                config.destinations.len(),
+                config.routes.len()
+            ),
+        );
+        for note in &notes {
+            tracing::info!("{note}");
+        }
+        *current = config;
+        Ok(notes)
+    }
+}
+
+/// Settings a running server cannot change (its sockets, store, limits): said, not applied.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let mut notes = Vec::new();
+    if format!("{:?}", old.server) != format!("{:?}", new.server) {
+        notes.push("[server] settings changed: they apply at the next restart".to_owned());
+    }
+    let api = |config: &Config| {
+        let tokens: Vec<_> = config
+            .api
+            .tokens
+            .iter()
+            .map(|t| (t.name.clone(), *t.secret.digest(), t.scope))
+            .collect();
+        (
+            config.api.socket.clone(),
+            config.api.listen,
+            config.api.on_main_listener,
+            tokens,
+        )
+    };
+    if api(old) != api(new) {
+        notes.push("[api] settings changed: they apply at the next restart".to_owned());
+    }
+    notes
+}
+
+/// Deliveries waiting for a destination the config no longer has: nobody will attempt them,
+/// so say so (they stay listed, and are delivered if the destination comes back).
+pub async fn orphaned_deliveries(config: &Config, store: &dyn Store) -> Vec<String> {
+    let waiting = match store.waiting_by_destination().await {
+        Ok(waiting) => waiting,
+        Err(err) => return vec![format!("could not look for orphaned deliveries: {err}")],
+    };
+    waiting
+        .into_iter()
+        .filter(|(name, _)| !config.destinations.keys().any(|d| d.as_str() == name))
+        .map(|(name, count)| {
+            format!(
+                "{count} deliveries wait for destination {name:?}, which is not in the config: \
+                 nothing will attempt them until it is configured again (they stay listed: \
+                 `hookrelay deliveries list --destination {name}`)"
+            )
+        })
+        .collect()
+}
