@@ -134,13 +134,17 @@ impl App {
     /// progress finish, in-flight deliveries get the grace period, the rest are released.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let state = self.state;
-        let metrics = state.metrics.clone();
         tokio::spawn(
             state
                 .backlog
                 .clone()
                 .watch(self.store.clone(), self.token.clone()),
         );
+        tokio::spawn(sweep(
+            self.store.clone(),
+            self.config.retention,
+            self.token.clone(),
+        ));
         let uncapped = state.trusted_proxies.to_vec();
         let tokens = Arc::new(self.config.api.tokens.clone());
         let mut app = http::router(state);
@@ -174,7 +178,6 @@ impl App {
                 app,
                 limits(256, vec![]),
                 None,
-                metrics.clone(),
                 self.token.clone(),
             ));
         }
@@ -183,13 +186,45 @@ impl App {
             app,
             limits(server.max_connections, uncapped),
             self.tls,
-            metrics,
             self.token.clone(),
         )
         .await;
         while api_tasks.join_next().await.is_some() {}
         self.engine.lock().await.join().await;
         tracing::info!("stopped");
+    }
+}
+
+/// Retention: every `interval`, steps through the store until nothing more is due, each step
+/// a short write of its own.
+async fn sweep(store: Arc<dyn Store>, policy: crate::domain::Retention, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(policy.interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let mut after = None;
+        while !stop.is_cancelled() {
+            match store
+                .prune_step(policy, after, crate::domain::now_millis())
+                .await
+            {
+                Ok(step) => {
+                    crate::telemetry::get()
+                        .retention_pruned
+                        .inc_by(step.events_pruned);
+                    match step.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention step failed; next sweep retries");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
     }
 }
 

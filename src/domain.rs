@@ -207,6 +207,14 @@ pub const HOPS_HEADER: &str = "x-hookrelay-hops";
 /// pointing back at a hook would otherwise make events forever.
 pub const MAX_HOPS: u32 = 4;
 
+/// How long finished events are kept, and how often they are swept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub succeeded: std::time::Duration,
+    pub dead: std::time::Duration,
+    pub interval: std::time::Duration,
+}
+
 /// How long a sender's delivery id is remembered: a repeat within it is a duplicate.
 pub const DEDUP_WINDOW_MS: UnixMillis = 3 * 24 * 3600 * 1000;
 

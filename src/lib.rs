@@ -8,6 +8,7 @@
 //! - [`http`]: the axum surface (`/hooks/{source}`, `/api/v1`, health, metrics), accept loop, TLS.
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
+//! - [`telemetry`]: Prometheus metrics, recorded where things happen.
 //! - [`send`]: signed sample events for `hookrelay send`.
 //! - [`client`]: a typed client of the management API (CLI, tests).
 //! - [`cli`]: the command line.
@@ -23,6 +24,7 @@ pub mod ingest;
 pub mod routing;
 pub mod send;
 pub mod store;
+pub mod telemetry;
 
 /// The version with the git revision it was built from (`hookrelay --version`).
 pub const VERSION: &str = concat!(

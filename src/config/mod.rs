@@ -4,6 +4,7 @@ pub mod api;
 mod destination;
 mod error;
 mod raw;
+mod retention;
 mod route;
 mod secret;
 mod server;
@@ -34,6 +35,7 @@ const HOUR: Duration = Duration::from_secs(3600);
 pub struct Config {
     pub server: ServerConfig,
     pub api: api::ApiConfig,
+    pub retention: crate::domain::Retention,
     pub sources: BTreeMap<Name, SourceConfig>,
     pub destinations: BTreeMap<Name, DestinationConfig>,
     pub routes: Vec<Route>,
@@ -245,6 +247,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let server = server::validate_server(&mut c, &raw.server);
     let store_url = raw.server.store.as_deref().unwrap_or(DEFAULT_STORE);
     let api = api::validate_api(&mut c, &raw.api, store_url);
+    let retention = retention::validate_retention(&mut c, &raw.retention);
     let mut sources = BTreeMap::new();
     for (name, source) in &raw.sources {
         let location = format!("sources.{name}");
@@ -307,6 +310,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     Ok(Config {
         server: server.expect("checked"),
         api,
+        retention: retention.expect("checked"),
         sources,
         destinations,
         routes,

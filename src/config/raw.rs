@@ -13,6 +13,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub api: super::api::RawApi,
     #[serde(default)]
+    pub retention: super::retention::RawRetention,
+    #[serde(default)]
     pub sources: BTreeMap<String, RawSource>,
     #[serde(default)]
     pub destinations: BTreeMap<String, RawDestination>,

@@ -250,6 +250,18 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
             tracing::info!(destination = %ctx.name, "circuit breaker closed: delivering again");
         }
     }
+    let telemetry = crate::telemetry::get();
+    let class = crate::telemetry::attempt_class(outcome.status, outcome.error.as_deref());
+    telemetry.attempt(ctx.name.as_str(), class);
+    if outcome.delivered {
+        let waited = (now_millis() - request.received_at).max(0) as f64 / 1000.0;
+        telemetry
+            .delivered_seconds
+            .get_or_create(&crate::telemetry::DestinationLabel {
+                destination: ctx.name.as_str().to_owned(),
+            })
+            .observe(waited);
+    }
     let result = if outcome.delivered {
         AttemptResult::Delivered
     } else {

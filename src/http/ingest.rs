@@ -113,6 +113,7 @@ pub async fn receive(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
+    let started = std::time::Instant::now();
     let counts = state.metrics.by_source.clone();
     let known = state
         .routing
@@ -120,13 +121,25 @@ pub async fn receive(
         .sources
         .contains_key(source.as_str());
     let result = receive_counted(state, &source, peer, uri, headers, body).await;
+    let telemetry = crate::telemetry::get();
+    // Unknown names are counted under one label, so strangers cannot grow the label set.
+    let label = if known { source.as_str() } else { "(unknown)" };
+    let outcome = match &result {
+        Ok(response) if response.status() == StatusCode::OK => "duplicate",
+        Ok(_) => "accepted",
+        Err(err) => err.reason(),
+    };
+    telemetry.request(label, outcome);
     if known {
-        let outcome = match &result {
-            Ok(response) if response.status() == StatusCode::OK => "duplicate",
-            Ok(_) => "accepted",
-            Err(err) => err.reason(),
-        };
         counts.count(&source, outcome);
+    }
+    if result.is_ok() {
+        telemetry
+            .ingest_seconds
+            .get_or_create(&crate::telemetry::SourceLabel {
+                source: source.clone(),
+            })
+            .observe(started.elapsed().as_secs_f64());
     }
     result
 }
@@ -139,7 +152,6 @@ async fn receive_counted(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
-    let metrics = &state.metrics;
     // Looked up by the raw path segment: only configured names (already validated) match.
     let routing = state.routing.current();
     let Some(runtime) = routing.sources.get(source) else {
@@ -153,7 +165,6 @@ async fn receive_counted(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|length| length > limit) {
-        metrics.too_large.fetch_add(1, Relaxed);
         return Err(IngestError::TooLarge(limit));
     }
     let mut reservation = state.body_budget.reservation(client, source, proven);
@@ -166,17 +177,12 @@ async fn receive_counted(
     let body = read_body(body, limits, &mut reservation)
         .await
         .map_err(|err| match err {
-            BodyError::TooLarge => {
-                metrics.too_large.fetch_add(1, Relaxed);
-                IngestError::TooLarge(limit)
-            }
+            BodyError::TooLarge => IngestError::TooLarge(limit),
             BodyError::TooSlow => {
-                metrics.too_slow.fetch_add(1, Relaxed);
                 tracing::info!(%source, %client, "body too slow; answering 408");
                 IngestError::SlowBody
             }
             BodyError::OverBudget(share) => {
-                metrics.over_budget.fetch_add(1, Relaxed);
                 tracing::warn!(%source, %client, ?share, "body budget spent; answering 503");
                 IngestError::Busy
             }
@@ -191,14 +197,12 @@ async fn receive_counted(
         now_secs: received_at / 1000,
     };
     if let Err(rejection) = runtime.provider.verify(&inbound, &runtime.config) {
-        metrics.count_rejection(rejection.reason());
         tracing::warn!(%source, %client, reason = %rejection, "webhook rejected");
         return Err(IngestError::Rejected(rejection));
     }
     if let Some(rate) = runtime.config.rate_limit
         && let Err(wait) = state.source_rates.check(source, rate, Instant::now())
     {
-        metrics.rate_limited.fetch_add(1, Relaxed);
         return Err(IngestError::RateLimited(wait));
     }
     // Parsing costs CPU on every request, so only when a filter or the provider needs it.
@@ -231,7 +235,6 @@ async fn receive_counted(
         destinations: destinations.clone(),
     };
     let accepted = state.store.insert_event(event).await.map_err(|err| {
-        metrics.store_errors.fetch_add(1, Relaxed);
         tracing::error!(%source, error = %err, "event not stored");
         match err {
             StoreError::Unavailable(_) => IngestError::Unavailable,
@@ -240,9 +243,7 @@ async fn receive_counted(
     })?;
     drop(reservation);
     if accepted.duplicate {
-        metrics.duplicates.fetch_add(1, Relaxed);
     } else {
-        metrics.accepted.fetch_add(1, Relaxed);
         state
             .backlog
             .current
@@ -273,7 +274,6 @@ fn admit(
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<(std::net::IpAddr, bool), IngestError> {
-    let metrics = &state.metrics;
     let source = &runtime.config.name;
     let forwarded: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
@@ -289,7 +289,6 @@ fn admit(
     let client = client.unwrap_or(remote);
     if !allowed {
         let rejection = Rejection::AddressNotAllowed;
-        metrics.count_rejection(rejection.reason());
         tracing::warn!(%source, %client, "webhook from an address not on the allow-list");
         return Err(IngestError::Rejected(rejection));
     }
@@ -298,7 +297,6 @@ fn admit(
         .and_then(|v| v.to_str().ok()?.trim().parse::<u32>().ok())
         .unwrap_or(0);
     if hops >= MAX_HOPS {
-        metrics.forwarding_loop.fetch_add(1, Relaxed);
         tracing::error!(%source, hops, "refusing a request that keeps coming back through hookrelay: a destination points at a hook");
         return Err(IngestError::Loop(hops));
     }
@@ -310,11 +308,9 @@ fn admit(
                 .client_rates
                 .check(&super::rate::client_key(client), rate, Instant::now())
     {
-        metrics.rate_limited.fetch_add(1, Relaxed);
         return Err(IngestError::RateLimited(wait));
     }
     if state.backlog.full() {
-        metrics.backlog_full.fetch_add(1, Relaxed);
         return Err(IngestError::BacklogFull);
     }
     let head_only = Inbound {
@@ -326,7 +322,6 @@ fn admit(
     let proven = match runtime.provider.verify_headers(&head_only, &runtime.config) {
         Ok(proven) => proven,
         Err(rejection) => {
-            metrics.count_rejection(rejection.reason());
             tracing::warn!(%source, %client, reason = %rejection, "webhook rejected before its body");
             return Err(IngestError::Rejected(rejection));
         }

@@ -1,7 +1,4 @@
-//! Ingest counters and gauges, exposed at `/metrics` in the Prometheus text format.
-
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+//! `/metrics` (the process's registry, see `telemetry`) and the per-source counts the API shows.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -34,125 +31,63 @@ impl SourceCounts {
     }
 }
 
+/// What the HTTP layer keeps beyond the Prometheus registry: per-source counts for the API.
 #[derive(Default)]
 pub struct Metrics {
     pub by_source: std::sync::Arc<SourceCounts>,
-    pub accepted: AtomicU64,
-    pub duplicates: AtomicU64,
-    pub too_large: AtomicU64,
-    pub too_slow: AtomicU64,
-    pub store_errors: AtomicU64,
-    pub missing_credentials: AtomicU64,
-    pub invalid_credentials: AtomicU64,
-    pub address_not_allowed: AtomicU64,
-    pub over_budget: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub backlog_full: AtomicU64,
-    pub forwarding_loop: AtomicU64,
-    pub connections_open: AtomicU64,
-    pub connections_refused_per_client: AtomicU64,
 }
 
-impl Metrics {
-    pub fn count_rejection(&self, reason: &str) {
-        match reason {
-            "missing_credentials" => &self.missing_credentials,
-            "address_not_allowed" => &self.address_not_allowed,
-            _ => &self.invalid_credentials,
-        }
-        .fetch_add(1, Relaxed);
-    }
-
-    fn write(&self, out: &mut String) {
-        let mut family = |name: &str, kind: &str, help: &str, samples: &[(&str, &AtomicU64)]| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, value) in samples {
-                let _ = writeln!(out, "{name}{labels} {}", value.load(Relaxed));
-            }
-        };
-        family(
-            "hookrelay_events_accepted_total",
-            "counter",
-            "Webhooks durably stored and answered 2xx.",
-            &[("", &self.accepted)],
-        );
-        family(
-            "hookrelay_events_duplicate_total",
-            "counter",
-            "Webhooks recognised as repeats of a stored event.",
-            &[("", &self.duplicates)],
-        );
-        family(
-            "hookrelay_requests_rejected_total",
-            "counter",
-            "Webhooks refused before storage, by reason.",
-            &[
-                (
-                    "{reason=\"missing_credentials\"}",
-                    &self.missing_credentials,
-                ),
-                (
-                    "{reason=\"invalid_credentials\"}",
-                    &self.invalid_credentials,
-                ),
-                (
-                    "{reason=\"address_not_allowed\"}",
-                    &self.address_not_allowed,
-                ),
-                ("{reason=\"too_large\"}", &self.too_large),
-                ("{reason=\"too_slow\"}", &self.too_slow),
-                ("{reason=\"over_body_budget\"}", &self.over_budget),
-                ("{reason=\"rate_limited\"}", &self.rate_limited),
-                ("{reason=\"backlog_full\"}", &self.backlog_full),
-                ("{reason=\"forwarding_loop\"}", &self.forwarding_loop),
-                ("{reason=\"store_error\"}", &self.store_errors),
-            ],
-        );
-        family(
-            "hookrelay_connections_open",
-            "gauge",
-            "Client connections open now.",
-            &[("", &self.connections_open)],
-        );
-        family(
-            "hookrelay_connections_refused_total",
-            "counter",
-            "Connections closed at once: too many from the same address.",
-            &[(
-                "{reason=\"per_client\"}",
-                &self.connections_refused_per_client,
-            )],
-        );
-    }
-}
-
+/// `/metrics`: the registry, with the gauges only the store and the running state know set
+/// at scrape time.
 pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
-    let mut text = String::new();
-    state.metrics.write(&mut text);
-    text.push_str(
-        "# HELP hookrelay_destination_circuit_open 1 while the destination's circuit breaker is open (only probes go out).\n\
-         # TYPE hookrelay_destination_circuit_open gauge\n",
-    );
-    for (name, open) in state.delivery.breakers.snapshot() {
-        let _ = writeln!(
-            text,
-            "hookrelay_destination_circuit_open{{destination=\"{name}\"}} {}",
-            u8::from(open)
-        );
+    let telemetry = crate::telemetry::get();
+    match state.store.delivery_gauges().await {
+        Ok(gauges) => {
+            telemetry.deliveries.clear();
+            telemetry.oldest_pending_seconds.clear();
+            let now = crate::domain::now_millis();
+            for gauge in gauges {
+                telemetry
+                    .deliveries
+                    .get_or_create(&crate::telemetry::DestinationState {
+                        destination: gauge.destination.clone(),
+                        state: gauge.state.as_str().to_owned(),
+                    })
+                    .set(gauge.count as i64);
+                if let (crate::domain::DeliveryState::Pending, Some(oldest)) =
+                    (gauge.state, gauge.oldest)
+                {
+                    telemetry
+                        .oldest_pending_seconds
+                        .get_or_create(&crate::telemetry::DestinationLabel {
+                            destination: gauge.destination,
+                        })
+                        .set((now - oldest).max(0) / 1000);
+                }
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "metrics: backlog not read"),
     }
-    let _ = writeln!(
-        text,
-        "# HELP hookrelay_delivery_memory_used_bytes Stored request bodies held for delivery (one copy per event).\n\
-         # TYPE hookrelay_delivery_memory_used_bytes gauge\n\
-         hookrelay_delivery_memory_used_bytes {}",
-        state.delivery.memory_in_use()
-    );
-    let _ = writeln!(
-        text,
-        "# HELP hookrelay_ingest_body_budget_used_bytes Request bodies being received now.\n\
-         # TYPE hookrelay_ingest_body_budget_used_bytes gauge\n\
-         hookrelay_ingest_body_budget_used_bytes {}",
-        state.body_budget.in_use()
-    );
-    ([("content-type", "text/plain; version=0.0.4")], text)
+    telemetry.circuit_open.clear();
+    for (name, open) in state.delivery.breakers.snapshot() {
+        telemetry
+            .circuit_open
+            .get_or_create(&crate::telemetry::DestinationLabel {
+                destination: name.as_str().to_owned(),
+            })
+            .set(i64::from(open));
+    }
+    telemetry
+        .delivery_memory_used
+        .set(state.delivery.memory_in_use() as i64);
+    telemetry
+        .body_budget_used
+        .set(state.body_budget.in_use() as i64);
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        telemetry.render(),
+    )
 }

@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,7 +17,6 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::Metrics;
 use super::tls::TlsAcceptor;
 
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 5\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
@@ -47,9 +45,9 @@ pub async fn serve(
     app: Router,
     limits: ConnectionLimits,
     tls: Option<TlsAcceptor>,
-    stats: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
+    let stats = crate::telemetry::get();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let per_client = Arc::new(ClientCounts::default());
     let connections = TaskTracker::new();
@@ -84,7 +82,12 @@ pub async fn serve(
             limits.max_per_client
         };
         let Some(client_slot) = per_client.take(ip, cap) else {
-            stats.connections_refused_per_client.fetch_add(1, Relaxed);
+            stats
+                .connections_refused
+                .get_or_create(&crate::telemetry::Reason {
+                    reason: "per_client".into(),
+                })
+                .inc();
             tracing::debug!(client = %peer.ip(), "connection refused: too many from this address");
             // A best-effort answer (plain HTTP only), never waited for: closed right after.
             if tls.is_none() {
@@ -94,18 +97,12 @@ pub async fn serve(
         };
         // Responses are written whole; waiting for more data only adds latency.
         let _ = stream.set_nodelay(true);
-        let (app, http, shutdown, tls, stats) = (
-            app.clone(),
-            http.clone(),
-            shutdown.clone(),
-            tls.clone(),
-            stats.clone(),
-        );
+        let (app, http, shutdown, tls) = (app.clone(), http.clone(), shutdown.clone(), tls.clone());
         let timeout = limits.header_read_timeout;
         connections.spawn(async move {
-            stats.connections_open.fetch_add(1, Relaxed);
+            stats.connections_open.inc();
             serve_connection(stream, peer, app, http, tls, timeout, shutdown).await;
-            stats.connections_open.fetch_sub(1, Relaxed);
+            stats.connections_open.dec();
             drop((slot, client_slot));
         });
     }

@@ -190,6 +190,15 @@ pub trait Store: Send + Sync {
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
     /// Per destination named in the store: counts by state, oldest pending, last outcomes.
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
+    /// One bounded retention step (see [`PruneStep`]); call again with `next` until `None`.
+    async fn prune_step(
+        &self,
+        policy: crate::domain::Retention,
+        after: Option<Cursor>,
+        now: UnixMillis,
+    ) -> Result<PruneStep, StoreError>;
+    /// Deliveries pending, in flight and dead, by destination (cheap: for every scrape).
+    async fn delivery_gauges(&self) -> Result<Vec<DeliveryGauge>, StoreError>;
     /// Pauses and resumes operators set, by destination.
     async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError>;
     /// Records an operator's pause or resume; it outlives restarts.

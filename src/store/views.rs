@@ -185,3 +185,20 @@ pub struct FailureView {
     pub status: Option<u16>,
     pub error: Option<String>,
 }
+
+/// One retention step: what it removed, and where the next starts (`None`: done for now).
+#[derive(Debug, Clone, Default)]
+pub struct PruneStep {
+    pub events_pruned: u64,
+    pub next: Option<Cursor>,
+}
+
+/// Deliveries of one destination in one unfinished or dead state, for gauges.
+#[derive(Debug, Clone)]
+pub struct DeliveryGauge {
+    pub destination: String,
+    pub state: DeliveryState,
+    pub count: u64,
+    /// When the oldest of them was created.
+    pub oldest: Option<UnixMillis>,
+}

@@ -179,11 +179,10 @@ async fn trickling_bodies_are_cut_off_and_hold_no_budget_meanwhile() {
         );
     }
     println!("six 1-byte trickles were cut off within {took:?}");
+    let metrics = relay.metrics().await;
     assert!(
-        relay
-            .metrics()
-            .await
-            .contains("hookrelay_requests_rejected_total{reason=\"too_slow\"} 6")
+        metrics.contains("hookrelay_requests_total{source=\"github\",outcome=\"too_slow\"} 6"),
+        "{metrics}"
     );
 }
 
@@ -301,11 +300,13 @@ async fn two_relays_pointing_at_each_other_stop_after_a_few_hops() {
         202
     );
     // The fourth hop comes back to `a`, which refuses it.
-    a.wait_for_metric("hookrelay_requests_rejected_total{reason=\"forwarding_loop\"} 1")
+    a.wait_for_metric("hookrelay_requests_total{source=\"gitlab\",outcome=\"forwarding_loop\"} 1")
         .await;
     let accepted = |text: String| -> u64 {
         text.lines()
-            .find_map(|l| l.strip_prefix("hookrelay_events_accepted_total "))
+            .find_map(|l| {
+                l.strip_prefix("hookrelay_requests_total{source=\"gitlab\",outcome=\"accepted\"} ")
+            })
             .unwrap()
             .parse()
             .unwrap()

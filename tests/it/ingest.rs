@@ -140,11 +140,15 @@ async fn repeats_wrong_tokens_huge_bodies_and_broken_json_are_handled() {
         assert!(bodies.contains(&push_body(1).as_bytes()));
     });
     assert!(
-        metrics.contains("hookrelay_requests_rejected_total{reason=\"invalid_credentials\"} 1"),
+        metrics.contains(
+            "hookrelay_requests_total{source=\"gitlab\",outcome=\"invalid_credentials\"} 1"
+        ),
         "{metrics}"
     );
     assert!(
-        metrics.contains("hookrelay_requests_rejected_total{reason=\"missing_credentials\"} 1"),
+        metrics.contains(
+            "hookrelay_requests_total{source=\"gitlab\",outcome=\"missing_credentials\"} 1"
+        ),
         "{metrics}"
     );
     // Only the two accepted events were ever stored: the rejected ones left no delivery.

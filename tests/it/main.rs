@@ -8,6 +8,7 @@ mod faults;
 mod frontdoor;
 mod harness;
 mod ingest;
+mod metrics;
 mod operate;
 mod outbound;
 mod providers;

@@ -189,3 +189,80 @@ async fn cancel_stops_waiting_deliveries_only_and_pauses_are_kept() {
     let paused: Vec<_> = stats.iter().map(|s| (s.name.as_str(), s.paused)).collect();
     assert_eq!(paused, [("a", Some(false)), ("b", None), ("c", Some(true))]);
 }
+
+#[tokio::test]
+async fn retention_removes_old_finished_events_keeps_dead_longer_and_dedup_still_works() {
+    use crate::domain::Retention;
+    use std::time::Duration;
+    let (_dir, store) = open_temp();
+    let hour = 3_600_000;
+    // An old success, an old dead one, an old one still waiting, and a recent success.
+    store
+        .insert_event(event(Some("ok-key"), &["a"], 0))
+        .await
+        .unwrap();
+    store.insert_event(event(None, &["b"], 1)).await.unwrap();
+    store.insert_event(event(None, &["c"], 2)).await.unwrap();
+    store
+        .insert_event(event(None, &["a"], 10 * hour))
+        .await
+        .unwrap();
+    for (destination, next) in [
+        ("a", NextState::Succeeded),
+        (
+            "b",
+            NextState::Dead("retry limit reached (max_attempts)".into()),
+        ),
+    ] {
+        let claimed = store
+            .claim(claim_all(destination, 10 * hour))
+            .await
+            .unwrap();
+        for delivery in &claimed.deliveries {
+            let at = if delivery.attempts == 0 { 5 } else { 10 * hour };
+            store
+                .complete(done_with(delivery, next.clone(), at))
+                .await
+                .unwrap();
+        }
+    }
+    let policy = Retention {
+        succeeded: Duration::from_secs(3600),
+        dead: Duration::from_secs(24 * 3600),
+        interval: Duration::from_secs(60),
+    };
+    let now = 11 * hour;
+    let mut after = None;
+    let mut pruned = 0;
+    loop {
+        let step = store.prune_step(policy, after, now).await.unwrap();
+        pruned += step.events_pruned;
+        match step.next {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    let left = store
+        .list_events(Filter::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    let kept: Vec<_> = left
+        .iter()
+        .map(|e| e.deliveries[0].destination.clone())
+        .collect();
+    // The two successes finished at 5 ms and 10 h: only the first is an hour old.
+    assert_eq!(
+        (pruned, kept),
+        (1, vec!["a".to_owned(), "c".to_owned(), "b".to_owned()])
+    );
+    // The pruned event's sender id is still recognised inside the dedup window.
+    let again = store
+        .insert_event(event(Some("ok-key"), &["a"], now))
+        .await
+        .unwrap();
+    assert!(
+        again.duplicate,
+        "a repeat of a pruned event was accepted as new"
+    );
+}

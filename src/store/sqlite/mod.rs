@@ -8,6 +8,7 @@ mod identity;
 mod ops;
 mod query;
 mod read;
+mod retention;
 mod schema;
 mod writer;
 
@@ -372,6 +373,35 @@ impl Store for SqliteStore {
 
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
         self.read(browse::destination_stats).await
+    }
+
+    async fn prune_step(
+        &self,
+        policy: crate::domain::Retention,
+        after: Option<Cursor>,
+        now: UnixMillis,
+    ) -> Result<crate::store::PruneStep, StoreError> {
+        self.write(move |conn| retention::prune_step(conn, &policy, after.as_ref(), now))
+            .await
+    }
+
+    async fn delivery_gauges(&self) -> Result<Vec<crate::store::DeliveryGauge>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT destination, state, COUNT(*), MIN(created_at) FROM deliveries
+                 WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY destination, state",
+            )?
+            .query_map([], |row| {
+                Ok(crate::store::DeliveryGauge {
+                    destination: row.get(0)?,
+                    state: read::state_at(row, 1)?,
+                    count: row.get::<_, i64>(2)?.max(0) as u64,
+                    oldest: row.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .await
     }
 
     async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError> {

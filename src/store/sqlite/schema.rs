@@ -81,6 +81,9 @@ ALTER TABLE events ADD COLUMN sender TEXT;
 ALTER TABLE events ADD COLUMN commit_before TEXT;
 ALTER TABLE events ADD COLUMN commit_after TEXT;
 CREATE INDEX events_by_received ON events(received_at);
+-- Retention keeps a pruned event's row (id, source, dedup key; no headers, no body) until
+-- its dedup window ends, so a late repeat is still recognised.
+ALTER TABLE events ADD COLUMN pruned_at INTEGER;
 -- Why a delivery went dead (attempts exhausted, max age, permanent failure).
 ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
 CREATE INDEX deliveries_by_event ON deliveries(event_seq);

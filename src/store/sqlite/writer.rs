@@ -166,6 +166,9 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup
     }
     let total = started.elapsed();
     let size = batch.len();
+    let telemetry = crate::telemetry::get();
+    telemetry.commit_batch_size.observe(size as f64);
+    telemetry.commit_seconds.observe(total.as_secs_f64());
     if total > std::time::Duration::from_millis(50) {
         tracing::warn!(size, total_ms = total.as_millis(), "slow store commit");
     } else {

@@ -1,0 +1,244 @@
+//! Prometheus metrics (with `prometheus-client`): one registry for the process, recorded
+//! where things happen (ingest, the store's commits, delivery attempts, retention) and
+//! rendered at `/metrics`.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceOutcome {
+    pub source: String,
+    /// `accepted`, `duplicate`, or why the request was refused.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    pub source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationLabel {
+    pub destination: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationOutcome {
+    pub destination: String,
+    /// `2xx`, `3xx`, `4xx`, `5xx`, `timeout`, `connect_error`, `refused` or `error`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DestinationState {
+    pub destination: String,
+    pub state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+pub struct Telemetry {
+    registry: Registry,
+    pub requests: Family<SourceOutcome, Counter>,
+    pub ingest_seconds: HistogramFamily<SourceLabel>,
+    pub commit_batch_size: Histogram,
+    pub commit_seconds: Histogram,
+    pub attempts: Family<DestinationOutcome, Counter>,
+    pub delivered_seconds: HistogramFamily<DestinationLabel>,
+    pub deliveries: Family<DestinationState, Gauge>,
+    pub oldest_pending_seconds: Family<DestinationLabel, Gauge>,
+    pub circuit_open: Family<DestinationLabel, Gauge>,
+    pub retention_pruned: Counter,
+    pub connections_open: Gauge,
+    pub connections_refused: Family<Reason, Counter>,
+    pub body_budget_used: Gauge,
+    pub delivery_memory_used: Gauge,
+}
+
+fn latency() -> Histogram {
+    // 1 ms to about 16 min.
+    Histogram::new(exponential_buckets(0.001, 2.0, 20))
+}
+
+fn fast_latency() -> Histogram {
+    // 100 µs to about 3 s: ingest answers in milliseconds.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+impl Telemetry {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("hookrelay");
+        let t = Self {
+            requests: Family::default(),
+            ingest_seconds: Family::new_with_constructor(fast_latency),
+            commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
+            commit_seconds: fast_latency(),
+            attempts: Family::default(),
+            delivered_seconds: Family::new_with_constructor(latency),
+            deliveries: Family::default(),
+            oldest_pending_seconds: Family::default(),
+            circuit_open: Family::default(),
+            retention_pruned: Counter::default(),
+            connections_open: Gauge::default(),
+            connections_refused: Family::default(),
+            body_budget_used: Gauge::default(),
+            delivery_memory_used: Gauge::default(),
+            registry: Registry::default(),
+        };
+        let r = &mut registry;
+        r.register(
+            "requests",
+            "Webhook requests by source and outcome: accepted, duplicate, or the refusal's reason",
+            t.requests.clone(),
+        );
+        r.register(
+            "ingest_duration_seconds",
+            "From request to answer, for accepted and duplicate webhooks",
+            t.ingest_seconds.clone(),
+        );
+        r.register(
+            "store_commit_batch_size",
+            "Commands committed together by one store transaction (group commit)",
+            t.commit_batch_size.clone(),
+        );
+        r.register(
+            "store_commit_duration_seconds",
+            "One group commit, fsync included",
+            t.commit_seconds.clone(),
+        );
+        r.register(
+            "delivery_attempts",
+            "Delivery attempts by destination and outcome class",
+            t.attempts.clone(),
+        );
+        r.register(
+            "delivery_latency_seconds",
+            "From receiving a webhook to its successful delivery, by destination",
+            t.delivered_seconds.clone(),
+        );
+        r.register(
+            "deliveries",
+            "Deliveries waiting, in flight or dead, by destination",
+            t.deliveries.clone(),
+        );
+        r.register(
+            "oldest_pending_age_seconds",
+            "Age of the oldest delivery still waiting, by destination",
+            t.oldest_pending_seconds.clone(),
+        );
+        r.register(
+            "destination_circuit_open",
+            "1 while the destination's circuit breaker is open (only probes go out)",
+            t.circuit_open.clone(),
+        );
+        r.register(
+            "retention_pruned_events",
+            "Finished events removed by retention",
+            t.retention_pruned.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open now",
+            t.connections_open.clone(),
+        );
+        r.register(
+            "connections_refused",
+            "Connections closed at once, by reason",
+            t.connections_refused.clone(),
+        );
+        r.register(
+            "ingest_body_budget_used_bytes",
+            "Request bodies being received now",
+            t.body_budget_used.clone(),
+        );
+        r.register(
+            "delivery_memory_used_bytes",
+            "Stored request bodies held for delivery (one copy per event)",
+            t.delivery_memory_used.clone(),
+        );
+        Self { registry, ..t }
+    }
+
+    /// The registry in the Prometheus (OpenMetrics) text format.
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if let Err(err) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            tracing::error!(error = %err, "metrics could not be encoded");
+        }
+        text
+    }
+
+    pub fn request(&self, source: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&SourceOutcome {
+                source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn attempt(&self, destination: &str, outcome: &str) {
+        self.attempts
+            .get_or_create(&DestinationOutcome {
+                destination: destination.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Telemetry {
+    static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
+    TELEMETRY.get_or_init(Telemetry::new)
+}
+
+/// The outcome class of an attempt: its status class, or what kind of failure it was.
+pub fn attempt_class(status: Option<u16>, error: Option<&str>) -> &'static str {
+    match (status, error) {
+        (Some(200..=299), _) => "2xx",
+        (Some(300..=399), _) => "3xx",
+        (Some(400..=499), _) => "4xx",
+        (Some(_), _) => "5xx",
+        (None, Some(e)) if e.starts_with("timeout") => "timeout",
+        (None, Some(e)) if e.starts_with("connect") => "connect_error",
+        (None, Some(e)) if e.starts_with("refused") => "refused",
+        (None, _) => "error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_are_classed_by_status_or_failure() {
+        for (status, error, class) in [
+            (Some(204), None, "2xx"),
+            (Some(302), Some("HTTP 302"), "3xx"),
+            (Some(404), Some("HTTP 404"), "4xx"),
+            (Some(503), Some("HTTP 503"), "5xx"),
+            (None, Some("timeout: operation timed out"), "timeout"),
+            (
+                None,
+                Some("connect error: connection refused"),
+                "connect_error",
+            ),
+            (None, Some("refused: 10.0.0.1 is private"), "refused"),
+            (None, Some("request error: body"), "error"),
+        ] {
+            assert_eq!(attempt_class(status, error), class);
+        }
+    }
+}
