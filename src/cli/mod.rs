@@ -22,8 +22,22 @@ use remote::RemoteCommand;
     about = "Durable webhook relay: accept, persist, deliver with retries"
 )]
 struct Cli {
+    /// Log lines as text or as JSON objects (one per line: ingest, attempts, errors).
+    #[arg(
+        long,
+        global = true,
+        env = "HOOKRELAY_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -80,7 +94,7 @@ enum ConfigCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -97,13 +111,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+/// `HOOKRELAY_LOG`, else the ecosystem's `RUST_LOG`, else `info`.
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKRELAY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {

@@ -288,9 +288,17 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
             NextState::Dead(reason.to_string())
         }
     };
-    if let Some(error) = &outcome.error {
-        tracing::debug!(delivery = %delivery.id, attempt = number, %error, "attempt failed");
-    }
+    tracing::info!(
+        delivery = %delivery.id,
+        event = %delivery.event_id,
+        destination = %ctx.name,
+        attempt = number,
+        outcome = class,
+        status = outcome.status,
+        error = outcome.error.as_deref(),
+        ms = duration_ms,
+        "attempt"
+    );
     let record = AttemptRecord {
         lease: delivery.lease.clone(),
         started_at,

@@ -242,8 +242,14 @@ async fn receive_counted(
         }
     })?;
     drop(reservation);
-    if accepted.duplicate {
-    } else {
+    tracing::info!(
+        %source,
+        event = %accepted.event_id,
+        deliveries = accepted.deliveries,
+        duplicate = accepted.duplicate,
+        "webhook accepted"
+    );
+    if !accepted.duplicate {
         state
             .backlog
             .current

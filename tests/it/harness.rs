@@ -37,6 +37,11 @@ impl Relay {
 
     /// Like [`Relay::start`], listening on `listen`.
     pub fn start_on(dir: &Path, config: &str, listen: &str) -> Relay {
+        Self::start_with(dir, config, listen, &[])
+    }
+
+    /// Like [`Relay::start_on`], with extra environment variables.
+    pub fn start_with(dir: &Path, config: &str, listen: &str, env: &[(&str, &str)]) -> Relay {
         let config_path = dir.join("hookrelay.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -48,6 +53,7 @@ impl Relay {
             .args(["serve", "--listen", listen, "--config"])
             .arg(&config_path)
             .env("HOOKRELAY_LOG", "info,hookrelay=debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

@@ -126,3 +126,48 @@ async fn retention_removes_old_successes_keeps_dead_ones_and_dedup_still_holds()
     assert_eq!(again.status(), 200);
     assert_eq!(sink.count(), 2);
 }
+
+#[tokio::test]
+async fn json_logs_have_one_line_per_ingest_and_per_attempt_with_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(dir.path(), &sink.url, "");
+    let env = [("HOOKRELAY_LOG_FORMAT", "json"), ("HOOKRELAY_LOG", "info")];
+    let relay = Relay::start_with(dir.path(), &text, "127.0.0.1:0", &env);
+    let client = reqwest::Client::new();
+    let answer: serde_json::Value = post_push(&client, &relay, push_body(1), None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    sink.wait_for(1).await;
+    let event = answer["event_id"].as_str().unwrap();
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let lines: Vec<serde_json::Value> = loop {
+        let log = relay.log();
+        let lines: Vec<serde_json::Value> = log
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
+            .collect();
+        if lines.iter().any(|l| l["message"] == "attempt") {
+            break lines;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no attempt logged:\n{log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let ingest = lines
+        .iter()
+        .find(|l| l["message"] == "webhook accepted")
+        .unwrap();
+    assert_eq!(ingest["event"], event);
+    let attempt = lines.iter().find(|l| l["message"] == "attempt").unwrap();
+    assert_eq!(
+        (attempt["event"].as_str(), attempt["outcome"].as_str()),
+        (Some(event), Some("2xx"))
+    );
+    assert!(attempt["delivery"].as_str().unwrap().starts_with("dlv_"));
+    assert!(!relay.log().contains(TOKEN));
+}
