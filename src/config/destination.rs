@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::raw::{RawDestination, RawRetry, parse_duration_in};
 use super::{Checker, DestinationConfig, HOUR, Secret};
-use crate::delivery::plan::RetryPolicy;
+use crate::domain::RetryPolicy;
 use crate::domain::{Name, Ordering};
 
 pub(super) fn validate_destination(

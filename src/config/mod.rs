@@ -6,7 +6,6 @@ mod error;
 mod raw;
 mod retention;
 mod route;
-mod secret;
 mod server;
 mod source;
 
@@ -15,11 +14,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::domain::Secret;
 pub use error::{ConfigError, ConfigErrors};
 use error::{toml_error, without_values};
-pub use secret::Secret;
 
-use crate::delivery::plan::RetryPolicy;
+use crate::domain::RetryPolicy;
 use crate::domain::{Name, Ordering};
 use crate::routing::Route;
 use raw::RawConfig;
@@ -93,24 +92,13 @@ pub struct TlsFiles {
 pub struct SourceConfig {
     pub name: Name,
     pub provider: crate::ingest::ProviderKind,
-    /// Every secret accepted at once, so a rotation never rejects real events.
-    pub secrets: Vec<Secret>,
-    /// Standard Webhooks symmetric keys, already base64-decoded from `whsec_...`.
-    pub signing_secrets: Vec<Secret>,
-    /// Standard Webhooks v1a public keys.
-    pub public_keys: Vec<ed25519_dalek::VerifyingKey>,
-    /// Refuse requests without a valid `webhook-signature` (GitLab sources).
-    pub require_signature: bool,
-    /// GitLab: a token is needed even when a valid signature came with the request.
-    pub require_token: bool,
-    /// How far `webhook-timestamp` may be from our clock, either way.
-    pub timestamp_tolerance: Duration,
+    /// What requests are verified with (ingest's own type).
+    pub credentials: crate::ingest::Credentials,
     pub max_body_bytes: u64,
     /// Requests per period to this source, if limited.
     pub rate_limit: Option<Rate>,
     pub allow_ips: Option<Vec<ipnet::IpNet>>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
-    pub generic_auth: crate::ingest::generic::GenericAuth,
 }
 
 #[derive(Debug, Clone)]

@@ -189,17 +189,19 @@ pub(super) fn validate_source(
     Some(SourceConfig {
         name: name?,
         provider: provider?,
-        secrets,
-        signing_secrets,
-        public_keys,
-        require_signature,
-        require_token,
-        timestamp_tolerance: timestamp_tolerance?,
+        credentials: crate::ingest::Credentials {
+            secrets,
+            signing_secrets,
+            public_keys,
+            require_signature,
+            require_token,
+            timestamp_tolerance: timestamp_tolerance?,
+            generic_auth,
+        },
         max_body_bytes: max_body_bytes?,
         rate_limit: rate_limit?,
         allow_ips,
         trusted_proxies,
-        generic_auth,
     })
 }
 

@@ -33,7 +33,7 @@ fn parse(text: &str) -> Result<Config, ConfigErrors> {
 fn a_valid_file_becomes_typed_config() {
     let config = parse(VALID).unwrap();
     let source = &config.sources["gitlab"];
-    assert_eq!(source.secrets.len(), 2);
+    assert_eq!(source.credentials.secrets.len(), 2);
     assert_eq!(source.max_body_bytes, 1024 * 1024);
     let ci = &config.destinations["ci"];
     assert_eq!(ci.ordering, Ordering::Fifo);
@@ -226,9 +226,9 @@ provider = "gitlab"
 signing_secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
 "#;
     let config = parse(text).unwrap();
-    assert!(config.sources["gitlab"].require_signature);
+    assert!(config.sources["gitlab"].credentials.require_signature);
     let opened = parse(&format!("{text}require_signature = false\n")).unwrap();
-    assert!(!opened.sources["gitlab"].require_signature);
+    assert!(!opened.sources["gitlab"].credentials.require_signature);
     assert_eq!(
         opened.warnings[0].location,
         "sources.gitlab.require_signature"

@@ -4,33 +4,7 @@ use std::time::Duration;
 
 use crate::domain::UnixMillis;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
-    /// Delay planned after the first failure; doubles after each further one.
-    pub initial_delay: Duration,
-    pub max_delay: Duration,
-    /// Attempts made before the delivery is declared dead.
-    pub max_attempts: u32,
-    /// A delivery whose next try would be later than this after it became due is dead.
-    pub max_age: Duration,
-    /// The longest `Retry-After` we honour; a receiver cannot park a delivery for a year.
-    pub retry_after_cap: Duration,
-    /// Treat 4xx (other than 408, 409, 425, 429) as permanent: dead at once, no retries.
-    pub permanent_4xx: bool,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            initial_delay: Duration::from_secs(5),
-            max_delay: Duration::from_secs(3600),
-            max_attempts: 30,
-            max_age: Duration::from_secs(3 * 24 * 3600),
-            retry_after_cap: Duration::from_secs(3600),
-            permanent_4xx: false,
-        }
-    }
-}
+pub use crate::domain::RetryPolicy;
 
 /// What one attempt produced, as far as planning cares.
 #[derive(Debug, Clone, PartialEq)]

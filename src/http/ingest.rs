@@ -16,8 +16,7 @@ use super::server::PeerAddr;
 use super::{AppState, SourceRuntime};
 use crate::config::SourceConfig;
 use crate::domain::{EventId, HOPS_HEADER, MAX_HOPS, now_millis};
-use crate::ingest::{Inbound, Rejection, ip, is_credential_header, parse_payload};
-use crate::routing::{EventFacts, destinations_for};
+use crate::ingest::{Inbound, Rejection, accept, ip, is_credential_header};
 use crate::store::{NewEvent, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -196,36 +195,30 @@ async fn receive_counted(
         query: uri.query(),
         now_secs: received_at / 1000,
     };
-    if let Err(rejection) = runtime.provider.verify(&inbound, &runtime.config) {
+    let admitted = accept(
+        runtime.provider,
+        &runtime.config.credentials,
+        source,
+        &routing.routes,
+        &inbound,
+    )
+    .map_err(|rejection| {
         tracing::warn!(%source, %client, reason = %rejection, "webhook rejected");
-        return Err(IngestError::Rejected(rejection));
-    }
+        IngestError::Rejected(rejection)
+    })?;
+    // Only verified senders reach a source's rate limit: strangers cannot spend it.
     if let Some(rate) = runtime.config.rate_limit
         && let Err(wait) = state.source_rates.check(source, rate, Instant::now())
     {
         return Err(IngestError::RateLimited(wait));
     }
-    // Parsing costs CPU on every request, so only when a filter or the provider needs it.
-    // Always parsed: what ingest classifies (ref, project, commits) is stored with the event
-    // for filters, coalescing keys and display, not only used for routing.
-    let payload = parse_payload(&headers, &body);
-    let mut classification = runtime.provider.classify(&inbound, payload.as_ref());
-    if let Some(signed_id) = runtime.provider.signed_id(&inbound, &runtime.config) {
-        // Only what the signature covers may decide "repeat or new": an unsigned
-        // Idempotency-Key would let a captured request be replayed as new events.
-        classification.dedup_key = Some(signed_id);
-    }
-    let facts = EventFacts {
-        classification: &classification,
-        payload: payload.as_ref(),
-    };
-    let destinations = destinations_for(&routing.routes, source, &facts);
+    let destinations = admitted.destinations;
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),
         received_at,
         remote_addr: Some(client.to_string()),
-        classification,
+        classification: admitted.classification,
         content_type: headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -325,7 +318,10 @@ fn admit(
         query,
         now_secs: now_millis() / 1000,
     };
-    let proven = match runtime.provider.verify_headers(&head_only, &runtime.config) {
+    let proven = match runtime
+        .provider
+        .verify_headers(&head_only, &runtime.config.credentials)
+    {
         Ok(proven) => proven,
         Err(rejection) => {
             tracing::warn!(%source, %client, reason = %rejection, "webhook rejected before its body");
@@ -333,9 +329,7 @@ fn admit(
         }
     };
     let config = &runtime.config;
-    let open = config.secrets.is_empty()
-        && config.signing_secrets.is_empty()
-        && config.public_keys.is_empty();
+    let open = config.credentials.is_open();
     Ok((client, proven || open))
 }
 
@@ -343,7 +337,7 @@ fn stored_headers(headers: &HeaderMap, source: &SourceConfig) -> Vec<(String, Ve
     headers
         .iter()
         .map(|(name, value)| {
-            let value = if is_credential_header(name.as_str(), source) {
+            let value = if is_credential_header(name.as_str(), &source.credentials) {
                 b"[redacted]".to_vec()
             } else {
                 value.as_bytes().to_vec()

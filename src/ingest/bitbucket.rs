@@ -1,15 +1,15 @@
 //! Bitbucket Cloud: `X-Hub-Signature: sha256=<hex>`, event `X-Event-Key`, dedup `X-Request-UUID`.
 
+use crate::ingest::Credentials;
 use serde_json::Value;
 
 use super::signature::{Algorithm, verify_hex_header};
 use super::{Classification, Inbound, Provider, Rejection, first_text, header_text, text_at};
-use crate::config::SourceConfig;
 
 pub struct Bitbucket;
 
 impl Provider for Bitbucket {
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection> {
         if source.secrets.is_empty() {
             return Ok(());
         }

@@ -1,5 +1,6 @@
 //! Any JSON poster: configurable HMAC, static token header, basic auth, bearer or query token.
 
+use crate::ingest::Credentials;
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -8,7 +9,6 @@ use super::{
     Classification, Inbound, Provider, Rejection, first_text, header_text, matches_any_secret,
     standard_dedup_key,
 };
-use crate::config::SourceConfig;
 
 /// How a generic source authenticates; the secrets themselves are the source's `secrets`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -51,7 +51,7 @@ pub enum Encoding {
 pub struct Generic;
 
 impl Provider for Generic {
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection> {
         let secrets = &source.secrets;
         if secrets.is_empty() {
             return Ok(());
@@ -99,7 +99,7 @@ impl Provider for Generic {
                 // Both checks always run, so timing does not tell which one failed.
                 let user_ok = matches_any_secret(
                     user,
-                    &[crate::config::Secret::from_bytes(username.as_bytes())],
+                    &[crate::domain::Secret::from_bytes(username.as_bytes())],
                 );
                 let password_ok = matches_any_secret(password, secrets);
                 if user_ok & password_ok {
@@ -125,7 +125,7 @@ impl Provider for Generic {
     fn verify_headers(
         &self,
         inbound: &Inbound<'_>,
-        source: &SourceConfig,
+        source: &Credentials,
     ) -> Result<bool, Rejection> {
         match source.generic_auth {
             // An HMAC covers the body: it can only be checked once the body is here.
@@ -159,7 +159,7 @@ impl Provider for Generic {
 fn verify_hmac(
     inbound: &Inbound<'_>,
     scheme: &HmacScheme,
-    source: &SourceConfig,
+    source: &Credentials,
 ) -> Result<(), Rejection> {
     let secrets = &source.secrets;
     let value = header_text(inbound.headers, &scheme.header)

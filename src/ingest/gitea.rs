@@ -1,12 +1,12 @@
 //! Gitea, Forgejo and Gogs: bare hex HMAC-SHA256 of the JSON payload text, even for form bodies.
 
+use crate::ingest::Credentials;
 use serde_json::Value;
 
 use super::signature::{Algorithm, decode_hex, matches_any_hmac};
 use super::{
     Classification, Inbound, Provider, Rejection, first_text, form_payload, header_text, text_at,
 };
-use crate::config::SourceConfig;
 
 pub struct Gitea;
 
@@ -20,7 +20,7 @@ fn family_header<'a>(headers: &'a http::HeaderMap, suffix: &str) -> Option<&'a s
 }
 
 impl Provider for Gitea {
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection> {
         if source.secrets.is_empty() {
             return Ok(());
         }

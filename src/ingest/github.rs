@@ -1,15 +1,15 @@
 //! GitHub: `X-Hub-Signature-256: sha256=<hex>` over the raw body (JSON or form-encoded).
 
+use crate::ingest::Credentials;
 use serde_json::Value;
 
 use super::signature::{Algorithm, verify_hex_header};
 use super::{Classification, Inbound, Provider, Rejection, first_text, header_text, text_at};
-use crate::config::SourceConfig;
 
 pub struct GitHub;
 
 impl Provider for GitHub {
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection> {
         if source.secrets.is_empty() {
             return Ok(());
         }

@@ -1,5 +1,6 @@
 //! GitLab: `X-Gitlab-Token` in constant time, and (GitLab 19.0+) Standard Webhooks signatures.
 
+use crate::ingest::Credentials;
 use serde_json::Value;
 
 use super::signature::{StandardKeys, verify_standard};
@@ -7,23 +8,18 @@ use super::{
     Classification, Inbound, Provider, Rejection, first_text, header_text, matches_any_secret,
     standard_dedup_key, text_at,
 };
-use crate::config::SourceConfig;
 
 pub struct GitLab;
 
 /// A present `webhook-signature` is verified when the source has signing secrets.
-fn signature_checked(inbound: &Inbound<'_>, source: &SourceConfig) -> bool {
+fn signature_checked(inbound: &Inbound<'_>, source: &Credentials) -> bool {
     inbound.headers.contains_key("webhook-signature") && !source.signing_secrets.is_empty()
 }
 
 /// GitLab's documented rule: "if `webhook-signature` is present, verify it; otherwise fall
 /// back to the secret token". A verified signature is the stronger proof, so a signed request
 /// without a token passes unless `require_token`; a token that is present must still match.
-fn check_token(
-    inbound: &Inbound<'_>,
-    source: &SourceConfig,
-    signed: bool,
-) -> Result<(), Rejection> {
+fn check_token(inbound: &Inbound<'_>, source: &Credentials, signed: bool) -> Result<(), Rejection> {
     if !signed && source.require_signature {
         return Err(Rejection::Missing("webhook-signature header is absent"));
     }
@@ -39,7 +35,7 @@ fn check_token(
 }
 
 impl Provider for GitLab {
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection> {
         let signed = signature_checked(inbound, source);
         if signed {
             verify_standard(
@@ -59,7 +55,7 @@ impl Provider for GitLab {
     fn verify_headers(
         &self,
         inbound: &Inbound<'_>,
-        source: &SourceConfig,
+        source: &Credentials,
     ) -> Result<bool, Rejection> {
         // The signature is checked with the body; here only whether the token may wait for it.
         check_token(inbound, source, signature_checked(inbound, source))?;
@@ -67,7 +63,7 @@ impl Provider for GitLab {
         Ok(!source.secrets.is_empty() && inbound.headers.contains_key("x-gitlab-token"))
     }
 
-    fn signed_id(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Option<String> {
+    fn signed_id(&self, inbound: &Inbound<'_>, source: &Credentials) -> Option<String> {
         signature_checked(inbound, source)
             .then(|| header_text(inbound.headers, "webhook-id").map(str::to_owned))
             .flatten()

@@ -3,6 +3,7 @@
 //! Adding a provider means one file implementing [`Provider`] and one arm in [`provider_for`];
 //! the ingest handler never changes.
 
+mod accept;
 mod bitbucket;
 pub mod generic;
 mod gitea;
@@ -19,7 +20,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{Secret, SourceConfig};
+use crate::domain::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProviderKind {
@@ -66,6 +67,31 @@ impl FromStr for ProviderKind {
     }
 }
 
+/// What a source verifies requests with: its own type, so ingest never reads the config.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Every secret accepted at once, so a rotation never rejects real events.
+    pub secrets: Vec<Secret>,
+    /// Standard Webhooks symmetric keys, already base64-decoded from `whsec_...`.
+    pub signing_secrets: Vec<Secret>,
+    /// Standard Webhooks v1a public keys.
+    pub public_keys: Vec<ed25519_dalek::VerifyingKey>,
+    /// Refuse requests without a valid `webhook-signature` (GitLab sources).
+    pub require_signature: bool,
+    /// GitLab: a token is needed even when a valid signature came with the request.
+    pub require_token: bool,
+    /// How far `webhook-timestamp` may be from our clock, either way.
+    pub timestamp_tolerance: std::time::Duration,
+    pub generic_auth: generic::GenericAuth,
+}
+
+impl Credentials {
+    /// No secret of any kind: anyone may post.
+    pub fn is_open(&self) -> bool {
+        self.secrets.is_empty() && self.signing_secrets.is_empty() && self.public_keys.is_empty()
+    }
+}
+
 /// The request as received, before anything is stored.
 pub struct Inbound<'a> {
     pub headers: &'a HeaderMap,
@@ -77,6 +103,7 @@ pub struct Inbound<'a> {
 }
 
 pub use crate::domain::Classification;
+pub use accept::{Admitted, accept};
 
 /// Why a request was refused. The text is safe to send back: it never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -102,7 +129,7 @@ impl Rejection {
 
 pub trait Provider: Send + Sync {
     /// Checks the request against the source's credentials. No credentials means no check.
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection>;
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection>;
     /// Checks what can be checked before the body is read (`inbound.body` is empty): tokens
     /// in headers or the query string. A stranger is refused before a byte of body is read
     /// or any memory is reserved for it. `Ok(true)` when a secret credential in the head
@@ -111,14 +138,14 @@ pub trait Provider: Send + Sync {
     fn verify_headers(
         &self,
         _inbound: &Inbound<'_>,
-        _source: &SourceConfig,
+        _source: &Credentials,
     ) -> Result<bool, Rejection> {
         Ok(false)
     }
     /// The delivery id a verified signature covers (Standard Webhooks' `webhook-id`), called
     /// only after `verify` passed: dedup must key on it, not on an unsigned header a replayer
     /// can change.
-    fn signed_id(&self, _inbound: &Inbound<'_>, _source: &SourceConfig) -> Option<String> {
+    fn signed_id(&self, _inbound: &Inbound<'_>, _source: &Credentials) -> Option<String> {
         None
     }
     /// Reads event type, dedup key and git facts; `payload` is the parsed JSON when there is one.
@@ -141,7 +168,7 @@ const CREDENTIAL_HEADERS: [&str; 4] = [
 ];
 
 /// Whether `name` (lower case, as hyper gives it) carries a credential for this source.
-pub fn is_credential_header(name: &str, source: &SourceConfig) -> bool {
+pub fn is_credential_header(name: &str, source: &Credentials) -> bool {
     CREDENTIAL_HEADERS.contains(&name)
         || matches!(&source.generic_auth, generic::GenericAuth::Token { header } if header == name)
 }

@@ -6,7 +6,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use subtle::ConstantTimeEq;
 
 use super::{Rejection, header_text};
-use crate::config::Secret;
+use crate::domain::Secret;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Algorithm {

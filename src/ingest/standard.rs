@@ -1,15 +1,15 @@
 //! Standard Webhooks: `webhook-id`/`webhook-timestamp`/`webhook-signature` (v1 HMAC, v1a Ed25519).
 
+use crate::ingest::Credentials;
 use serde_json::Value;
 
 use super::signature::{StandardKeys, verify_standard};
 use super::{Classification, Inbound, Provider, Rejection, header_text, text_at};
-use crate::config::SourceConfig;
 
 pub struct Standard;
 
 impl Provider for Standard {
-    fn verify(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Result<(), Rejection> {
+    fn verify(&self, inbound: &Inbound<'_>, source: &Credentials) -> Result<(), Rejection> {
         if source.signing_secrets.is_empty() && source.public_keys.is_empty() {
             return Ok(());
         }
@@ -25,7 +25,7 @@ impl Provider for Standard {
         )
     }
 
-    fn signed_id(&self, inbound: &Inbound<'_>, source: &SourceConfig) -> Option<String> {
+    fn signed_id(&self, inbound: &Inbound<'_>, source: &Credentials) -> Option<String> {
         let keyed = !source.signing_secrets.is_empty() || !source.public_keys.is_empty();
         keyed
             .then(|| header_text(inbound.headers, "webhook-id").map(str::to_owned))

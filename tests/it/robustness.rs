@@ -1,16 +1,15 @@
-//! Property test of the verify + classify + route path over arbitrary headers, bodies and
+//! Property test of the ingest pipeline (`ingest::accept`: verify, classify, route) over arbitrary headers, bodies and
 //! queries: nothing panics; no request is accepted without the credential (only the Basic
 //! seed carries a real one); the check made before the body never refuses what the whole
 //! check accepts. Runs a bounded number of cases; HOOKRELAY_FUZZ_SECONDS runs it longer.
 
 use std::time::{Duration, Instant};
 
-use hookrelay::config::{Secret, SourceConfig};
-use hookrelay::domain::Name;
+use hookrelay::domain::{Name, Secret};
 use hookrelay::ingest::generic::{Encoding, GenericAuth, HmacScheme};
 use hookrelay::ingest::signature::{Algorithm, standard_secret};
-use hookrelay::ingest::{Inbound, ProviderKind, parse_payload, provider_for};
-use hookrelay::routing::{Condition, EventFacts, Route, destinations_for, glob_set};
+use hookrelay::ingest::{Credentials, Inbound, ProviderKind, accept, provider_for};
+use hookrelay::routing::{Condition, Route, glob_set};
 
 const HEADER_NAMES: &[&str] = &[
     "x-gitlab-token",
@@ -65,23 +64,25 @@ fn random_text(rng: &mut fastrand::Rng) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn sources() -> Vec<SourceConfig> {
-    let base = |provider, auth| SourceConfig {
-        name: Name::parse("fuzz").unwrap(),
-        provider,
-        secrets: vec![Secret::from_bytes("k1"), Secret::from_bytes("k2")],
-        signing_secrets: vec![standard_secret(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap()],
-        public_keys: vec![ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key()],
-        require_signature: false,
-        require_token: false,
-        rate_limit: None,
-        timestamp_tolerance: Duration::from_secs(300),
-        max_body_bytes: 1 << 20,
-        allow_ips: None,
-        trusted_proxies: vec![],
-        generic_auth: auth,
+/// A provider with its credentials.
+type Source = (ProviderKind, Credentials);
+
+fn sources() -> Vec<Source> {
+    let base = |provider, auth| {
+        let credentials = Credentials {
+            secrets: vec![Secret::from_bytes("k1"), Secret::from_bytes("k2")],
+            signing_secrets: vec![
+                standard_secret(b"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap(),
+            ],
+            public_keys: vec![ed25519_dalek::SigningKey::from_bytes(&[3; 32]).verifying_key()],
+            require_signature: false,
+            require_token: false,
+            timestamp_tolerance: Duration::from_secs(300),
+            generic_auth: auth,
+        };
+        (provider, credentials)
     };
-    let mut all: Vec<SourceConfig> = [
+    let mut all: Vec<Source> = [
         ProviderKind::Gitlab,
         ProviderKind::Github,
         ProviderKind::Gitea,
@@ -113,8 +114,20 @@ fn sources() -> Vec<SourceConfig> {
         all.push(base(ProviderKind::Generic, auth));
     }
     let mut required = base(ProviderKind::Gitlab, GenericAuth::Bearer);
-    required.require_signature = true;
+    required.1.require_signature = true;
     all.push(required);
+    // Open sources accept anything, so classification and routing see every input.
+    for provider in [
+        ProviderKind::Gitlab,
+        ProviderKind::Github,
+        ProviderKind::Generic,
+    ] {
+        let mut open = base(provider, GenericAuth::Bearer);
+        open.1.secrets.clear();
+        open.1.signing_secrets.clear();
+        open.1.public_keys.clear();
+        all.push(open);
+    }
     all
 }
 
@@ -157,6 +170,7 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
     let started = Instant::now();
     let mut cases = 0u64;
     let mut accepted_basic = 0u64;
+    let mut accepted_open = 0u64;
     loop {
         match budget {
             Some(budget) if started.elapsed() >= budget => break,
@@ -178,47 +192,48 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
             query: Some(&query),
             now_secs: rng.i64(..),
         };
-        let source = &sources[rng.usize(..sources.len())];
-        let provider = provider_for(source.provider);
-        let verified = provider.verify(&inbound, source);
+        let (kind, credentials) = &sources[rng.usize(..sources.len())];
+        let provider = provider_for(*kind);
+        let name = Name::parse("fuzz").unwrap();
+        // The same pipeline the HTTP handler runs once the body is in.
+        let admitted = accept(provider, credentials, &name, &routes, &inbound);
         let head_only = Inbound {
             body: &[],
             ..inbound
         };
-        if verified.is_ok() {
+        if admitted.is_ok() {
             assert!(
-                provider.verify_headers(&head_only, source).is_ok(),
-                "the pre-body check refused what verify accepted ({:?}, {headers:?})",
-                source.provider
+                provider.verify_headers(&head_only, credentials).is_ok(),
+                "the pre-body check refused what verify accepted ({kind:?}, {headers:?})"
             );
-            // The only real credential among the seeds is `Basic relay:k1`.
-            assert!(
-                matches!(source.generic_auth, GenericAuth::Basic { .. })
-                    && source.provider == ProviderKind::Generic,
-                "accepted without a credential: {:?} {headers:?}",
-                source.provider
-            );
-            accepted_basic += 1;
-            if let Some(id) = provider.signed_id(&inbound, source) {
+            if credentials.is_open() {
+                accepted_open += 1;
+            } else {
+                // The only real credential among the seeds is `Basic relay:k1`.
+                assert!(
+                    matches!(credentials.generic_auth, GenericAuth::Basic { .. })
+                        && *kind == ProviderKind::Generic,
+                    "accepted without a credential: {kind:?} {headers:?}"
+                );
+                accepted_basic += 1;
+            }
+            if let Some(id) = provider.signed_id(&inbound, credentials) {
                 assert_eq!(
                     Some(id.as_str()),
                     headers.get("webhook-id").and_then(|v| v.to_str().ok())
                 );
             }
         }
-        let payload = parse_payload(&headers, &body);
-        let class = provider.classify(&inbound, payload.as_ref());
-        let facts = EventFacts {
-            classification: &class,
-            payload: payload.as_ref(),
-        };
-        let _ = destinations_for(&routes, &source.name, &facts);
         cases += 1;
     }
     println!(
-        "robustness: {cases} cases in {:.1} s (seed {seed}), {accepted_basic} accepted with the Basic seed, no panic",
+        "robustness: {cases} cases in {:.1} s (seed {seed}), {accepted_basic} accepted with the Basic seed, {accepted_open} by open sources, no panic",
         started.elapsed().as_secs_f64()
     );
     // The acceptance checks above are live only if some request did carry the credential.
     assert!(accepted_basic > 0, "no case exercised an accepted request");
+    assert!(
+        accepted_open > 0,
+        "classification and routing were never exercised"
+    );
 }

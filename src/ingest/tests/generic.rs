@@ -5,7 +5,6 @@ use super::super::generic::{Encoding, GenericAuth, HmacScheme};
 use super::super::signature::{Algorithm, hmac};
 use super::super::*;
 use super::*;
-use crate::config::SourceConfig;
 
 #[test]
 fn generic_schemes_follow_the_table() {
@@ -47,7 +46,7 @@ fn generic_schemes_follow_the_table() {
     ));
     type Row<'a> = (
         &'a str,
-        &'a SourceConfig,
+        &'a TestSource,
         Vec<(&'a str, String)>,
         Option<&'a str>,
         Result<(), &'a str>,

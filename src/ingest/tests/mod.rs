@@ -14,26 +14,42 @@ use serde_json::Value;
 use super::generic::GenericAuth;
 use super::signature::{Algorithm, hmac, standard_v1_signature};
 use super::*;
-use crate::config::SourceConfig;
-use crate::domain::Name;
 
 pub(super) const NOW: i64 = 1_700_000_000;
 
-pub(super) fn source(provider: ProviderKind, secrets: &[&str]) -> SourceConfig {
-    SourceConfig {
-        name: Name::parse("s").unwrap(),
-        provider,
+/// A provider with its credentials; reads and writes through to the credentials.
+#[derive(Clone)]
+pub(super) struct TestSource {
+    pub provider: ProviderKind,
+    pub credentials: Credentials,
+}
+
+impl std::ops::Deref for TestSource {
+    type Target = Credentials;
+    fn deref(&self) -> &Credentials {
+        &self.credentials
+    }
+}
+
+impl std::ops::DerefMut for TestSource {
+    fn deref_mut(&mut self) -> &mut Credentials {
+        &mut self.credentials
+    }
+}
+
+pub(super) fn source(provider: ProviderKind, secrets: &[&str]) -> TestSource {
+    let credentials = Credentials {
         secrets: secrets.iter().map(|s| Secret::from_bytes(*s)).collect(),
         signing_secrets: vec![],
         public_keys: vec![],
         require_signature: false,
         require_token: false,
         timestamp_tolerance: Duration::from_secs(300),
-        max_body_bytes: 1 << 20,
-        rate_limit: None,
-        allow_ips: None,
-        trusted_proxies: vec![],
         generic_auth: GenericAuth::default(),
+    };
+    TestSource {
+        provider,
+        credentials,
     }
 }
 
@@ -50,7 +66,7 @@ pub(super) fn headers(pairs: &[(&str, String)]) -> HeaderMap {
 }
 
 pub(super) fn verify(
-    source: &SourceConfig,
+    source: &TestSource,
     pairs: &[(&str, String)],
     body: &[u8],
     query: Option<&str>,

@@ -5,7 +5,6 @@
 use super::super::signature::{Algorithm, hmac, standard_secret};
 use super::super::*;
 use super::*;
-use crate::config::SourceConfig;
 
 #[test]
 fn github_matches_the_documented_example() {
@@ -346,7 +345,7 @@ fn gitlab_tokens_and_signing_tokens_follow_the_table() {
     wrong_token.push(("x-gitlab-token", "guess".into()));
     let table: Vec<(
         &str,
-        &SourceConfig,
+        &TestSource,
         Vec<(&str, String)>,
         &[u8],
         Result<(), &str>,

@@ -1,5 +1,9 @@
 //! Pure domain types shared by every layer: ids, names, delivery states, ordering modes.
 
+mod secret;
+
+pub use secret::Secret;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -206,6 +210,35 @@ pub const HOPS_HEADER: &str = "x-hookrelay-hops";
 /// Ingest refuses a request that has passed through hookrelay this often: a destination
 /// pointing back at a hook would otherwise make events forever.
 pub const MAX_HOPS: u32 = 4;
+
+/// How a destination retries: the policy the (pure) planner in `delivery::plan` applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Delay planned after the first failure; doubles after each further one.
+    pub initial_delay: std::time::Duration,
+    pub max_delay: std::time::Duration,
+    /// Attempts made before the delivery is declared dead.
+    pub max_attempts: u32,
+    /// A delivery whose next try would be later than this after it became due is dead.
+    pub max_age: std::time::Duration,
+    /// The longest `Retry-After` we honour; a receiver cannot park a delivery for a year.
+    pub retry_after_cap: std::time::Duration,
+    /// Treat 4xx (other than 408, 409, 425, 429) as permanent: dead at once, no retries.
+    pub permanent_4xx: bool,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            initial_delay: std::time::Duration::from_secs(5),
+            max_delay: std::time::Duration::from_secs(3600),
+            max_attempts: 30,
+            max_age: std::time::Duration::from_secs(3 * 24 * 3600),
+            retry_after_cap: std::time::Duration::from_secs(3600),
+            permanent_4xx: false,
+        }
+    }
+}
 
 /// How long finished events are kept, and how often they are swept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,42 @@
+//! The ingest pipeline once the body is in, as one pure function: verify, parse, classify,
+//! take the dedup key a signature covers, route. The HTTP handler and the robustness test
+//! both call it.
+
+use super::{Classification, Credentials, Inbound, Provider, Rejection, parse_payload};
+use crate::domain::Name;
+use crate::routing::{EventFacts, Route, destinations_for};
+
+/// A verified request, classified and routed, ready to be stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Admitted {
+    pub classification: Classification,
+    pub destinations: Vec<Name>,
+}
+
+pub fn accept(
+    provider: &dyn Provider,
+    credentials: &Credentials,
+    source: &Name,
+    routes: &[Route],
+    inbound: &Inbound<'_>,
+) -> Result<Admitted, Rejection> {
+    provider.verify(inbound, credentials)?;
+    // Always parsed: what ingest classifies (ref, project, commits) is stored with the event
+    // for filters, coalescing keys and display, not only used for routing.
+    let payload = parse_payload(inbound.headers, inbound.body);
+    let mut classification = provider.classify(inbound, payload.as_ref());
+    if let Some(signed_id) = provider.signed_id(inbound, credentials) {
+        // Only what the signature covers may decide "repeat or new": an unsigned
+        // Idempotency-Key would let a captured request be replayed as new events.
+        classification.dedup_key = Some(signed_id);
+    }
+    let facts = EventFacts {
+        classification: &classification,
+        payload: payload.as_ref(),
+    };
+    let destinations = destinations_for(routes, source, &facts);
+    Ok(Admitted {
+        classification,
+        destinations,
+    })
+}
