@@ -9,6 +9,7 @@
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
 //! - [`telemetry`]: Prometheus metrics, recorded where things happen.
+//! - [`signing`]: HMAC and Standard Webhooks primitives, inbound verify and outbound sign.
 //! - [`send`]: signed sample events for `hookrelay send`.
 //! - [`client`]: a typed client of the management API (CLI, tests).
 //! - [`cli`]: the command line.
@@ -23,6 +24,7 @@ pub mod http;
 pub mod ingest;
 pub mod routing;
 pub mod send;
+pub mod signing;
 pub mod store;
 pub mod telemetry;
 

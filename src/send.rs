@@ -4,7 +4,7 @@
 use anyhow::{Context, bail};
 
 use crate::ingest::ProviderKind;
-use crate::ingest::signature::{Algorithm, hmac, standard_secret, standard_v1_signature};
+use crate::signing::{Algorithm, hmac, standard_secret, standard_v1_signature};
 
 /// A request ready to send: body and headers, signing included.
 #[derive(Debug, Clone)]

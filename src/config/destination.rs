@@ -110,7 +110,8 @@ pub(super) fn validate_destination(
     })
 }
 
-/// Headers hookrelay sets itself, hop-by-hop headers, and credentials are never copied.
+/// Headers hookrelay sets itself and hop-by-hop headers are never copied (nor credentials,
+/// which ingest knows: `ingest::CREDENTIAL_HEADERS`).
 const NOT_FORWARDABLE: &[&str] = &[
     "host",
     "content-length",
@@ -120,10 +121,6 @@ const NOT_FORWARDABLE: &[&str] = &[
     "upgrade",
     "te",
     "trailer",
-    "proxy-authorization",
-    "authorization",
-    "x-gitlab-token",
-    "cookie",
     "webhook-id",
     "webhook-timestamp",
     "webhook-signature",
@@ -146,7 +143,7 @@ fn forward_headers(
                 format!("{location}[{i}]"),
                 format!("{name:?} is not a header name"),
             );
-        } else if NOT_FORWARDABLE.contains(&lower.as_str()) {
+        } else if not_forwardable(&lower.as_str()) {
             c.error(
                 format!("{location}[{i}]"),
                 format!("{name:?} is set by hookrelay or must not be forwarded"),
@@ -224,4 +221,8 @@ fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<Ret
         retry_after_cap: retry_after_cap?,
         permanent_4xx: raw.permanent_4xx.unwrap_or(defaults.permanent_4xx),
     })
+}
+
+fn not_forwardable(name: &&str) -> bool {
+    NOT_FORWARDABLE.contains(name) || crate::ingest::CREDENTIAL_HEADERS.contains(name)
 }

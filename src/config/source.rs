@@ -7,7 +7,7 @@ use super::{Checker, DEFAULT_MAX_BODY, MAX_BODY_LIMIT, Secret, SourceConfig};
 use crate::domain::{DEDUP_WINDOW_MS, Name};
 use crate::ingest::ProviderKind;
 use crate::ingest::generic::{Encoding, GenericAuth, HmacScheme};
-use crate::ingest::signature::{standard_public_key, standard_secret};
+use crate::signing::{standard_public_key, standard_secret};
 
 pub(super) fn validate_source(
     c: &mut Checker,

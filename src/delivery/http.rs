@@ -7,7 +7,7 @@ use super::address::{GuardedResolver, literal_address, refusal};
 use super::{AttemptOutcome, Destination, Outbound};
 use crate::config::{DestinationConfig, Secret};
 use crate::domain::HOPS_HEADER;
-use crate::ingest::signature::{standard_secret, standard_v1_signature};
+use crate::signing::{standard_secret, standard_v1_signature};
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.
 const EXCERPT_BYTES: usize = 1024;

@@ -3,8 +3,9 @@
 use crate::ingest::Credentials;
 use serde_json::Value;
 
-use super::signature::{Algorithm, verify_hex_header};
+use super::verify::verify_hex_header;
 use super::{Classification, Inbound, Provider, Rejection, first_text, header_text, text_at};
+use crate::signing::Algorithm;
 
 pub struct Bitbucket;
 

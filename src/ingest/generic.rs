@@ -4,11 +4,11 @@ use crate::ingest::Credentials;
 use base64::Engine as _;
 use serde_json::Value;
 
-use super::signature::{Algorithm, decode_base64, decode_hex, matches_any_hmac};
 use super::{
     Classification, Inbound, Provider, Rejection, first_text, header_text, matches_any_secret,
     standard_dedup_key,
 };
+use crate::signing::{Algorithm, decode_base64, decode_hex, matches_any_hmac};
 
 /// How a generic source authenticates; the secrets themselves are the source's `secrets`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -181,7 +181,7 @@ fn verify_hmac(
                 .parse()
                 .map_err(|_| Rejection::Invalid("timestamp is not a number"))?;
             let tolerance = source.timestamp_tolerance.as_secs() as i64;
-            if !super::signature::within_tolerance(inbound.now_secs, sent, tolerance) {
+            if !crate::signing::within_tolerance(inbound.now_secs, sent, tolerance) {
                 return Err(Rejection::Invalid("timestamp is outside the tolerance"));
             }
             let parts: [&[u8]; 3] = [timestamp.as_bytes(), b".", inbound.body];

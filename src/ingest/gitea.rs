@@ -3,10 +3,10 @@
 use crate::ingest::Credentials;
 use serde_json::Value;
 
-use super::signature::{Algorithm, decode_hex, matches_any_hmac};
 use super::{
     Classification, Inbound, Provider, Rejection, first_text, form_payload, header_text, text_at,
 };
+use crate::signing::{Algorithm, decode_hex, matches_any_hmac};
 
 pub struct Gitea;
 

@@ -3,7 +3,7 @@
 use crate::ingest::Credentials;
 use serde_json::Value;
 
-use super::signature::{StandardKeys, verify_standard};
+use super::verify::{StandardKeys, verify_standard};
 use super::{
     Classification, Inbound, Provider, Rejection, first_text, header_text, matches_any_secret,
     standard_dedup_key, text_at,

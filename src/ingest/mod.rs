@@ -10,8 +10,8 @@ mod gitea;
 mod github;
 mod gitlab;
 pub mod ip;
-pub mod signature;
 mod standard;
+pub mod verify;
 
 use std::str::FromStr;
 
@@ -159,8 +159,8 @@ pub trait Provider: Send + Sync {
 }
 
 /// Headers that carry a sender's credential (or a browser's session): stored by name with the
-/// value `[redacted]`, never forwarded, never shown.
-const CREDENTIAL_HEADERS: [&str; 4] = [
+/// value `[redacted]`, never forwarded, never shown. The one list of them.
+pub const CREDENTIAL_HEADERS: [&str; 4] = [
     "x-gitlab-token",
     "authorization",
     "proxy-authorization",

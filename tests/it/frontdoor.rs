@@ -188,7 +188,7 @@ async fn trickling_bodies_are_cut_off_and_hold_no_budget_meanwhile() {
 
 #[tokio::test]
 async fn a_captured_signed_gitlab_request_cannot_be_replayed_under_a_new_idempotency_key() {
-    use hookrelay::ingest::signature::{standard_secret, standard_v1_signature};
+    use hookrelay::signing::{standard_secret, standard_v1_signature};
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

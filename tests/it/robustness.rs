@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use hookrelay::domain::{Name, Secret};
 use hookrelay::ingest::generic::{Encoding, GenericAuth, HmacScheme};
-use hookrelay::ingest::signature::{Algorithm, standard_secret};
 use hookrelay::ingest::{Credentials, Inbound, ProviderKind, accept, provider_for};
 use hookrelay::routing::{Condition, Route, glob_set};
+use hookrelay::signing::{Algorithm, standard_secret};
 
 const HEADER_NAMES: &[&str] = &[
     "x-gitlab-token",

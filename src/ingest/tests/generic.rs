@@ -2,9 +2,9 @@
 #![allow(clippy::type_complexity)] // Table tests spell out their row types.
 
 use super::super::generic::{Encoding, GenericAuth, HmacScheme};
-use super::super::signature::{Algorithm, hmac};
 use super::super::*;
 use super::*;
+use crate::signing::{Algorithm, hmac};
 
 #[test]
 fn generic_schemes_follow_the_table() {

@@ -12,8 +12,8 @@ use http::HeaderMap;
 use serde_json::Value;
 
 use super::generic::GenericAuth;
-use super::signature::{Algorithm, hmac, standard_v1_signature};
 use super::*;
+use crate::signing::{Algorithm, hmac, standard_v1_signature};
 
 pub(super) const NOW: i64 = 1_700_000_000;
 

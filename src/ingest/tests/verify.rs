@@ -2,9 +2,9 @@
 //! headers, stale and future timestamps, empty signatures, form bodies, hostile headers.
 #![allow(clippy::type_complexity)] // Table tests spell out their row types.
 
-use super::super::signature::{Algorithm, hmac, standard_secret};
 use super::super::*;
 use super::*;
+use crate::signing::{Algorithm, hmac, standard_secret};
 
 #[test]
 fn github_matches_the_documented_example() {
