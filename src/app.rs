@@ -116,6 +116,11 @@ impl App {
         self.api_socket.as_ref().map(|socket| socket.path())
     }
 
+    /// A handle that drives delivery step by step (tests): see [`Delivery::deliver_due`].
+    pub fn delivery(&self) -> Delivery {
+        Delivery(self.engine.clone())
+    }
+
     /// Lets `config_path` be applied again while running (SIGHUP, `POST /api/v1/reload`).
     pub fn reload_from(&mut self, config_path: PathBuf) -> Arc<ConfigReloader> {
         let reloader = Arc::new(ConfigReloader {
@@ -225,6 +230,19 @@ async fn sweep(store: Arc<dyn Store>, policy: crate::domain::Retention, stop: Ca
             }
             tokio::task::yield_now().await;
         }
+    }
+}
+
+/// The running delivery engine, from outside.
+#[derive(Clone)]
+pub struct Delivery(Arc<Mutex<delivery::Engine>>);
+
+impl Delivery {
+    /// Claims what is due for `destination` now, attempts it and records the outcomes,
+    /// returning how many were attempted (`None`: no such destination). With the destination
+    /// paused, its own worker stays out of the way and a test decides when delivery happens.
+    pub async fn deliver_due(&self, destination: &str) -> Option<usize> {
+        self.0.lock().await.deliver_due(destination).await
     }
 }
 

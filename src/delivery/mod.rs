@@ -55,7 +55,7 @@ pub struct Engine {
     lease_owner: String,
     grace: Duration,
     shutdown: CancellationToken,
-    running: HashMap<Name, CancellationToken>,
+    running: HashMap<Name, (CancellationToken, Arc<worker::WorkerContext>)>,
     workers: JoinSet<()>,
     wakers: Wakers,
     controls: Controls,
@@ -196,7 +196,7 @@ impl Engine {
             );
         }
         let defaults = Arc::new(defaults);
-        for (_, stop) in self.running.drain() {
+        for (_, (stop, _)) in self.running.drain() {
             stop.cancel();
         }
         let mut wakers = HashMap::new();
@@ -236,8 +236,9 @@ impl Engine {
                 breaker_open: breaker_open.clone(),
                 control: control.clone(),
             };
-            self.workers.spawn(worker::run(ctx));
-            self.running.insert(name.clone(), stop);
+            let ctx = Arc::new(ctx);
+            self.workers.spawn(worker::run(ctx.clone()));
+            self.running.insert(name.clone(), (stop, ctx));
             wakers.insert(name.clone(), waker);
             controls.insert(name.clone(), control);
             breakers.insert(name, breaker_open);
@@ -252,6 +253,13 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// One delivery step for `destination`, awaited to the end (see `worker::deliver_due`);
+    /// `None` when no such destination runs.
+    pub async fn deliver_due(&self, destination: &str) -> Option<usize> {
+        let (_, ctx) = self.running.get(destination)?;
+        Some(worker::deliver_due(ctx).await)
     }
 
     pub fn controls(&self) -> Controls {

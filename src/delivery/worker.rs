@@ -52,8 +52,7 @@ impl WorkerContext {
 /// Deliveries this worker holds, so a shutdown can give them back.
 type Leases = Arc<Mutex<HashSet<Lease>>>;
 
-pub async fn run(ctx: WorkerContext) {
-    let ctx = Arc::new(ctx);
+pub async fn run(ctx: Arc<WorkerContext>) {
     let slots = match ctx.config.ordering {
         Ordering::Parallel => ctx.config.concurrency,
         Ordering::Fifo => 1,
@@ -90,16 +89,7 @@ pub async fn run(ctx: WorkerContext) {
             }
         }
         if free > 0 {
-            let now = now_millis();
-            let request = ClaimRequest {
-                destination: ctx.name.clone(),
-                ordering: ctx.config.ordering,
-                limit: free,
-                now,
-                lease_until: now + ctx.lease().as_millis() as i64,
-                lease_owner: ctx.lease_owner.clone(),
-            };
-            match ctx.store.claim(request).await {
+            match ctx.store.claim(claim_request(&ctx, free)).await {
                 Ok(claimed) => {
                     let got = claimed.deliveries.len();
                     let mut give_back = Vec::new();
@@ -164,6 +154,49 @@ pub async fn run(ctx: WorkerContext) {
         }
     }
     drain(&ctx, attempts, &leases).await;
+}
+
+fn claim_request(ctx: &WorkerContext, limit: usize) -> ClaimRequest {
+    let now = now_millis();
+    ClaimRequest {
+        destination: ctx.name.clone(),
+        ordering: ctx.config.ordering,
+        limit,
+        now,
+        lease_until: now + ctx.lease().as_millis() as i64,
+        lease_owner: ctx.lease_owner.clone(),
+    }
+}
+
+/// One step of delivery, awaited to the end: claims what is due now (up to the destination's
+/// concurrency; pause and breaker are not consulted), attempts it, records the outcomes, and
+/// says how many were attempted. The worker loop runs the same claim, load and attempt
+/// pipelined; tests drive delivery with this step instead of waiting on the loop.
+pub async fn deliver_due(ctx: &WorkerContext) -> usize {
+    let limit = match ctx.config.ordering {
+        Ordering::Parallel => ctx.config.concurrency,
+        Ordering::Fifo => 1,
+    };
+    let claimed = match ctx.store.claim(claim_request(ctx, limit)).await {
+        Ok(claimed) => claimed.deliveries,
+        Err(err) => {
+            tracing::warn!(destination = %ctx.name, error = %err, "claim failed");
+            return 0;
+        }
+    };
+    let mut attempted = 0;
+    for delivery in claimed {
+        match load(ctx, &delivery).await {
+            Some(loaded) => {
+                attempt(ctx, &delivery, &loaded.request).await;
+                attempted += 1;
+            }
+            None => {
+                let _ = ctx.store.release(vec![delivery.lease], now_millis()).await;
+            }
+        }
+    }
+    attempted
 }
 
 /// Lets in-flight attempts finish within the grace period, then gives the rest back.

@@ -1,4 +1,5 @@
-//! One integration-test binary (one link step): the real hookrelay binary against real HTTP.
+//! One integration-test binary (one link step): the real hookrelay binary (or the service
+//! in-process, `inprocess`) against real HTTP.
 
 mod api;
 mod cli;
@@ -8,6 +9,7 @@ mod faults;
 mod frontdoor;
 mod harness;
 mod ingest;
+mod inprocess;
 mod metrics;
 mod operate;
 mod outbound;
