@@ -121,10 +121,16 @@ impl App {
         Delivery(self.engine.clone())
     }
 
-    /// Lets `config_path` be applied again while running (SIGHUP, `POST /api/v1/reload`).
-    pub fn reload_from(&mut self, config_path: PathBuf) -> Arc<ConfigReloader> {
+    /// Lets `config_path` be applied again while running (SIGHUP, `POST /api/v1/reload`);
+    /// `listen` is the command line's override of `server.listen`, kept on every reload.
+    pub fn reload_from(
+        &mut self,
+        config_path: PathBuf,
+        listen: Option<SocketAddr>,
+    ) -> Arc<ConfigReloader> {
         let reloader = Arc::new(ConfigReloader {
             path: config_path,
+            listen,
             current: Mutex::new(self.config.clone()),
             engine: self.engine.clone(),
             store: self.store.clone(),
@@ -249,6 +255,7 @@ impl Delivery {
 /// Applies the config file again without a restart: sources, routes and destinations.
 pub struct ConfigReloader {
     path: PathBuf,
+    listen: Option<SocketAddr>,
     current: Mutex<Config>,
     engine: Arc<Mutex<delivery::Engine>>,
     store: Arc<dyn Store>,
@@ -259,11 +266,14 @@ pub struct ConfigReloader {
 #[async_trait::async_trait]
 impl Reload for ConfigReloader {
     async fn reload(&self) -> Result<Vec<String>, String> {
-        let config = Config::load(&self.path).map_err(|errors| {
+        let mut config = Config::load(&self.path).map_err(|errors| {
             let text = errors.to_string();
             tracing::error!("config reload refused; the running config stays:\n{text}");
             text.lines().map(str::trim).collect::<Vec<_>>().join("; ")
         })?;
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
         let mut current = self.current.lock().await;
         let mut notes = restart_only_changes(&current, &config);
         // Destinations first: a route must never name a destination with no worker.
@@ -315,6 +325,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     };
     if api(old) != api(new) {
         notes.push("[api] settings changed: they apply at the next restart".to_owned());
+    }
+    if old.retention != new.retention {
+        notes.push("[retention] settings changed: they apply at the next restart".to_owned());
     }
     notes
 }

@@ -201,7 +201,7 @@ async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::R
     let mut app = crate::App::build(config, listener).await?;
     let address = app.local_addr()?;
     let scheme = if app.tls().is_some() { "https" } else { "http" };
-    let reloader = app.reload_from(path);
+    let reloader = app.reload_from(path, listen);
     tokio::spawn(reload_on_sighup(reloader, app.tls().cloned()));
     tracing::info!(%address, "hookrelay listening");
     // Printed only once the store is open. Scripts and tests read this line to learn the

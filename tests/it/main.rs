@@ -2,11 +2,13 @@
 //! in-process, `inprocess`) against real HTTP.
 
 mod api;
+mod bulk;
 mod cli;
 mod crash;
 mod delivery;
 mod faults;
 mod frontdoor;
+mod hanging;
 mod harness;
 mod ingest;
 mod inprocess;

@@ -40,8 +40,13 @@ pub(super) fn insert_event(
         && let Some(seq) = dedup.find(hash)
     {
         // Confirm against the event itself: a hash collision must not swallow an event.
+        // The event itself, or what retention kept of it.
         let original: Option<(String, String, Option<String>)> = tx
-            .prepare_cached("SELECT id, source, dedup_key FROM events WHERE seq = ?1")
+            .prepare_cached(
+                "SELECT id, source, dedup_key FROM events WHERE seq = ?1
+                 UNION ALL
+                 SELECT id, source, dedup_key FROM pruned_events WHERE seq = ?1 LIMIT 1",
+            )
             .and_then(|mut stmt| {
                 stmt.query_row(params![seq], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?))

@@ -68,7 +68,6 @@ fn event_conditions(clause: &mut Clause, filter: &Filter) {
 /// of the event's deliveries.
 pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, String> {
     let mut clause = Clause::default();
-    clause.push_fixed("e.pruned_at IS NULL");
     event_conditions(&mut clause, filter);
     match (filter.state, &filter.destination) {
         (None, None) => {}
@@ -137,7 +136,7 @@ mod tests {
         let clause = events(&filter, Some(&encode(42))).unwrap();
         assert_eq!(
             clause.sql(),
-            "e.pruned_at IS NULL AND e.source = ?1 AND (e.git_ref = ?2 OR e.branch = ?2 OR e.tag = ?2) AND \
+            "e.source = ?1 AND (e.git_ref = ?2 OR e.branch = ?2 OR e.tag = ?2) AND \
              e.project = ?3 AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_seq = e.seq \
              AND d.state = ?4 AND d.destination = ?5) AND e.seq < ?6"
         );

@@ -14,8 +14,8 @@ const BATCH: i64 = 500;
 
 /// Looks at the next `BATCH` events after `after`, oldest first, and removes those whose
 /// deliveries are all finished long enough ago. An event whose sender id is still inside
-/// the dedup window keeps a bodiless row until the window ends, so a repeat is still
-/// recognised; the dedup keys past the window go with the last step.
+/// the dedup window leaves its id and key behind until the window ends, so a repeat is still
+/// recognised (in `pruned_events`); the dedup keys past the window go with the last step.
 pub fn prune_step(
     tx: &Connection,
     policy: &Retention,
@@ -32,7 +32,7 @@ pub fn prune_step(
     let scanned: Vec<(i64, i64, bool)> = tx
         .prepare_cached(
             "SELECT seq, received_at, dedup_key IS NOT NULL FROM events
-             WHERE seq > ?1 AND pruned_at IS NULL ORDER BY seq LIMIT ?2",
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )
         .and_then(|mut stmt| {
             stmt.query_map(params![after, BATCH], |row| {
@@ -63,21 +63,24 @@ pub fn prune_step(
         tx.prepare_cached("DELETE FROM deliveries WHERE event_seq = ?1")
             .and_then(|mut stmt| stmt.execute(params![seq]))
             .map_err(backend)?;
-        let pruned = match keyed && received_at >= dedup_cutoff {
-            true => tx.execute(
-                "UPDATE events SET headers = x'', body = x'', pruned_at = ?2 WHERE seq = ?1",
-                params![seq, now],
-            ),
-            false => tx.execute("DELETE FROM events WHERE seq = ?1", params![seq]),
-        };
-        pruned.map_err(backend)?;
+        if keyed && received_at >= dedup_cutoff {
+            tx.prepare_cached(
+                "INSERT INTO pruned_events (seq, id, source, dedup_key, received_at)
+                 SELECT seq, id, source, dedup_key, received_at FROM events WHERE seq = ?1",
+            )
+            .and_then(|mut stmt| stmt.execute(params![seq]))
+            .map_err(backend)?;
+        }
+        tx.prepare_cached("DELETE FROM events WHERE seq = ?1")
+            .and_then(|mut stmt| stmt.execute(params![seq]))
+            .map_err(backend)?;
         step.events_pruned += 1;
     }
     if reached_recent {
-        // Bodiless rows and sender ids whose dedup window has ended.
+        // Pruned events' sender ids whose dedup window has ended.
         tx.execute(
-            "DELETE FROM events WHERE seq IN (SELECT seq FROM events
-             WHERE pruned_at IS NOT NULL AND received_at < ?1 LIMIT ?2)",
+            "DELETE FROM pruned_events WHERE seq IN (SELECT seq FROM pruned_events
+             WHERE received_at < ?1 ORDER BY seq LIMIT ?2)",
             params![dedup_cutoff, BATCH],
         )
         .map_err(backend)?;

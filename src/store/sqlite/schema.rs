@@ -81,9 +81,16 @@ ALTER TABLE events ADD COLUMN sender TEXT;
 ALTER TABLE events ADD COLUMN commit_before TEXT;
 ALTER TABLE events ADD COLUMN commit_after TEXT;
 CREATE INDEX events_by_received ON events(received_at);
--- Retention keeps a pruned event's row (id, source, dedup key; no headers, no body) until
--- its dedup window ends, so a late repeat is still recognised.
-ALTER TABLE events ADD COLUMN pruned_at INTEGER;
+-- What retention keeps of a pruned event whose sender id is still inside the dedup window,
+-- so a late repeat is still recognised; a small table of its own, so the events table's
+-- pages empty out and are reused.
+CREATE TABLE pruned_events (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL,
+    source      TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    received_at INTEGER NOT NULL
+);
 -- Why a delivery went dead (attempts exhausted, max age, permanent failure).
 ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
 CREATE INDEX deliveries_by_event ON deliveries(event_seq);

@@ -137,7 +137,7 @@ pub fn run(
 }
 
 /// Copies the few WAL frames the checkpoint thread has not, so the next transaction can
-/// start the WAL over (see `checkpoint` in the parent module).
+/// start the WAL over (see `checkpoint.rs`).
 fn finish_wal_checkpoint(conn: &Connection) {
     let started = std::time::Instant::now();
     match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {

@@ -1,0 +1,147 @@
+//! Bulk replay through the API: exactly what its dry run counted, nothing that arrived later.
+
+use serde_json::json;
+
+use crate::api::{Api, READ_TOKEN, api_section};
+use crate::harness::*;
+
+/// Two destinations, each giving up after one attempt.
+fn two_dying_destinations(
+    dir: &std::path::Path,
+    sink: &str,
+    other: &str,
+    listen: std::net::SocketAddr,
+) -> String {
+    // No breaker: every delivery should get its one attempt while the sinks fail.
+    let once = "retry = { max_attempts = 1 }\ncircuit_breaker = { failures = 1000000 }";
+    let one = config(dir, sink, once);
+    one.replace(
+        "[[routes]]",
+        &format!(
+            "[destinations.other]\nurl = \"{other}\"\nallow_private_network = true\n\
+             {once}\n\n[[routes]]"
+        ),
+    )
+    .replace(
+        "destinations = [\"sink\"]",
+        "destinations = [\"sink\", \"other\"]",
+    ) + &api_section(listen)
+}
+
+#[tokio::test]
+async fn bulk_replay_replays_exactly_what_its_dry_run_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, other) = (Sink::start().await, Sink::start().await);
+    sink.set_status(500);
+    other.set_status(500);
+    let listen = free_port();
+    let text = two_dying_destinations(dir.path(), &sink.url, &other.url, listen);
+    let relay = Relay::start(dir.path(), &text);
+    let api = Api::new(listen);
+    let client = reqwest::Client::new();
+    for n in 0..100 {
+        post_push(&client, &relay, push_body(n), None).await;
+    }
+    sink.wait_for(100).await;
+    other.wait_for(100).await;
+    let dead = |destination: &str| {
+        format!("/api/v1/deliveries?state=dead&destination={destination}&limit=1000")
+    };
+    let count_dead = |destination: &'static str, expected: usize| {
+        let (api, path) = (&api, dead(destination));
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            loop {
+                let found = api.get(&path).await["items"].as_array().unwrap().len();
+                if found == expected {
+                    return;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{destination}: {found} dead"
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+    count_dead("sink", 100).await;
+    count_dead("other", 100).await;
+    let one = api.get(&dead("sink")).await["items"][0].clone();
+    assert_eq!(one["dead_reason"], "retry limit reached (max_attempts)");
+    sink.set_status(200);
+
+    let filter = json!({ "state": "dead", "destination": "sink" });
+    let (status, dry) = api
+        .post(
+            "/api/v1/bulk/replay",
+            json!({ "filter": filter, "dry_run": true }),
+        )
+        .await;
+    assert_eq!((status, dry["count"].as_u64()), (200, Some(100)), "{dry}");
+    assert_eq!(dry["examples"].as_array().unwrap().len(), 5);
+    let (status, _) = api
+        .call(
+            "POST",
+            "/api/v1/bulk/replay",
+            Some(READ_TOKEN),
+            Some(json!({"filter": filter})),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, empty) = api
+        .post("/api/v1/bulk/replay", json!({ "filter": {} }))
+        .await;
+    assert_eq!(status, 400, "{empty}");
+
+    // Arriving after the dry run: outside its snapshot, never replayed by it.
+    sink.set_status(500);
+    post_push(&client, &relay, push_body(999), None).await;
+    sink.wait_for(101).await;
+    sink.set_status(200);
+    let (status, job) = api
+        .post(
+            "/api/v1/bulk/replay",
+            json!({ "filter": filter, "snapshot": dry["snapshot"] }),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap());
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let job = loop {
+        let job = api.get(&path).await;
+        if !job["finished_at"].is_null() && job["waiting"] == 0 {
+            break job;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "job did not finish: {job}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (job["matched"].as_u64(), job["changed"].as_u64()),
+        (Some(100), Some(100))
+    );
+    assert_eq!(
+        (job["succeeded"].as_u64(), job["failed"].as_u64()),
+        (Some(100), Some(0)),
+        "{job}"
+    );
+    // 100 first attempts, the late event's, and exactly the 100 replays.
+    assert_eq!(sink.count(), 201);
+    assert_eq!(other.count(), 101);
+    assert_eq!(
+        api.get(&dead("other")).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        101
+    );
+    assert_eq!(
+        api.get(&dead("sink")).await["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
