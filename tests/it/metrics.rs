@@ -106,7 +106,14 @@ async fn retention_removes_old_successes_keeps_dead_ones_and_dedup_still_holds()
     let relay = Relay::start(dir.path(), &text);
     let client = reqwest::Client::new();
     post_push(&client, &relay, push_body(1), Some("dies")).await;
-    sink.wait_for(1).await;
+    // Dead for sure before the sink starts answering 200.
+    wait_for_cli(
+        &relay,
+        &["deliveries", "list", "--state", "dead", "--json"],
+        "the first delivery to die",
+        |out: &str| out.lines().count() == 1,
+    )
+    .await;
     sink.set_status(200);
     post_push(&client, &relay, push_body(2), Some("delivered")).await;
     sink.wait_for(2).await;
