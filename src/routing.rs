@@ -3,7 +3,7 @@
 use globset::{GlobSet, GlobSetBuilder};
 use serde_json::Value;
 
-use crate::domain::Name;
+use crate::domain::{KeyPart, Name};
 use crate::ingest::Classification;
 
 #[derive(Debug, Clone)]
@@ -109,6 +109,24 @@ pub fn destinations_for(routes: &[Route], source: &Name, facts: &EventFacts<'_>)
         }
     }
     chosen
+}
+
+/// The key under which a `latest` destination keeps only the newest waiting delivery: the
+/// chosen parts of the event, joined (a missing part counts as empty).
+pub fn coalescing_key(parts: &[KeyPart], source: &Name, class: &Classification) -> String {
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    parts
+        .iter()
+        .map(|part| match part {
+            KeyPart::Source => source.as_str().to_owned(),
+            KeyPart::Ref => text(&class.git_ref),
+            KeyPart::Branch => text(&class.branch),
+            KeyPart::Tag => text(&class.tag),
+            KeyPart::Project => text(&class.project),
+            KeyPart::EventType => text(&class.event_type),
+        })
+        .collect::<Vec<_>>()
+        .join("\u{1f}")
 }
 
 fn matches(route: &Route, facts: &EventFacts<'_>) -> bool {

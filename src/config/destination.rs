@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use super::raw::{RawDestination, RawRetry, parse_duration_in};
-use super::{Checker, DestinationConfig, HOUR, Secret};
+use super::{Checker, DestinationConfig, HOUR, HttpTarget, Secret, Target};
 use crate::domain::RetryPolicy;
-use crate::domain::{Name, Ordering};
+use crate::domain::{KeyPart, Name, Ordering};
 
 pub(super) fn validate_destination(
     c: &mut Checker,
@@ -17,7 +17,7 @@ pub(super) fn validate_destination(
     let name = c.check(location, Name::parse(name));
     if raw.kind != "http" {
         c.error(
-            format!("{location}.type"),
+            format!("{location}.kind"),
             format!(
                 "unknown destination type {:?}; supported: \"http\"",
                 raw.kind
@@ -54,11 +54,26 @@ pub(super) fn validate_destination(
         match raw.ordering.as_deref() {
             None | Some("parallel") => Ok(Ordering::Parallel),
             Some("fifo") => Ok(Ordering::Fifo),
+            Some("latest") => Ok(Ordering::Latest),
             Some(other) => Err(format!(
-                "unknown ordering {other:?}; use \"parallel\" or \"fifo\""
+                "unknown ordering {other:?}; use \"parallel\", \"fifo\" or \"latest\""
             )),
         },
     );
+    let coalesce_by = match &raw.coalesce_by {
+        None => Some(vec![KeyPart::Source, KeyPart::Ref]),
+        Some(parts) if parts.is_empty() => {
+            c.error(format!("{location}.coalesce_by"), "needs at least one part");
+            None
+        }
+        Some(parts) => parts
+            .iter()
+            .enumerate()
+            .map(|(i, part)| c.check(format!("{location}.coalesce_by[{i}]"), part.parse()))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect::<Option<Vec<KeyPart>>>(),
+    };
     let secret = match &raw.secret {
         Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
         None => None,
@@ -93,15 +108,18 @@ pub(super) fn validate_destination(
     };
     Some(DestinationConfig {
         name: name?,
-        url: url?,
+        target: Target::Http(HttpTarget {
+            url: url?,
+            secret,
+            forward_headers: forward_headers?,
+            allow_private_network,
+            follow_redirects: raw.follow_redirects.unwrap_or(false),
+        }),
         timeout: timeout?,
         concurrency: concurrency?,
         ordering: ordering?,
-        secret,
-        forward_headers: forward_headers?,
+        coalesce_by: coalesce_by?,
         paused: raw.paused.unwrap_or(false),
-        allow_private_network,
-        follow_redirects: raw.follow_redirects.unwrap_or(false),
         breaker: crate::delivery::breaker::BreakerPolicy {
             failures: breaker_failures?,
             probe_interval: probe_interval?,

@@ -104,22 +104,36 @@ pub struct SourceConfig {
 #[derive(Debug, Clone)]
 pub struct DestinationConfig {
     pub name: Name,
-    pub url: reqwest::Url,
+    /// What the destination is, by kind.
+    pub target: Target,
     pub timeout: Duration,
     pub concurrency: usize,
     pub ordering: Ordering,
+    /// `latest` ordering: the parts of an event its coalescing key is made of.
+    pub coalesce_by: Vec<crate::domain::KeyPart>,
+    /// Deliveries are stored and held, not attempted, until the destination is resumed.
+    pub paused: bool,
+    pub breaker: crate::delivery::breaker::BreakerPolicy,
+    pub retry: RetryPolicy,
+}
+
+/// A destination's kind and what only that kind needs.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Http(HttpTarget),
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpTarget {
+    pub url: reqwest::Url,
     /// Signs forwarded requests (`webhook-signature`) so the receiver can verify us.
     pub secret: Option<Secret>,
     /// Original headers copied onto forwarded requests; `None` means the provider's defaults.
     pub forward_headers: Option<Vec<String>>,
-    /// Deliveries are stored and held, not attempted, until the destination is resumed.
-    pub paused: bool,
     /// Loopback, private and link-local addresses may be delivered to (metadata never).
     pub allow_private_network: bool,
     /// Follow 3xx answers (to allowed addresses) instead of recording them as failures.
     pub follow_redirects: bool,
-    pub breaker: crate::delivery::breaker::BreakerPolicy,
-    pub retry: RetryPolicy,
 }
 
 fn read_file(path: &Path) -> Result<(String, String), ConfigErrors> {
@@ -277,7 +291,8 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
     if let Some(server) = &server {
         for destination in destinations.values() {
-            if points_at_own_hooks(&destination.url, server.listen) {
+            let Target::Http(http) = &destination.target;
+            if points_at_own_hooks(&http.url, server.listen) {
                 c.error(
                     format!("destinations.{}.url", destination.name),
                     "points at this server's own /hooks: every event would come back as a new one",

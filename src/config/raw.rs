@@ -110,9 +110,11 @@ pub enum RawSize {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDestination {
-    #[serde(rename = "type", default = "default_destination_type")]
+    #[serde(alias = "type", default = "default_destination_type")]
     pub kind: String,
     pub url: String,
+    /// `latest` ordering: what the coalescing key is made of (default source and ref).
+    pub coalesce_by: Option<Vec<String>>,
     pub timeout: Option<String>,
     pub concurrency: Option<i64>,
     pub ordering: Option<String>,

@@ -1,12 +1,14 @@
 //! The HTTP destination: forwards the original body and selected headers, signs with Standard
 //! Webhooks headers, reads back a bounded excerpt of the answer.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::address::{GuardedResolver, literal_address, refusal};
-use super::{AttemptOutcome, Destination, Outbound};
-use crate::config::{DestinationConfig, Secret};
-use crate::domain::HOPS_HEADER;
+use super::{AttemptOutcome, Destination, Outbound, Verdict};
+use crate::config::{DestinationConfig, HttpTarget, Secret};
+use crate::domain::{HOPS_HEADER, Name};
 use crate::signing::{standard_secret, standard_v1_signature};
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.
@@ -18,14 +20,25 @@ pub struct HttpDestination {
     timeout: Duration,
     signing_key: Option<Vec<u8>>,
     allow_internal: bool,
+    /// `retry.permanent_4xx`: which statuses mean "never" is this destination's rule.
+    permanent_4xx: bool,
+    /// Original headers copied onto forwarded requests; `None`: the source provider's.
+    forward: Option<Vec<String>>,
+    defaults: Arc<HashMap<Name, Vec<String>>>,
 }
 
 impl HttpDestination {
-    pub fn new(config: &DestinationConfig) -> Result<Self, reqwest::Error> {
-        let allow_internal = config.allow_private_network;
+    /// `defaults`: per source, the original headers its provider's deliveries carry on when
+    /// the destination names none.
+    pub fn new(
+        config: &DestinationConfig,
+        target: &HttpTarget,
+        defaults: Arc<HashMap<Name, Vec<String>>>,
+    ) -> Result<Self, reqwest::Error> {
+        let allow_internal = target.allow_private_network;
         // A forwarded webhook follows a redirect only when told to, and then only to
         // addresses the destination may reach.
-        let redirects = if config.follow_redirects {
+        let redirects = if target.follow_redirects {
             reqwest::redirect::Policy::custom(move |attempt| {
                 if attempt.previous().len() >= 5 {
                     attempt.error("too many redirects")
@@ -51,10 +64,13 @@ impl HttpDestination {
             .build()?;
         Ok(Self {
             client,
-            url: config.url.clone(),
+            url: target.url.clone(),
             timeout: config.timeout,
-            signing_key: config.secret.as_ref().map(signing_key),
+            signing_key: target.secret.as_ref().map(signing_key),
+            forward: target.forward_headers.clone(),
+            defaults,
             allow_internal,
+            permanent_4xx: config.retry.permanent_4xx,
         })
     }
 }
@@ -91,11 +107,11 @@ impl Destination for HttpDestination {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome {
         if let Some(why) = literal_refusal(&self.url, self.allow_internal) {
             return AttemptOutcome {
-                delivered: false,
+                verdict: Verdict::Retryable { after: None },
                 status: None,
                 error: Some(format!("refused: {why}")),
-                retry_after: None,
                 response_excerpt: None,
+                destination_down: true,
             };
         }
         let request = outbound.request;
@@ -113,14 +129,17 @@ impl Destination for HttpDestination {
             builder = builder.header("content-type", content_type.as_str());
         }
         builder = builder.header(HOPS_HEADER, (hops(&request.headers) + 1).to_string());
+        let forward = match &self.forward {
+            Some(chosen) => chosen.as_slice(),
+            None => self
+                .defaults
+                .get(&request.source)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+        };
         for (name, value) in &request.headers {
             // The body is forwarded exactly as received, so its encoding (gzip) goes with it.
-            if name == "content-encoding"
-                || outbound
-                    .forward_headers
-                    .iter()
-                    .any(|f| f.eq_ignore_ascii_case(name))
-            {
+            if name == "content-encoding" || forward.iter().any(|f| f.eq_ignore_ascii_case(name)) {
                 builder = builder.header(name.as_str(), value.as_slice());
             }
         }
@@ -138,23 +157,45 @@ impl Destination for HttpDestination {
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
                 let excerpt = read_excerpt(response).await;
+                let code = status.as_u16();
+                let verdict = if status.is_success() {
+                    Verdict::Delivered
+                } else if is_permanent(code, self.permanent_4xx) {
+                    Verdict::Permanent
+                } else {
+                    Verdict::Retryable { after: retry_after }
+                };
                 AttemptOutcome {
-                    delivered: status.is_success(),
-                    status: Some(status.as_u16()),
+                    verdict,
+                    status: Some(code),
                     error: (!status.is_success()).then(|| format!("HTTP {status}")),
-                    retry_after,
                     response_excerpt: excerpt,
+                    destination_down: destination_down(code),
                 }
             }
             Err(err) => AttemptOutcome {
-                delivered: false,
+                verdict: Verdict::Retryable { after: None },
                 status: None,
                 error: Some(describe(err)),
-                retry_after: None,
                 response_excerpt: None,
+                destination_down: true,
             },
         }
     }
+}
+
+/// 4xx answers that say "not now" rather than "never": retried even when 4xx are permanent.
+const TRANSIENT_4XX: [u16; 4] = [408, 409, 425, 429];
+
+/// Whether a status means another try cannot help: a 4xx other than the transient ones,
+/// when the destination's `retry.permanent_4xx` says so.
+pub fn is_permanent(status: u16, permanent_4xx: bool) -> bool {
+    permanent_4xx && (400..500).contains(&status) && !TRANSIENT_4XX.contains(&status)
+}
+
+/// A 4xx about this request proves the destination is up; 5xx, 408 and 429 count as down.
+fn destination_down(status: u16) -> bool {
+    status >= 500 || status == 408 || status == 429
 }
 
 fn describe(err: reqwest::Error) -> String {

@@ -28,18 +28,39 @@ pub struct Outbound<'a> {
     /// 1-based number of this attempt within the current retry window.
     pub attempt: u32,
     pub request: &'a StoredRequest,
-    /// Original headers to copy onto the forwarded request.
-    pub forward_headers: &'a [String],
 }
 
-/// What one attempt produced.
+/// What one attempt produced, in terms every destination kind shares; the destination
+/// decides what its own signals (status codes, exit codes) mean.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptOutcome {
-    pub delivered: bool,
+    pub verdict: Verdict,
+    /// The HTTP status, when there was one (kept on the attempt's record).
     pub status: Option<u16>,
+    /// What went wrong, for the record (never a secret).
     pub error: Option<String>,
-    pub retry_after: Option<Duration>,
+    /// The start of what the destination answered (response body, command output).
     pub response_excerpt: Option<String>,
+    /// Whether the destination itself is down (no answer, 5xx, timeout), as opposed to
+    /// refusing this one delivery: only the former trips the circuit breaker.
+    pub destination_down: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Delivered,
+    /// Worth another try, not before `after` if the destination said so.
+    Retryable {
+        after: Option<Duration>,
+    },
+    /// Another try cannot help (dead at once).
+    Permanent,
+}
+
+impl AttemptOutcome {
+    pub fn delivered(&self) -> bool {
+        self.verdict == Verdict::Delivered
+    }
 }
 
 #[async_trait::async_trait]
@@ -181,12 +202,6 @@ impl Engine {
     /// set at runtime carries over. Fails without changing anything if a destination cannot
     /// be built.
     pub fn apply(&mut self, config: &Config, paused: &HashMap<String, bool>) -> anyhow::Result<()> {
-        let mut built = Vec::new();
-        for (name, destination) in &config.destinations {
-            let http = http::HttpDestination::new(destination)
-                .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
-            built.push((name.clone(), destination.clone(), Arc::new(http)));
-        }
         let mut defaults: HashMap<Name, Vec<String>> = HashMap::new();
         for (name, source) in &config.sources {
             let headers = provider_for(source.provider).forwarded_headers();
@@ -196,13 +211,19 @@ impl Engine {
             );
         }
         let defaults = Arc::new(defaults);
+        let mut built = Vec::new();
+        for (name, destination) in &config.destinations {
+            let target = build(destination, &defaults)
+                .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
+            built.push((name.clone(), destination.clone(), target));
+        }
         for (_, (stop, _)) in self.running.drain() {
             stop.cancel();
         }
         let mut wakers = HashMap::new();
         let mut controls = HashMap::new();
         let mut breakers = HashMap::new();
-        for (name, destination, http) in built {
+        for (name, destination, target) in built {
             let is_paused = match self.controls.get(name.as_str()) {
                 Some(old) => old.is_paused(),
                 None => paused
@@ -225,13 +246,12 @@ impl Engine {
                 name: name.clone(),
                 breaker: std::sync::Mutex::new(breaker::Breaker::new(destination.breaker)),
                 config: destination,
-                destination: http,
+                destination: target,
                 store: self.store.clone(),
                 waker: waker.clone(),
                 shutdown: stop.clone(),
                 grace: self.grace,
                 lease_owner: self.lease_owner.clone(),
-                default_forward: defaults.clone(),
                 requests: self.requests.clone(),
                 breaker_open: breaker_open.clone(),
                 control: control.clone(),
@@ -285,6 +305,20 @@ impl Engine {
             }
         }
     }
+}
+
+/// Builds a destination of the configured kind: the one place that knows every kind.
+fn build(
+    config: &crate::config::DestinationConfig,
+    defaults: &Arc<HashMap<Name, Vec<String>>>,
+) -> anyhow::Result<Arc<dyn Destination>> {
+    Ok(match &config.target {
+        crate::config::Target::Http(target) => Arc::new(http::HttpDestination::new(
+            config,
+            target,
+            defaults.clone(),
+        )?),
+    })
 }
 
 /// Cheap handle ingest uses to tell workers that new deliveries are due.

@@ -6,15 +6,16 @@ use crate::domain::UnixMillis;
 
 pub use crate::domain::RetryPolicy;
 
-/// What one attempt produced, as far as planning cares.
+/// What one attempt produced, as far as planning cares: transport-neutral (the destination
+/// decided what its status codes or exit codes mean).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AttemptResult {
-    /// The destination answered 2xx.
     Delivered,
-    /// A non-2xx status, or no status at all (connection refused, timeout).
     Failed {
-        status: Option<u16>,
+        /// The destination asked for at least this long before the next try.
         retry_after: Option<Duration>,
+        /// Trying again cannot help: dead at once.
+        permanent: bool,
     },
 }
 
@@ -41,7 +42,7 @@ pub enum Decision {
 pub enum GiveUpReason {
     MaxAttempts,
     MaxAge,
-    PermanentStatus(u16),
+    Permanent,
 }
 
 impl std::fmt::Display for GiveUpReason {
@@ -49,28 +50,19 @@ impl std::fmt::Display for GiveUpReason {
         match self {
             Self::MaxAttempts => f.write_str("retry limit reached (max_attempts)"),
             Self::MaxAge => f.write_str("retry window exhausted (max_age)"),
-            Self::PermanentStatus(code) => write!(f, "status {code} treated as permanent"),
+            Self::Permanent => f.write_str("permanent failure (the destination's rules)"),
         }
     }
 }
 
-const TRANSIENT_4XX: [u16; 4] = [408, 409, 425, 429];
-
 pub fn plan_next(policy: &RetryPolicy, input: &PlanInput) -> Decision {
-    let (status, retry_after) = match &input.result {
+    let retry_after = match &input.result {
         AttemptResult::Delivered => return Decision::Succeeded,
         AttemptResult::Failed {
-            status,
-            retry_after,
-        } => (*status, *retry_after),
+            permanent: true, ..
+        } => return Decision::GiveUp(GiveUpReason::Permanent),
+        AttemptResult::Failed { retry_after, .. } => *retry_after,
     };
-    if let Some(code) = status
-        && policy.permanent_4xx
-        && (400..500).contains(&code)
-        && !TRANSIENT_4XX.contains(&code)
-    {
-        return Decision::GiveUp(GiveUpReason::PermanentStatus(code));
-    }
     if input.attempt >= policy.max_attempts {
         return Decision::GiveUp(GiveUpReason::MaxAttempts);
     }
@@ -109,10 +101,19 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
+    /// A failed attempt as the HTTP destination would report this status (None: no answer).
     fn failed(status: Option<u16>, retry_after_secs: Option<u64>) -> AttemptResult {
+        failed_with(status, retry_after_secs, false)
+    }
+
+    fn failed_with(
+        status: Option<u16>,
+        retry_after_secs: Option<u64>,
+        strict: bool,
+    ) -> AttemptResult {
         AttemptResult::Failed {
-            status,
             retry_after: retry_after_secs.map(Duration::from_secs),
+            permanent: status.is_some_and(|s| super::super::http::is_permanent(s, strict)),
         }
     }
 
@@ -231,23 +232,15 @@ mod tests {
             (
                 &strict,
                 1,
-                failed(Some(404), None),
+                failed_with(Some(404), None, true),
                 0,
                 1.0,
-                Decision::GiveUp(GiveUpReason::PermanentStatus(404)),
+                Decision::GiveUp(GiveUpReason::Permanent),
             ),
             (
                 &strict,
                 1,
-                failed(Some(429), None),
-                0,
-                1.0,
-                Decision::RetryAt(now + 5_000),
-            ),
-            (
-                &strict,
-                1,
-                failed(Some(408), None),
+                failed_with(Some(429), None, true),
                 0,
                 1.0,
                 Decision::RetryAt(now + 5_000),
@@ -255,7 +248,15 @@ mod tests {
             (
                 &strict,
                 1,
-                failed(Some(500), None),
+                failed_with(Some(408), None, true),
+                0,
+                1.0,
+                Decision::RetryAt(now + 5_000),
+            ),
+            (
+                &strict,
+                1,
+                failed_with(Some(500), None, true),
                 0,
                 1.0,
                 Decision::RetryAt(now + 5_000),

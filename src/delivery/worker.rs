@@ -1,7 +1,7 @@
 //! One destination's worker loop: claim what is due within its concurrency, attempt each,
 //! record the outcome with the planner's decision, and release leases at shutdown.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,6 @@ pub struct WorkerContext {
     pub shutdown: CancellationToken,
     pub grace: Duration,
     pub lease_owner: String,
-    pub default_forward: Arc<HashMap<Name, Vec<String>>>,
     pub requests: Arc<Requests>,
     pub breaker: Mutex<Breaker>,
     /// Mirrors the breaker's state for `/metrics`.
@@ -54,7 +53,7 @@ type Leases = Arc<Mutex<HashSet<Lease>>>;
 
 pub async fn run(ctx: Arc<WorkerContext>) {
     let slots = match ctx.config.ordering {
-        Ordering::Parallel => ctx.config.concurrency,
+        Ordering::Parallel | Ordering::Latest => ctx.config.concurrency,
         Ordering::Fifo => 1,
     };
     let permits = Arc::new(Semaphore::new(slots));
@@ -174,7 +173,7 @@ fn claim_request(ctx: &WorkerContext, limit: usize) -> ClaimRequest {
 /// pipelined; tests drive delivery with this step instead of waiting on the loop.
 pub async fn deliver_due(ctx: &WorkerContext) -> usize {
     let limit = match ctx.config.ordering {
-        Ordering::Parallel => ctx.config.concurrency,
+        Ordering::Parallel | Ordering::Latest => ctx.config.concurrency,
         Ordering::Fifo => 1,
     };
     let claimed = match ctx.store.claim(claim_request(ctx, limit)).await {
@@ -243,14 +242,6 @@ async fn load(ctx: &WorkerContext, delivery: &ClaimedDelivery) -> Option<Arc<Loa
 
 async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &StoredRequest) {
     let number = delivery.attempts + 1;
-    let forward = match &ctx.config.forward_headers {
-        Some(chosen) => chosen.as_slice(),
-        None => ctx
-            .default_forward
-            .get(&request.source)
-            .map(Vec::as_slice)
-            .unwrap_or(&[]),
-    };
     let started_at = now_millis();
     let clock = Instant::now();
     let outcome = ctx
@@ -259,15 +250,10 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
             delivery_id: delivery.id.as_str(),
             attempt: number,
             request,
-            forward_headers: forward,
         })
         .await;
     let duration_ms = clock.elapsed().as_millis() as i64;
-    // A 4xx about this request proves the destination is up; anything else counts.
-    let destination_failed = !outcome.delivered
-        && outcome
-            .status
-            .is_none_or(|status| status >= 500 || status == 408 || status == 429);
+    let destination_failed = outcome.destination_down;
     let (changed, open) = {
         let mut breaker = ctx.breaker.lock().unwrap();
         let changed = breaker.record(destination_failed, Instant::now());
@@ -286,7 +272,7 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
     let telemetry = crate::telemetry::get();
     let class = crate::telemetry::attempt_class(outcome.status, outcome.error.as_deref());
     telemetry.attempt(ctx.name.as_str(), class);
-    if outcome.delivered {
+    if outcome.delivered() {
         let waited = (now_millis() - request.received_at).max(0) as f64 / 1000.0;
         telemetry
             .delivered_seconds
@@ -295,13 +281,16 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
             })
             .observe(waited);
     }
-    let result = if outcome.delivered {
-        AttemptResult::Delivered
-    } else {
-        AttemptResult::Failed {
-            status: outcome.status,
-            retry_after: outcome.retry_after,
-        }
+    let result = match outcome.verdict {
+        super::Verdict::Delivered => AttemptResult::Delivered,
+        super::Verdict::Retryable { after } => AttemptResult::Failed {
+            retry_after: after,
+            permanent: false,
+        },
+        super::Verdict::Permanent => AttemptResult::Failed {
+            retry_after: None,
+            permanent: true,
+        },
     };
     let decision = plan_next(
         &ctx.config.retry,

@@ -200,6 +200,48 @@ pub enum Ordering {
     Parallel,
     /// One at a time in arrival order; a failing head blocks the ones behind it.
     Fifo,
+    /// One at a time per coalescing key; when several wait, only the newest goes and the
+    /// older ones become `superseded` (deploys: the newest commit is what matters).
+    Latest,
+}
+
+/// What a `latest` destination's coalescing key is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyPart {
+    Source,
+    Ref,
+    Branch,
+    Tag,
+    Project,
+    EventType,
+}
+
+impl FromStr for KeyPart {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        Ok(match raw {
+            "source" => Self::Source,
+            "ref" => Self::Ref,
+            "branch" => Self::Branch,
+            "tag" => Self::Tag,
+            "project" => Self::Project,
+            "event_type" => Self::EventType,
+            other => {
+                return Err(format!(
+                    "unknown key part {other:?}; use source, ref, branch, tag, project or event_type"
+                ));
+            }
+        })
+    }
+}
+
+/// A destination an event was routed to, with the coalescing key its delivery carries when
+/// the destination keeps only the latest per key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub destination: Name,
+    pub coalesce_key: Option<String>,
 }
 
 /// Milliseconds since the Unix epoch: the only clock representation stored or compared.

@@ -16,7 +16,7 @@ use super::server::PeerAddr;
 use super::{AppState, SourceRuntime};
 use crate::config::SourceConfig;
 use crate::domain::{EventId, HOPS_HEADER, MAX_HOPS, now_millis};
-use crate::ingest::{Inbound, Rejection, accept, ip, is_credential_header};
+use crate::ingest::{Inbound, Rejection, Routes, accept, ip, is_credential_header};
 use crate::store::{NewEvent, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -195,11 +195,15 @@ async fn receive_counted(
         query: uri.query(),
         now_secs: received_at / 1000,
     };
+    let routes = Routes {
+        routes: &routing.routes,
+        coalescing: &routing.coalescing,
+    };
     let admitted = accept(
         runtime.provider,
         &runtime.config.credentials,
         source,
-        &routing.routes,
+        &routes,
         &inbound,
     )
     .map_err(|rejection| {
@@ -212,7 +216,11 @@ async fn receive_counted(
     {
         return Err(IngestError::RateLimited(wait));
     }
-    let destinations = admitted.destinations;
+    let woken: Vec<_> = admitted
+        .destinations
+        .iter()
+        .map(|routed| routed.destination.clone())
+        .collect();
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),
@@ -225,7 +233,7 @@ async fn receive_counted(
             .map(str::to_owned),
         headers: stored_headers(&headers, &runtime.config),
         body,
-        destinations: destinations.clone(),
+        destinations: admitted.destinations,
     };
     let accepted = state.store.insert_event(event).await.map_err(|err| {
         tracing::error!(%source, error = %err, "event not stored");
@@ -247,7 +255,7 @@ async fn receive_counted(
             .backlog
             .current
             .fetch_add(accepted.deliveries as u64, Relaxed);
-        state.wakers.wake(&destinations);
+        state.wakers.wake(&woken);
     }
     let status = if accepted.duplicate {
         StatusCode::OK

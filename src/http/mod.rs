@@ -42,6 +42,8 @@ pub struct SourceRuntime {
 pub struct Routing {
     pub sources: HashMap<Name, SourceRuntime>,
     pub routes: Vec<Route>,
+    /// `latest` destinations and what their coalescing keys are made of.
+    pub coalescing: HashMap<Name, Vec<crate::domain::KeyPart>>,
 }
 
 impl Routing {
@@ -57,9 +59,16 @@ impl Routing {
                 (name.clone(), runtime)
             })
             .collect();
+        let coalescing = config
+            .destinations
+            .values()
+            .filter(|d| d.ordering == crate::domain::Ordering::Latest)
+            .map(|d| (d.name.clone(), d.coalesce_by.clone()))
+            .collect();
         Self {
             sources,
             routes: config.routes.clone(),
+            coalescing,
         }
     }
 }

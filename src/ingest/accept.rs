@@ -2,22 +2,31 @@
 //! take the dedup key a signature covers, route. The HTTP handler and the robustness test
 //! both call it.
 
+use std::collections::HashMap;
+
 use super::{Classification, Credentials, Inbound, Provider, Rejection, parse_payload};
-use crate::domain::Name;
-use crate::routing::{EventFacts, Route, destinations_for};
+use crate::domain::{KeyPart, Name, Routed};
+use crate::routing::{EventFacts, Route, coalescing_key, destinations_for};
 
 /// A verified request, classified and routed, ready to be stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Admitted {
     pub classification: Classification,
-    pub destinations: Vec<Name>,
+    pub destinations: Vec<Routed>,
+}
+
+/// What ingest knows of routing: the routes, and for `latest` destinations the parts of
+/// their coalescing key.
+pub struct Routes<'a> {
+    pub routes: &'a [Route],
+    pub coalescing: &'a HashMap<Name, Vec<KeyPart>>,
 }
 
 pub fn accept(
     provider: &dyn Provider,
     credentials: &Credentials,
     source: &Name,
-    routes: &[Route],
+    routes: &Routes<'_>,
     inbound: &Inbound<'_>,
 ) -> Result<Admitted, Rejection> {
     provider.verify(inbound, credentials)?;
@@ -34,7 +43,16 @@ pub fn accept(
         classification: &classification,
         payload: payload.as_ref(),
     };
-    let destinations = destinations_for(routes, source, &facts);
+    let destinations = destinations_for(routes.routes, source, &facts)
+        .into_iter()
+        .map(|destination| Routed {
+            coalesce_key: routes
+                .coalescing
+                .get(&destination)
+                .map(|parts| coalescing_key(parts, source, &classification)),
+            destination,
+        })
+        .collect();
     Ok(Admitted {
         classification,
         destinations,

@@ -103,7 +103,7 @@ pub struct Inbound<'a> {
 }
 
 pub use crate::domain::Classification;
-pub use accept::{Admitted, accept};
+pub use accept::{Admitted, Routes, accept};
 
 /// Why a request was refused. The text is safe to send back: it never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

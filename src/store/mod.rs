@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::domain::{Classification, DeliveryId, EventId, Name, Ordering, UnixMillis};
+use crate::domain::{Classification, DeliveryId, EventId, Name, Ordering, Routed, UnixMillis};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -43,7 +43,7 @@ pub struct NewEvent {
     /// Every header exactly as received, in order, duplicates kept.
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,
-    pub destinations: Vec<Name>,
+    pub destinations: Vec<Routed>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -209,3 +209,45 @@ async fn sigterm_lets_an_attempt_finish_within_the_grace() {
     assert!(relay.terminate().success());
     assert_eq!(stored_deliveries(dir.path()), [("succeeded".to_owned(), 1)]);
 }
+
+// Multi-threaded: the sink holds its answers while the test keeps posting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_runs_the_first_and_the_newest_of_a_burst_and_supersedes_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    sink.delay(std::time::Duration::from_millis(500));
+    let relay = Relay::start(
+        dir.path(),
+        &config(dir.path(), &sink.url, "ordering = \"latest\""),
+    );
+    let client = reqwest::Client::new();
+    post_push(&client, &relay, push_body(0), None).await;
+    sink.wait_for(1).await;
+    // Nine more pushes to main while the first delivery is still being answered.
+    for n in 1..10 {
+        post_push(&client, &relay, push_body(n), None).await;
+    }
+    sink.wait_for(2).await;
+    wait_for_cli(
+        &relay,
+        &["deliveries", "list", "--state", "superseded", "--json"],
+        "eight superseded deliveries",
+        |out: &str| out.lines().count() == 8,
+    )
+    .await;
+    let delivered = wait_for_cli(
+        &relay,
+        &["deliveries", "list", "--state", "succeeded", "--json"],
+        "two deliveries",
+        |out: &str| out.lines().count() == 2,
+    )
+    .await;
+    assert_eq!(delivered.lines().count(), 2);
+    sink.with_received(|received| {
+        let order: Vec<String> = received
+            .iter()
+            .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["n"].to_string())
+            .collect();
+        assert_eq!(order, ["0", "9"], "not the first and the newest");
+    });
+}

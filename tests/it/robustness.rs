@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hookrelay::domain::{Name, Secret};
 use hookrelay::ingest::generic::{Encoding, GenericAuth, HmacScheme};
-use hookrelay::ingest::{Credentials, Inbound, ProviderKind, accept, provider_for};
+use hookrelay::ingest::{Credentials, Inbound, ProviderKind, Routes, accept, provider_for};
 use hookrelay::routing::{Condition, Route, glob_set};
 use hookrelay::signing::{Algorithm, standard_secret};
 
@@ -167,6 +167,14 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
     let mut rng = fastrand::Rng::with_seed(seed);
     let sources = sources();
     let routes = routes();
+    // The route's destination keeps only the latest per source and ref.
+    let coalescing = std::collections::HashMap::from([(
+        Name::parse("d").unwrap(),
+        vec![
+            hookrelay::domain::KeyPart::Source,
+            hookrelay::domain::KeyPart::Ref,
+        ],
+    )]);
     let started = Instant::now();
     let mut cases = 0u64;
     let mut accepted_basic = 0u64;
@@ -196,6 +204,10 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
         let provider = provider_for(*kind);
         let name = Name::parse("fuzz").unwrap();
         // The same pipeline the HTTP handler runs once the body is in.
+        let routes = Routes {
+            routes: &routes,
+            coalescing: &coalescing,
+        };
         let admitted = accept(provider, credentials, &name, &routes, &inbound);
         let head_only = Inbound {
             body: &[],

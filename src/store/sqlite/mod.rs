@@ -6,6 +6,7 @@ mod browse;
 mod checkpoint;
 mod dedup;
 mod identity;
+mod latest;
 mod ops;
 mod query;
 mod read;
@@ -394,5 +395,7 @@ impl Store for SqliteStore {
 mod admin_tests;
 #[cfg(test)]
 mod batch_tests;
+#[cfg(test)]
+mod latest_tests;
 #[cfg(test)]
 mod tests;

@@ -104,17 +104,18 @@ pub(super) fn insert_event(
     let mut insert_delivery = tx
         .prepare_cached(
             "INSERT INTO deliveries (id, event_seq, destination, state, due_at, window_start,
-                                     created_at, updated_at)
-             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?4)",
+                                     created_at, updated_at, coalesce_key)
+             VALUES (?1, ?2, ?3, 'pending', ?4, ?4, ?4, ?4, ?5)",
         )
         .map_err(backend)?;
-    for destination in &event.destinations {
+    for routed in &event.destinations {
         insert_delivery
             .execute(params![
                 DeliveryId::generate().as_str(),
                 event_seq,
-                destination.as_str(),
-                event.received_at
+                routed.destination.as_str(),
+                event.received_at,
+                routed.coalesce_key,
             ])
             .map_err(backend)?;
     }
@@ -161,6 +162,7 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
                 Some((seq, due)) if due <= request.now && request.limit > 0 => vec![seq],
                 _ => vec![],
             }),
+        Ordering::Latest => super::latest::claimable(tx, destination, request.now, request.limit),
     }
     .map_err(backend)?;
 

@@ -95,6 +95,10 @@ CREATE TABLE pruned_events (
 ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
 CREATE INDEX deliveries_by_event ON deliveries(event_seq);
 CREATE INDEX deliveries_by_destination ON deliveries(destination, seq);
+-- `latest` destinations: one delivery in flight per key, only the newest waiting one goes.
+ALTER TABLE deliveries ADD COLUMN coalesce_key TEXT;
+CREATE INDEX deliveries_by_key ON deliveries(destination, coalesce_key, seq)
+    WHERE coalesce_key IS NOT NULL AND state IN ('pending', 'in_flight');
 -- The bulk job that last replayed or cancelled a delivery, so the job can count outcomes.
 ALTER TABLE deliveries ADD COLUMN job TEXT;
 CREATE INDEX deliveries_by_job ON deliveries(job) WHERE job IS NOT NULL;

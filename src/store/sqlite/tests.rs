@@ -25,7 +25,13 @@ pub(super) fn event(key: Option<&str>, destinations: &[&str], at: i64) -> NewEve
         content_type: Some("application/json".into()),
         headers: vec![("x-gitlab-event".into(), b"Push Hook".to_vec())],
         body: bytes::Bytes::from_static(b"{\"not\": json"),
-        destinations: destinations.iter().map(|d| name(d)).collect(),
+        destinations: destinations
+            .iter()
+            .map(|d| crate::domain::Routed {
+                destination: name(d),
+                coalesce_key: None,
+            })
+            .collect(),
     }
 }
 
