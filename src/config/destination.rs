@@ -15,25 +15,26 @@ pub(super) fn validate_destination(
     raw: &RawDestination,
 ) -> Option<DestinationConfig> {
     let name = c.check(location, Name::parse(name));
-    if raw.kind != "http" {
-        c.error(
-            format!("{location}.kind"),
-            format!(
-                "unknown destination type {:?}; supported: \"http\"",
-                raw.kind
-            ),
-        );
-    }
-    let url = c.check(
-        format!("{location}.url"),
-        reqwest::Url::parse(&raw.url)
-            // Never the URL itself: it may carry `user:password` or a token.
-            .map_err(|err| format!("is not a URL: {err}"))
-            .and_then(|url| match url.scheme() {
-                "http" | "https" => Ok(url),
-                other => Err(format!("scheme {other:?} is not http or https")),
-            }),
-    );
+    let target = match raw.kind.as_str() {
+        "http" => http_target(c, location, raw).map(Target::Http),
+        "command" => {
+            if raw.url.is_some() {
+                c.error(
+                    format!("{location}.url"),
+                    "a command destination has no url",
+                );
+            }
+            super::command::validate_command(c, location, raw).map(Target::Command)
+        }
+        other => {
+            c.error(
+                format!("{location}.kind"),
+                format!("unknown destination kind {other:?}; supported: \"http\", \"command\""),
+            );
+            None
+        }
+    };
+    let is_command = raw.kind == "command";
     let timeout = match &raw.timeout {
         Some(text) => c.check(
             format!("{location}.timeout"),
@@ -44,6 +45,8 @@ pub(super) fn validate_destination(
     let concurrency = c.check(
         format!("{location}.concurrency"),
         match raw.concurrency {
+            // Commands (deploys) run one at a time unless told otherwise.
+            None if is_command => Ok(1),
             None => Ok(16),
             Some(n) if (1..=1024).contains(&n) => Ok(n as usize),
             Some(n) => Err(format!("{n} is outside 1..=1024")),
@@ -74,22 +77,7 @@ pub(super) fn validate_destination(
             .into_iter()
             .collect::<Option<Vec<KeyPart>>>(),
     };
-    let secret = match &raw.secret {
-        Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
-        None => None,
-    };
-    let forward_headers = forward_headers(
-        c,
-        &format!("{location}.forward_headers"),
-        &raw.forward_headers,
-    );
     let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
-    let allow_private_network = raw.allow_private_network.unwrap_or(false);
-    if let Some(url) = &url
-        && let Some(why) = crate::delivery::http::literal_refusal(url, allow_private_network)
-    {
-        c.error(format!("{location}.url"), why);
-    }
     let breaker = &raw.circuit_breaker;
     let breaker_failures = c.check(
         format!("{location}.circuit_breaker.failures"),
@@ -108,13 +96,7 @@ pub(super) fn validate_destination(
     };
     Some(DestinationConfig {
         name: name?,
-        target: Target::Http(HttpTarget {
-            url: url?,
-            secret,
-            forward_headers: forward_headers?,
-            allow_private_network,
-            follow_redirects: raw.follow_redirects.unwrap_or(false),
-        }),
+        target: target?,
         timeout: timeout?,
         concurrency: concurrency?,
         ordering: ordering?,
@@ -125,6 +107,45 @@ pub(super) fn validate_destination(
             probe_interval: probe_interval?,
         },
         retry: retry?,
+    })
+}
+
+fn http_target(c: &mut Checker, location: &str, raw: &RawDestination) -> Option<HttpTarget> {
+    let Some(text) = &raw.url else {
+        c.error(format!("{location}.url"), "an http destination needs a url");
+        return None;
+    };
+    let url = c.check(
+        format!("{location}.url"),
+        reqwest::Url::parse(text)
+            // Never the URL itself: it may carry `user:password` or a token.
+            .map_err(|err| format!("is not a URL: {err}"))
+            .and_then(|url| match url.scheme() {
+                "http" | "https" => Ok(url),
+                other => Err(format!("scheme {other:?} is not http or https")),
+            }),
+    );
+    let secret = match &raw.secret {
+        Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
+        None => None,
+    };
+    let forward_headers = forward_headers(
+        c,
+        &format!("{location}.forward_headers"),
+        &raw.forward_headers,
+    );
+    let allow_private_network = raw.allow_private_network.unwrap_or(false);
+    if let Some(url) = &url
+        && let Some(why) = crate::delivery::http::literal_refusal(url, allow_private_network)
+    {
+        c.error(format!("{location}.url"), why);
+    }
+    Some(HttpTarget {
+        url: url?,
+        secret,
+        forward_headers: forward_headers?,
+        allow_private_network,
+        follow_redirects: raw.follow_redirects.unwrap_or(false),
     })
 }
 

@@ -1,6 +1,7 @@
 //! Typed configuration: one TOML file plus `HOOKRELAY_*` overrides, validated once, every error located.
 
 pub mod api;
+mod command;
 mod destination;
 mod error;
 mod raw;
@@ -121,6 +122,7 @@ pub struct DestinationConfig {
 #[derive(Debug, Clone)]
 pub enum Target {
     Http(HttpTarget),
+    Command(crate::delivery::command::CommandTarget),
 }
 
 #[derive(Debug, Clone)]
@@ -291,8 +293,9 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
     if let Some(server) = &server {
         for destination in destinations.values() {
-            let Target::Http(http) = &destination.target;
-            if points_at_own_hooks(&http.url, server.listen) {
+            if let Target::Http(http) = &destination.target
+                && points_at_own_hooks(&http.url, server.listen)
+            {
                 c.error(
                     format!("destinations.{}.url", destination.name),
                     "points at this server's own /hooks: every event would come back as a new one",

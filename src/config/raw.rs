@@ -112,7 +112,22 @@ pub enum RawSize {
 pub struct RawDestination {
     #[serde(alias = "type", default = "default_destination_type")]
     pub kind: String,
-    pub url: String,
+    pub url: Option<String>,
+    // `kind = "command"` (see config/command.rs).
+    pub argv: Option<Vec<super::command::RawValue>>,
+    pub shell: Option<bool>,
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, super::command::RawValue>,
+    pub inherit_env: Option<super::command::RawInherit>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// `"body"`: the raw body on stdin; `"none"` (default): empty stdin.
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub permanent_exit_codes: Vec<i32>,
+    pub kill_grace: Option<String>,
+    pub output_limit: Option<RawSize>,
     /// `latest` ordering: what the coalescing key is made of (default source and ref).
     pub coalesce_by: Option<Vec<String>>,
     pub timeout: Option<String>,

@@ -3,6 +3,7 @@
 
 pub mod address;
 pub mod breaker;
+pub mod command;
 pub mod http;
 pub mod plan;
 mod requests;
@@ -318,6 +319,10 @@ fn build(
             target,
             defaults.clone(),
         )?),
+        crate::config::Target::Command(target) => Arc::new(command::CommandDestination::new(
+            target.clone(),
+            config.timeout,
+        )),
     })
 }
 

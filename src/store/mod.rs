@@ -72,6 +72,8 @@ pub struct StoredRequest {
     pub source: Name,
     pub received_at: UnixMillis,
     pub event_type: Option<String>,
+    /// What ingest classified (commands take values from it).
+    pub classification: Classification,
     pub content_type: Option<String>,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Bytes,

@@ -4,6 +4,7 @@
 mod api;
 mod bulk;
 mod cli;
+mod command;
 mod crash;
 mod delivery;
 mod faults;

@@ -148,7 +148,8 @@ pub fn waiting_by_destination(conn: &Connection) -> rusqlite::Result<Vec<(String
 /// The stored request of an event, read for delivery (on the reader, never the writer).
 pub fn load_request(conn: &Connection, event: &EventId) -> rusqlite::Result<StoredRequest> {
     conn.prepare_cached(
-        "SELECT id, source, received_at, event_type, content_type, headers, body
+        "SELECT id, source, received_at, event_type, content_type, headers, body, action,
+                git_ref, branch, tag, project, sender, commit_before, commit_after, dedup_key
          FROM events WHERE id = ?1",
     )
     .and_then(|mut stmt| {
@@ -161,6 +162,18 @@ pub fn load_request(conn: &Connection, event: &EventId) -> rusqlite::Result<Stor
                 source: Name::parse(&source).unwrap_or_else(|_| Name::parse("unknown").unwrap()),
                 received_at: row.get(2)?,
                 event_type: row.get(3)?,
+                classification: crate::domain::Classification {
+                    event_type: row.get(3)?,
+                    action: row.get(7)?,
+                    git_ref: row.get(8)?,
+                    branch: row.get(9)?,
+                    tag: row.get(10)?,
+                    project: row.get(11)?,
+                    sender: row.get(12)?,
+                    commit_before: row.get(13)?,
+                    commit_after: row.get(14)?,
+                    dedup_key: row.get(15)?,
+                },
                 content_type: row.get(4)?,
                 headers: decode_headers(&headers),
                 body: body.into(),
