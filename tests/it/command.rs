@@ -100,13 +100,7 @@ async fn a_push_to_main_deploys_with_a_real_git_pull_and_other_branches_do_nothi
     assert_eq!(push(&client, &relay, event).await, 202);
     let other = json!({"object_kind": "push", "ref": "refs/heads/feature", "checkout_sha": sha});
     assert_eq!(push(&client, &relay, other).await, 202);
-    wait_for_cli(
-        &relay,
-        &["deliveries", "list", "--state", "succeeded", "--json"],
-        "the deploy",
-        |out: &str| out.lines().count() == 1,
-    )
-    .await;
+    wait_for_state(&relay, "succeeded", 1).await;
     assert_eq!(
         git(&clone, &["rev-parse", "HEAD"]),
         sha,
@@ -148,13 +142,7 @@ async fn a_burst_of_ten_pushes_runs_the_first_and_the_newest_while_another_branc
         json!({"object_kind": "push", "ref": "refs/heads/staging", "n": 100}),
     )
     .await;
-    wait_for_cli(
-        &relay,
-        &["deliveries", "list", "--state", "succeeded", "--json"],
-        "three runs",
-        |out: &str| out.lines().count() == 3,
-    )
-    .await;
+    wait_for_state(&relay, "succeeded", 3).await;
     let superseded = relay.cli(&["deliveries", "list", "--state", "superseded", "--json"]);
     assert_eq!(
         String::from_utf8_lossy(&superseded.stdout).lines().count(),
@@ -216,13 +204,7 @@ async fn at_the_timeout_the_whole_process_group_goes_even_what_ignores_term() {
         json!({"object_kind": "push", "ref": "refs/heads/main"}),
     )
     .await;
-    let dead = wait_for_cli(
-        &relay,
-        &["deliveries", "list", "--state", "dead", "--json"],
-        "the timeout",
-        |out: &str| out.lines().count() == 1,
-    )
-    .await;
+    let dead = wait_for_state(&relay, "dead", 1).await;
     assert!(dead.contains("timeout after 1s"), "{dead}");
     let pids: Vec<i32> = std::fs::read_to_string(&pids)
         .unwrap()
@@ -271,13 +253,7 @@ async fn event_values_reach_the_command_verbatim_one_argument_each() {
         json!({"object_kind": "push", "ref": "refs/heads/main", "v": nasty}),
     )
     .await;
-    wait_for_cli(
-        &relay,
-        &["deliveries", "list", "--state", "succeeded", "--json"],
-        "the run",
-        |out: &str| out.lines().count() == 1,
-    )
-    .await;
+    wait_for_state(&relay, "succeeded", 1).await;
     let written = std::fs::read(&out).unwrap();
     let args: Vec<String> = written
         .split(|b| *b == 0)
@@ -300,13 +276,7 @@ async fn fifty_megabytes_of_output_finish_and_the_record_keeps_head_and_tail() {
         json!({"object_kind": "push", "ref": "refs/heads/main"}),
     )
     .await;
-    let dead = wait_for_cli(
-        &relay,
-        &["deliveries", "list", "--state", "dead", "--json"],
-        "the run",
-        |out: &str| out.lines().count() == 1,
-    )
-    .await;
+    let dead = wait_for_state(&relay, "dead", 1).await;
     let id = serde_json::from_str::<Value>(dead.lines().next().unwrap()).unwrap()["id"]
         .as_str()
         .unwrap()

@@ -420,4 +420,16 @@ pub async fn wait_for_cli(
     }
 }
 
+/// Waits until exactly `count` deliveries are in `state` (CLI, JSON lines); returns them.
+pub async fn wait_for_state(relay: &Relay, state: &str, count: usize) -> String {
+    let what = format!("{count} deliveries {state}");
+    wait_for_cli(
+        relay,
+        &["deliveries", "list", "--state", state, "--json"],
+        &what,
+        |out: &str| out.lines().count() == count,
+    )
+    .await
+}
+
 pub use crate::hanging::Hanging;
