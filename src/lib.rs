@@ -10,6 +10,7 @@
 //! - [`delivery`]: workers, the retry planner, destinations.
 //! - [`telemetry`]: Prometheus metrics, recorded where things happen.
 //! - [`signing`]: HMAC and Standard Webhooks primitives, inbound verify and outbound sign.
+//! - [`import`]: adnanh/webhook hooks files as hookrelay configs.
 //! - [`send`]: signed sample events for `hookrelay send`.
 //! - [`client`]: a typed client of the management API (CLI, tests).
 //! - [`cli`]: the command line.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod http;
+pub mod import;
 pub mod ingest;
 pub mod routing;
 pub mod send;

@@ -81,9 +81,21 @@ enum Command {
     },
     #[command(flatten)]
     Remote(RemoteCommand),
+    /// Convert another tool's configuration to a hookrelay config (printed on stdout;
+    /// whatever could not be carried over is listed on stderr).
+    Import {
+        #[command(subcommand)]
+        from: ImportCommand,
+    },
     /// Print the management API's OpenAPI document (also served at /api/v1/openapi.json).
     #[command(name = "api-doc")]
     ApiDoc,
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// adnanh/webhook: a hooks.json or hooks.yaml file.
+    Adnanh { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -176,12 +188,35 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Remote(command) => remote::run(command).await,
+        Command::Import {
+            from: ImportCommand::Adnanh { file },
+        } => import_adnanh(&file),
         Command::ApiDoc => {
             let doc = crate::http::api::openapi();
             println!("{}", serde_json::to_string_pretty(&doc)?);
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn import_adnanh(file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let yaml = matches!(
+        file.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml")
+    );
+    let hooks: serde_json::Value = if yaml {
+        serde_norway::from_str(&text).with_context(|| format!("{} is not YAML", file.display()))?
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))?
+    };
+    let imported = crate::import::from_adnanh(&hooks).map_err(|err| anyhow::anyhow!(err))?;
+    print!("{}", imported.toml);
+    for what in &imported.unmapped {
+        eprintln!("not mapped: {what}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn serve(path: PathBuf, listen: Option<std::net::SocketAddr>) -> anyhow::Result<ExitCode> {

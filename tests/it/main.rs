@@ -11,6 +11,7 @@ mod faults;
 mod frontdoor;
 mod hanging;
 mod harness;
+mod import;
 mod ingest;
 mod inprocess;
 mod metrics;
