@@ -251,19 +251,8 @@ impl Rules {
 
     /// Takes a credential, address or event-type match; false when it is none of those.
     fn credential(&mut self, found: &Value, note: &mut impl FnMut(String)) -> bool {
-        let kind = found
-            .get("type")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let parameter = found.get("parameter");
-        let from = parameter
-            .and_then(|p| p.get("source"))
-            .and_then(Value::as_str);
-        let name = parameter
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let (kind, from, name) = parts(found);
+        let name = name.to_ascii_lowercase();
         let text = |key: &str| found.get(key).and_then(Value::as_str).map(str::to_owned);
         let mut set = |rules: &mut Rules, provider, secret: Option<String>, auth: Option<Table>| {
             if rules.provider.is_some() {
@@ -336,6 +325,19 @@ impl Rules {
     }
 }
 
+/// A `match`'s type, and the source and name of the value it looks at.
+fn parts(found: &Value) -> (&str, Option<&str>, &str) {
+    fn text(v: Option<&Value>) -> Option<&str> {
+        v.and_then(Value::as_str)
+    }
+    let parameter = found.get("parameter");
+    (
+        text(found.get("type")).unwrap_or_default(),
+        text(parameter.and_then(|p| p.get("source"))),
+        text(parameter.and_then(|p| p.get("name"))).unwrap_or_default(),
+    )
+}
+
 /// A payload match (or and/or/not of them) as a route condition; `Err` says what is not
 /// expressible.
 fn condition(rule: &Value) -> Result<Option<Toml>, String> {
@@ -368,18 +370,7 @@ fn condition(rule: &Value) -> Result<Option<Toml>, String> {
     let found = rule
         .get("match")
         .ok_or("a rule that is not and/or/not/match")?;
-    let kind = found
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let parameter = found.get("parameter");
-    let from = parameter
-        .and_then(|p| p.get("source"))
-        .and_then(Value::as_str);
-    let name = parameter
-        .and_then(|p| p.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or_default();
+    let (kind, from, name) = parts(found);
     if from != Some("payload") {
         return Err(format!(
             "a {kind} match on {from:?} {name:?} inside and/or/not cannot be mapped (route conditions look at the payload)"
