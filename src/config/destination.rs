@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::raw::{RawDestination, RawRetry, parse_duration_in};
 use super::{Checker, DestinationConfig, HOUR, HttpTarget, Secret, Target};
 use crate::domain::RetryPolicy;
-use crate::domain::{KeyPart, Name, Ordering};
+use crate::domain::{KeyPart, Name, OnInterrupt, Ordering};
 
 pub(super) fn validate_destination(
     c: &mut Checker,
@@ -78,6 +78,14 @@ pub(super) fn validate_destination(
             .collect::<Option<Vec<KeyPart>>>(),
     };
     let retry = validate_retry(c, &format!("{location}.retry"), &raw.retry);
+    let on_interrupt = c.check(
+        format!("{location}.on_interrupt"),
+        match raw.on_interrupt.as_deref() {
+            None | Some("retry") => Ok(OnInterrupt::Retry),
+            Some("dead") => Ok(OnInterrupt::Dead),
+            Some(other) => Err(format!("{other:?}: use \"retry\" or \"dead\"")),
+        },
+    );
     let breaker = &raw.circuit_breaker;
     let breaker_failures = c.check(
         format!("{location}.circuit_breaker.failures"),
@@ -107,6 +115,7 @@ pub(super) fn validate_destination(
             probe_interval: probe_interval?,
         },
         retry: retry?,
+        on_interrupt: on_interrupt?,
     })
 }
 

@@ -116,6 +116,8 @@ pub struct DestinationConfig {
     pub paused: bool,
     pub breaker: crate::delivery::breaker::BreakerPolicy,
     pub retry: RetryPolicy,
+    /// What an attempt cut off by hookrelay stopping (kill -9, power loss) leads to.
+    pub on_interrupt: crate::domain::OnInterrupt,
 }
 
 /// A destination's kind and what only that kind needs.

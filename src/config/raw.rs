@@ -127,6 +127,8 @@ pub struct RawDestination {
     #[serde(default)]
     pub permanent_exit_codes: Vec<i32>,
     pub kill_grace: Option<String>,
+    /// `"retry"` (default) or `"dead"`: after an attempt cut off by hookrelay stopping.
+    pub on_interrupt: Option<String>,
     pub output_limit: Option<RawSize>,
     /// `latest` ordering: what the coalescing key is made of (default source and ref).
     pub coalesce_by: Option<Vec<String>>,

@@ -240,7 +240,51 @@ async fn load(ctx: &WorkerContext, delivery: &ClaimedDelivery) -> Option<Arc<Loa
     }
 }
 
+/// Records an attempt that hookrelay's own stop cut off, and what follows by
+/// `on_interrupt`: another try (by the retry policy) or dead at once.
+async fn record_interrupted(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
+    let now = now_millis();
+    let next = match ctx.config.on_interrupt {
+        crate::domain::OnInterrupt::Dead => NextState::Dead(
+            "interrupted: hookrelay stopped during the attempt (on_interrupt = \"dead\")".into(),
+        ),
+        crate::domain::OnInterrupt::Retry => {
+            let input = PlanInput {
+                attempt: delivery.attempts + 1,
+                result: AttemptResult::Failed {
+                    retry_after: None,
+                    permanent: false,
+                },
+                now,
+                window_start: delivery.window_start,
+                jitter: fastrand::f64(),
+            };
+            match plan_next(&ctx.config.retry, &input) {
+                Decision::RetryAt(at) => NextState::RetryAt(at),
+                Decision::Succeeded => NextState::RetryAt(now),
+                Decision::GiveUp(reason) => NextState::Dead(reason.to_string()),
+            }
+        }
+    };
+    tracing::warn!(delivery = %delivery.id, destination = %ctx.name, "an attempt was cut off when hookrelay stopped; recorded as interrupted");
+    let record = AttemptRecord {
+        lease: delivery.lease.clone(),
+        started_at: now,
+        duration_ms: 0,
+        status: None,
+        error: Some("interrupted: hookrelay stopped during this attempt".into()),
+        response_excerpt: None,
+        next,
+    };
+    if let Err(err) = ctx.store.complete(record).await {
+        tracing::error!(delivery = %delivery.id, error = %err, "could not record the interruption");
+    }
+}
+
 async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &StoredRequest) {
+    if delivery.interrupted {
+        return record_interrupted(ctx, delivery).await;
+    }
     let number = delivery.attempts + 1;
     let started_at = now_millis();
     let clock = Instant::now();

@@ -205,6 +205,15 @@ pub enum Ordering {
     Latest,
 }
 
+/// What an attempt cut off by hookrelay stopping leads to: another try, or dead at once
+/// (for commands that must not run twice).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnInterrupt {
+    #[default]
+    Retry,
+    Dead,
+}
+
 /// What a `latest` destination's coalescing key is made of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyPart {

@@ -95,6 +95,8 @@ pub struct ClaimedDelivery {
     /// Attempts already made in the current retry window.
     pub attempts: u32,
     pub window_start: UnixMillis,
+    /// The previous attempt was cut off (its worker went away): nothing recorded it.
+    pub interrupted: bool,
     /// The event to forward; its request is loaded with [`Store::load_request`], outside
     /// the claim, so the single writer never reads bodies.
     pub event_id: EventId,

@@ -114,7 +114,7 @@ impl SqliteStore {
             // recover them now rather than at expiry. On a full disk this write fails, and
             // the leases are then recovered as they expire, as any backend does.
             match conn.execute(
-                "UPDATE deliveries SET state = 'pending', due_at = ?1, lease_owner = NULL
+                "UPDATE deliveries SET state = 'pending', due_at = ?1, lease_owner = NULL, interrupted = 1
                  WHERE state = 'in_flight'",
                 [now_millis()],
             ) {

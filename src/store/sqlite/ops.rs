@@ -169,12 +169,14 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
     let mut deliveries = Vec::with_capacity(candidates.len());
     let mut events: HashMap<i64, (String, u64)> = HashMap::new();
     for seq in candidates {
-        let (id, event_seq, attempts, window_start, lease_token) = tx
+        // A delivery still in flight under an expired lease: its worker went away mid-attempt.
+        let (id, event_seq, attempts, window_start, lease_token, interrupted) = tx
             .prepare_cached(
                 "UPDATE deliveries SET state = 'in_flight', due_at = ?2, lease_owner = ?3,
-                        lease_token = lease_token + 1, updated_at = ?4
+                        lease_token = lease_token + 1, updated_at = ?4,
+                        interrupted = interrupted OR state = 'in_flight'
                  WHERE seq = ?1
-                 RETURNING id, event_seq, attempts, window_start, lease_token",
+                 RETURNING id, event_seq, attempts, window_start, lease_token, interrupted",
             )
             .and_then(|mut stmt| {
                 stmt.query_row(
@@ -186,6 +188,7 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
                             row.get::<_, u32>(2)?,
                             row.get::<_, i64>(3)?,
                             row.get::<_, i64>(4)?,
+                            row.get::<_, bool>(5)?,
                         ))
                     },
                 )
@@ -215,6 +218,7 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
             destination: request.destination.clone(),
             attempts,
             window_start,
+            interrupted,
             event_id: EventId::from_stored(event_id),
             body_len,
         });
@@ -242,7 +246,7 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
         .prepare_cached(
             "UPDATE deliveries SET state = ?3, due_at = ?4, attempts = attempts + 1,
                     lease_owner = NULL, updated_at = ?5, last_status = ?6, last_error = ?7,
-                    dead_reason = ?8
+                    dead_reason = ?8, interrupted = 0
              WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
         )
         .and_then(|mut stmt| {

@@ -95,6 +95,9 @@ CREATE TABLE pruned_events (
 ALTER TABLE deliveries ADD COLUMN dead_reason TEXT;
 CREATE INDEX deliveries_by_event ON deliveries(event_seq);
 CREATE INDEX deliveries_by_destination ON deliveries(destination, seq);
+-- Set when a delivery's attempt was cut off by its worker going away (crash, kill -9):
+-- the next claim records the interruption and applies the destination's `on_interrupt`.
+ALTER TABLE deliveries ADD COLUMN interrupted INTEGER NOT NULL DEFAULT 0;
 -- `latest` destinations: one delivery in flight per key, only the newest waiting one goes.
 ALTER TABLE deliveries ADD COLUMN coalesce_key TEXT;
 CREATE INDEX deliveries_by_key ON deliveries(destination, coalesce_key, seq)
