@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::harness::*;
 
 /// One GitLab source routed to a command destination `deploy` with these settings.
-fn command_config(dir: &Path, destination: &str, route: &str) -> String {
+pub fn command_config(dir: &Path, destination: &str, route: &str) -> String {
     format!(
         r#"
 [server]
@@ -32,7 +32,7 @@ destinations = ["deploy"]
     )
 }
 
-async fn push(client: &reqwest::Client, relay: &Relay, body: Value) -> u16 {
+pub async fn push(client: &reqwest::Client, relay: &Relay, body: Value) -> u16 {
     client
         .post(relay.hook_url("gitlab"))
         .header("x-gitlab-event", "Push Hook")
@@ -175,7 +175,7 @@ async fn wait_for_file(path: &Path, needle: &str) {
 }
 
 /// Running (a zombie, killed but not yet reaped by whoever adopted it, counts as gone).
-fn alive(pid: i32) -> bool {
+pub fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|stat| {
@@ -304,67 +304,7 @@ async fn fifty_megabytes_of_output_finish_and_the_record_keeps_head_and_tail() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_run_cut_off_by_kill_9_is_recorded_as_interrupted_and_retried_or_dead_by_policy() {
-    for policy in ["retry", "dead"] {
-        let dir = tempfile::tempdir().unwrap();
-        let started = dir.path().join("started");
-        let slow = format!(
-            "argv = [\"/bin/sh\", \"-c\", \"touch {}; sleep 30\"]\non_interrupt = \"{policy}\"\nretry = {{ initial_delay = \"100ms\" }}",
-            started.display()
-        );
-        let mut relay = Relay::start(dir.path(), &command_config(dir.path(), &slow, ""));
-        let client = reqwest::Client::new();
-        push(
-            &client,
-            &relay,
-            json!({"object_kind": "push", "ref": "refs/heads/main"}),
-        )
-        .await;
-        wait_for_file_to_exist(&started).await;
-        relay.kill();
-        // The next start runs a quick command instead.
-        let quick = format!(
-            "argv = [\"/bin/true\"]\non_interrupt = \"{policy}\"\nretry = {{ initial_delay = \"100ms\" }}"
-        );
-        let relay = Relay::start(dir.path(), &command_config(dir.path(), &quick, ""));
-        let state = if policy == "retry" {
-            "succeeded"
-        } else {
-            "dead"
-        };
-        let listed = wait_for_state(&relay, state, 1).await;
-        let id = serde_json::from_str::<Value>(listed.lines().next().unwrap()).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let shown: Value =
-            serde_json::from_slice(&relay.cli(&["deliveries", "show", &id, "--json"]).stdout)
-                .unwrap();
-        let attempts = shown["attempts"].as_array().unwrap();
-        assert!(
-            attempts[0]["error"]
-                .as_str()
-                .unwrap()
-                .starts_with("interrupted"),
-            "{policy}: {shown}"
-        );
-        match policy {
-            "retry" => assert_eq!(attempts.len(), 2, "{shown}"),
-            _ => {
-                assert_eq!(attempts.len(), 1, "{shown}");
-                assert!(
-                    shown["delivery"]["dead_reason"]
-                        .as_str()
-                        .unwrap()
-                        .contains("on_interrupt")
-                );
-            }
-        }
-    }
-}
-
-async fn wait_for_file_to_exist(path: &Path) {
+pub async fn wait_for_file_to_exist(path: &Path) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
     while !path.exists() {
         assert!(
@@ -372,54 +312,5 @@ async fn wait_for_file_to_exist(path: &Path) {
             "{path:?} never appeared"
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_lets_a_run_finish_within_the_grace_and_ends_it_past_the_grace() {
-    for (grace, sleep, expected) in [
-        ("5s", "1", ("succeeded", 1)),
-        ("300ms", "30", ("pending", 0)),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (started, pid) = (dir.path().join("started"), dir.path().join("pid"));
-        let destination = format!(
-            "argv = [\"/bin/sh\", \"-c\", \"echo $$ > {}; touch {}; sleep {sleep}\"]",
-            pid.display(),
-            started.display()
-        );
-        let text = command_config(dir.path(), &destination, "").replace(
-            "shutdown_grace = \"5s\"",
-            &format!("shutdown_grace = \"{grace}\""),
-        );
-        let mut relay = Relay::start(dir.path(), &text);
-        let client = reqwest::Client::new();
-        push(
-            &client,
-            &relay,
-            json!({"object_kind": "push", "ref": "refs/heads/main"}),
-        )
-        .await;
-        wait_for_file_to_exist(&started).await;
-        assert!(relay.terminate().success());
-        let stored = stored_deliveries(dir.path());
-        assert_eq!(
-            stored,
-            [(expected.0.to_owned(), expected.1)],
-            "grace {grace}"
-        );
-        let pid: i32 = std::fs::read_to_string(&pid)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while alive(pid) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the command outlived the shutdown"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
     }
 }

@@ -5,6 +5,7 @@ mod api;
 mod bulk;
 mod cli;
 mod command;
+mod command_life;
 mod crash;
 mod delivery;
 mod faults;
