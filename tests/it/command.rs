@@ -212,17 +212,31 @@ async fn at_the_timeout_the_whole_process_group_goes_even_what_ignores_term() {
         .map(|l| l.trim().parse().unwrap())
         .collect();
     assert_eq!(pids.len(), 2, "the script and its grandchild");
-    // SIGKILL is delivered asynchronously: give it a moment, never more.
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
     for pid in pids {
-        while alive(pid) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "process {pid} survived the timeout"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_until_gone(pid).await;
     }
+}
+
+/// Waits until `pid` is gone; signals arrive asynchronously, so a moment is allowed.
+pub async fn wait_until_gone(pid: i32) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "process {pid} is still running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The one delivery in `state`, shown in full (JSON with its attempts).
+pub async fn show_the_one(relay: &Relay, state: &str) -> Value {
+    let listed = wait_for_state(relay, state, 1).await;
+    let id = serde_json::from_str::<Value>(listed.lines().next().unwrap()).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    serde_json::from_slice(&relay.cli(&["deliveries", "show", &id, "--json"]).stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,13 +290,7 @@ async fn fifty_megabytes_of_output_finish_and_the_record_keeps_head_and_tail() {
         json!({"object_kind": "push", "ref": "refs/heads/main"}),
     )
     .await;
-    let dead = wait_for_state(&relay, "dead", 1).await;
-    let id = serde_json::from_str::<Value>(dead.lines().next().unwrap()).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let shown = relay.cli(&["deliveries", "show", &id, "--json"]);
-    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    let shown = show_the_one(&relay, "dead").await;
     let attempt = &shown["attempts"][0];
     assert_eq!(attempt["error"], "exit 3 (permanent)");
     assert_eq!(

@@ -1,9 +1,9 @@
 //! Command destinations through hookrelay's own lifecycle: kill -9 mid-run, SIGTERM within
 //! and past the grace; and running as another user.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::command::{alive, command_config, push, wait_for_file_to_exist};
+use crate::command::{command_config, push, show_the_one, wait_for_file_to_exist, wait_until_gone};
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -35,14 +35,7 @@ async fn a_run_cut_off_by_kill_9_is_recorded_as_interrupted_and_retried_or_dead_
         } else {
             "dead"
         };
-        let listed = wait_for_state(&relay, state, 1).await;
-        let id = serde_json::from_str::<Value>(listed.lines().next().unwrap()).unwrap()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let shown: Value =
-            serde_json::from_slice(&relay.cli(&["deliveries", "show", &id, "--json"]).stdout)
-                .unwrap();
+        let shown = show_the_one(&relay, state).await;
         let attempts = shown["attempts"].as_array().unwrap();
         assert!(
             attempts[0]["error"]
@@ -104,14 +97,7 @@ async fn sigterm_lets_a_run_finish_within_the_grace_and_ends_it_past_the_grace()
             .trim()
             .parse()
             .unwrap();
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-        while alive(pid) {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the command outlived the shutdown"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        wait_until_gone(pid).await;
     }
 }
 
@@ -140,13 +126,7 @@ async fn a_command_can_run_as_another_user_and_a_shell_is_warned_about() {
         json!({"object_kind": "push", "ref": "refs/heads/main"}),
     )
     .await;
-    let done = wait_for_state(&relay, "succeeded", 1).await;
-    let id = serde_json::from_str::<Value>(done.lines().next().unwrap()).unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let shown: Value =
-        serde_json::from_slice(&relay.cli(&["deliveries", "show", &id, "--json"]).stdout).unwrap();
+    let shown = show_the_one(&relay, "succeeded").await;
     let nobody = std::fs::read_to_string("/etc/passwd")
         .unwrap()
         .lines()
