@@ -129,7 +129,7 @@ impl Telemetry {
         );
         r.register(
             "deliveries",
-            "Deliveries waiting, in flight or dead, by destination",
+            "Deliveries waiting, in flight, dead or superseded (latest ordering), by destination",
             t.deliveries.clone(),
         );
         r.register(

@@ -201,7 +201,7 @@ pub trait Store: Send + Sync {
         after: Option<Cursor>,
         now: UnixMillis,
     ) -> Result<PruneStep, StoreError>;
-    /// Deliveries pending, in flight and dead, by destination (cheap: for every scrape).
+    /// Deliveries pending, in flight, dead and superseded, by destination (for every scrape).
     async fn delivery_gauges(&self) -> Result<Vec<DeliveryGauge>, StoreError>;
     /// Pauses and resumes operators set, by destination.
     async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError>;

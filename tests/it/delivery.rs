@@ -250,4 +250,7 @@ async fn latest_runs_the_first_and_the_newest_of_a_burst_and_supersedes_the_rest
             .collect();
         assert_eq!(order, ["0", "9"], "not the first and the newest");
     });
+    relay
+        .wait_for_metric("hookrelay_deliveries{destination=\"sink\",state=\"superseded\"} 8")
+        .await;
 }

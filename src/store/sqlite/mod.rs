@@ -324,7 +324,8 @@ impl Store for SqliteStore {
         self.read(|conn| {
             conn.prepare_cached(
                 "SELECT destination, state, COUNT(*), MIN(created_at) FROM deliveries
-                 WHERE state IN ('pending', 'in_flight', 'dead') GROUP BY destination, state",
+                 WHERE state IN ('pending', 'in_flight', 'dead', 'superseded')
+                 GROUP BY destination, state",
             )?
             .query_map([], |row| {
                 Ok(crate::store::DeliveryGauge {
