@@ -71,14 +71,19 @@ impl Api {
     }
 }
 
-#[tokio::test]
-async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() {
+/// A relay with the API on its own address, and a sink behind it.
+async fn relay_with_api() -> (tempfile::TempDir, Sink, Relay, Api) {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     let listen = free_port();
     let text = config(dir.path(), &sink.url, "") + &api_section(listen);
     let relay = Relay::start(dir.path(), &text);
-    let api = Api::new(listen);
+    (dir, sink, relay, Api::new(listen))
+}
+
+#[tokio::test]
+async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() {
+    let (dir, _sink, relay, api) = relay_with_api().await;
     let unknown = "/api/v1/deliveries/dlv_0000000000000000000000000000000f/replay";
     for (method, path, token, expected) in [
         ("GET", "/api/v1/events", None, 401),
@@ -161,12 +166,7 @@ async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() 
 
 #[tokio::test]
 async fn paging_while_events_arrive_never_skips_or_repeats_and_credentials_stay_masked() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start().await;
-    let listen = free_port();
-    let text = config(dir.path(), &sink.url, "") + &api_section(listen);
-    let relay = Relay::start(dir.path(), &text);
-    let api = Api::new(listen);
+    let (_dir, _sink, relay, api) = relay_with_api().await;
     let client = reqwest::Client::new();
     for n in 0..23 {
         assert_eq!(
@@ -270,11 +270,7 @@ async fn a_pause_holds_deliveries_through_a_restart_and_resume_keeps_fifo_order(
 
 #[tokio::test]
 async fn sources_count_what_was_accepted_repeated_and_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let sink = Sink::start().await;
-    let listen = free_port();
-    let text = config(dir.path(), &sink.url, "") + &api_section(listen);
-    let relay = Relay::start(dir.path(), &text);
+    let (_dir, _sink, relay, api) = relay_with_api().await;
     let client = reqwest::Client::new();
     post_push(&client, &relay, push_body(1), Some("k1")).await;
     post_push(&client, &relay, push_body(1), Some("k1")).await;
@@ -286,7 +282,7 @@ async fn sources_count_what_was_accepted_repeated_and_refused() {
         .await
         .unwrap();
     assert_eq!(forged.status(), 401);
-    let sources = Api::new(listen).get("/api/v1/sources").await;
+    let sources = api.get("/api/v1/sources").await;
     assert_eq!(
         sources[0]["requests"],
         json!({ "accepted": 1, "duplicate": 1, "invalid_credentials": 1 })
