@@ -8,6 +8,7 @@ use super::dedup::DedupIndex;
 use super::tests::event;
 use super::writer::{Command, apply_batch};
 use super::*;
+use crate::store::{Accepted, NewEvent};
 
 struct Writer {
     _dir: tempfile::TempDir,

@@ -1,8 +1,10 @@
 //! Store behaviour against a real SQLite file: dedup, claims, leases, FIFO heads, replay.
 
 use super::*;
-use crate::domain::{DeliveryState, EventId, Name, Ordering};
-use crate::store::{ClaimedDelivery, NextState};
+use crate::domain::{DeliveryId, DeliveryState, EventId, Name, Ordering};
+use crate::store::{
+    AttemptRecord, ClaimRequest, ClaimedDelivery, Filter, NewEvent, NextState, ReplayOutcome, Store,
+};
 
 fn name(raw: &str) -> Name {
     Name::parse(raw).unwrap()

@@ -1,0 +1,193 @@
+//! The `Store` trait on SQLite: each operation sent to the writer, or run on the reader
+//! for delivery or the inspector for the API.
+
+use super::{SqliteStore, admin, browse, read, retention, writer::Command};
+use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
+use crate::store::{
+    Accepted, AttemptRecord, AttemptView, BulkScope, BulkStep, CancelOutcome, ClaimRequest,
+    Claimed, Cursor, DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobView,
+    Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
+};
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError> {
+        self.call(|reply| Command::Insert(Box::new(event), reply))
+            .await
+    }
+
+    async fn claim(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
+        self.call(|reply| Command::Claim(request, reply)).await
+    }
+
+    async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError> {
+        self.call(|reply| Command::Complete(record, reply)).await
+    }
+
+    async fn release(&self, leases: Vec<Lease>, now: UnixMillis) -> Result<(), StoreError> {
+        self.call(|reply| Command::Release(leases, now, reply))
+            .await
+    }
+
+    async fn list_events(
+        &self,
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<EventSummary>, StoreError> {
+        self.inspect(move |conn| browse::list_events(conn, &filter, after.as_ref(), limit))
+            .await
+    }
+
+    async fn event(&self, id: &EventId) -> Result<Option<EventDetail>, StoreError> {
+        let id = id.clone();
+        self.inspect(move |conn| browse::event(conn, &id)).await
+    }
+
+    async fn list_deliveries(
+        &self,
+        filter: Filter,
+        after: Option<Cursor>,
+        limit: usize,
+    ) -> Result<Page<DeliverySummary>, StoreError> {
+        self.inspect(move |conn| read::list_deliveries(conn, &filter, after.as_ref(), limit))
+            .await
+    }
+
+    async fn cancel(&self, id: &DeliveryId, now: UnixMillis) -> Result<CancelOutcome, StoreError> {
+        let id = id.clone();
+        self.write(move |conn| admin::cancel(conn, &id, now)).await
+    }
+
+    async fn bulk_count(
+        &self,
+        scope: BulkScope,
+        examples: usize,
+    ) -> Result<(u64, Vec<DeliverySummary>, Cursor), StoreError> {
+        self.inspect(move |conn| browse::bulk_count(conn, &scope, examples))
+            .await
+    }
+
+    async fn create_job(
+        &self,
+        id: String,
+        scope: BulkScope,
+        matched: u64,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| admin::create_job(conn, &id, &scope, matched, now))
+            .await
+    }
+
+    async fn bulk_step(
+        &self,
+        job: String,
+        scope: BulkScope,
+        after: Option<Cursor>,
+        limit: usize,
+        now: UnixMillis,
+    ) -> Result<BulkStep, StoreError> {
+        self.write(move |conn| admin::bulk_step(conn, &job, &scope, after.as_ref(), limit, now))
+            .await
+    }
+
+    async fn finish_job(
+        &self,
+        job: String,
+        error: Option<String>,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| admin::finish_job(conn, &job, error.as_deref(), now))
+            .await
+    }
+
+    async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
+        let id = id.to_owned();
+        self.inspect(move |conn| browse::job(conn, &id)).await
+    }
+
+    async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
+        self.inspect(browse::destination_stats).await
+    }
+
+    async fn prune_step(
+        &self,
+        policy: crate::domain::Retention,
+        after: Option<Cursor>,
+        now: UnixMillis,
+    ) -> Result<crate::store::PruneStep, StoreError> {
+        self.write(move |conn| retention::prune_step(conn, &policy, after.as_ref(), now))
+            .await
+    }
+
+    async fn delivery_gauges(&self) -> Result<Vec<crate::store::DeliveryGauge>, StoreError> {
+        self.inspect(|conn| {
+            conn.prepare_cached(
+                "SELECT destination, state, COUNT(*), MIN(created_at) FROM deliveries
+                 WHERE state IN ('pending', 'in_flight', 'dead', 'superseded')
+                 GROUP BY destination, state",
+            )?
+            .query_map([], |row| {
+                Ok(crate::store::DeliveryGauge {
+                    destination: row.get(0)?,
+                    state: read::state_at(row, 1)?,
+                    count: row.get::<_, i64>(2)?.max(0) as u64,
+                    oldest: row.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT name, paused FROM destination_state ORDER BY name")?
+                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .await
+    }
+
+    async fn set_paused(
+        &self,
+        destination: &str,
+        paused: bool,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        let destination = destination.to_owned();
+        self.write(move |conn| admin::set_paused(conn, &destination, paused, now))
+            .await
+    }
+
+    async fn delivery(
+        &self,
+        id: &DeliveryId,
+    ) -> Result<Option<(DeliverySummary, Vec<AttemptView>)>, StoreError> {
+        let id = id.clone();
+        self.inspect(move |conn| read::delivery(conn, &id)).await
+    }
+
+    async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError> {
+        let id = id.clone();
+        self.call(|reply| Command::Replay(id, now, reply)).await
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        self.call(|reply| Command::Ping(now_millis(), reply)).await
+    }
+
+    async fn backlog(&self, cap: u64) -> Result<u64, StoreError> {
+        self.read(move |conn| read::backlog(conn, cap)).await
+    }
+
+    async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError> {
+        let event = event.clone();
+        self.read(move |conn| read::load_request(conn, &event))
+            .await
+    }
+
+    async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.inspect(read::waiting_by_destination).await
+    }
+}
