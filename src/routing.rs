@@ -22,16 +22,6 @@ pub struct Route {
     pub destinations: Vec<Name>,
 }
 
-impl Route {
-    /// Whether matching this route needs the parsed payload (beyond headers).
-    pub fn needs_payload(&self) -> bool {
-        self.branches.is_some()
-            || self.tags.is_some()
-            || self.projects.is_some()
-            || self.when.is_some()
-    }
-}
-
 /// A test on the JSON payload.
 #[derive(Debug, Clone)]
 pub enum Condition {

@@ -150,10 +150,6 @@ pub trait Provider: Send + Sync {
     }
     /// Reads event type, dedup key and git facts; `payload` is the parsed JSON when there is one.
     fn classify(&self, inbound: &Inbound<'_>, payload: Option<&Value>) -> Classification;
-    /// Whether `classify` needs the payload even when no route filters on it.
-    fn needs_payload(&self) -> bool {
-        false
-    }
     /// Original headers worth forwarding to destinations (never ones carrying secrets).
     fn forwarded_headers(&self) -> &'static [&'static str];
 }

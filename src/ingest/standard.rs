@@ -40,10 +40,6 @@ impl Provider for Standard {
         }
     }
 
-    fn needs_payload(&self) -> bool {
-        true // The event type lives in the payload's `type` field.
-    }
-
     fn forwarded_headers(&self) -> &'static [&'static str] {
         &["user-agent"]
     }
