@@ -168,14 +168,7 @@ async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() 
 async fn paging_while_events_arrive_never_skips_or_repeats_and_credentials_stay_masked() {
     let (_dir, _sink, relay, api) = relay_with_api().await;
     let client = reqwest::Client::new();
-    for n in 0..23 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 0..23).await;
     let mut seen = Vec::new();
     let mut path = "/api/v1/events?limit=5&ref=main&project=group/app".to_owned();
     loop {
@@ -231,24 +224,10 @@ async fn a_pause_holds_deliveries_through_a_restart_and_resume_keeps_fifo_order(
         String::from_utf8_lossy(&paused.stderr)
     );
     let client = reqwest::Client::new();
-    for n in 0..3 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 0..3).await;
     relay.terminate();
     let relay = Relay::start(dir.path(), &text);
-    for n in 3..6 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 3..6).await;
     let api = Api::new(listen);
     let destinations = api.get("/api/v1/destinations").await;
     assert_eq!(destinations[0]["state"], "paused", "{destinations}");

@@ -45,6 +45,12 @@ pub async fn push(client: &reqwest::Client, relay: &Relay, body: Value) -> u16 {
         .as_u16()
 }
 
+/// A push to main, accepted or not.
+pub async fn push_main(relay: &Relay) -> u16 {
+    let body = json!({"object_kind": "push", "ref": "refs/heads/main"});
+    push(&reqwest::Client::new(), relay, body).await
+}
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let output = std::process::Command::new("git")
         .args(args)
@@ -197,13 +203,7 @@ async fn at_the_timeout_the_whole_process_group_goes_even_what_ignores_term() {
         "argv = [\"/bin/sh\", \"-c\", \"{script}\"]\ntimeout = \"1s\"\nkill_grace = \"200ms\"\nretry = {{ max_attempts = 1 }}"
     );
     let relay = Relay::start(dir.path(), &command_config(dir.path(), &destination, ""));
-    let client = reqwest::Client::new();
-    push(
-        &client,
-        &relay,
-        json!({"object_kind": "push", "ref": "refs/heads/main"}),
-    )
-    .await;
+    push_main(&relay).await;
     let dead = wait_for_state(&relay, "dead", 1).await;
     assert!(dead.contains("timeout after 1s"), "{dead}");
     let pids: Vec<i32> = std::fs::read_to_string(&pids)
@@ -283,13 +283,7 @@ async fn fifty_megabytes_of_output_finish_and_the_record_keeps_head_and_tail() {
     let dir = tempfile::tempdir().unwrap();
     let destination = "argv = [\"/bin/sh\", \"-c\", \"echo BEGIN; head -c 50000000 /dev/zero | tr '\\\\0' x; echo; echo END; exit 3\"]\nretry = { max_attempts = 1 }\npermanent_exit_codes = [3]";
     let relay = Relay::start(dir.path(), &command_config(dir.path(), destination, ""));
-    let client = reqwest::Client::new();
-    push(
-        &client,
-        &relay,
-        json!({"object_kind": "push", "ref": "refs/heads/main"}),
-    )
-    .await;
+    push_main(&relay).await;
     let shown = show_the_one(&relay, "dead").await;
     let attempt = &shown["attempts"][0];
     assert_eq!(attempt["error"], "exit 3 (permanent)");

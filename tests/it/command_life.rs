@@ -1,9 +1,9 @@
 //! Command destinations through hookrelay's own lifecycle: kill -9 mid-run, SIGTERM within
 //! and past the grace; and running as another user.
 
-use serde_json::json;
-
-use crate::command::{command_config, push, show_the_one, wait_for_file_to_exist, wait_until_gone};
+use crate::command::{
+    command_config, push_main, show_the_one, wait_for_file_to_exist, wait_until_gone,
+};
 use crate::harness::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,13 +16,7 @@ async fn a_run_cut_off_by_kill_9_is_recorded_as_interrupted_and_retried_or_dead_
             started.display()
         );
         let mut relay = Relay::start(dir.path(), &command_config(dir.path(), &slow, ""));
-        let client = reqwest::Client::new();
-        push(
-            &client,
-            &relay,
-            json!({"object_kind": "push", "ref": "refs/heads/main"}),
-        )
-        .await;
+        push_main(&relay).await;
         wait_for_file_to_exist(&started).await;
         relay.kill();
         // The next start runs a quick command instead.
@@ -77,13 +71,7 @@ async fn sigterm_lets_a_run_finish_within_the_grace_and_ends_it_past_the_grace()
             &format!("shutdown_grace = \"{grace}\""),
         );
         let mut relay = Relay::start(dir.path(), &text);
-        let client = reqwest::Client::new();
-        push(
-            &client,
-            &relay,
-            json!({"object_kind": "push", "ref": "refs/heads/main"}),
-        )
-        .await;
+        push_main(&relay).await;
         wait_for_file_to_exist(&started).await;
         assert!(relay.terminate().success());
         let stored = stored_deliveries(dir.path());
@@ -119,13 +107,7 @@ async fn a_command_can_run_as_another_user_and_a_shell_is_warned_about() {
     let destination = "argv = [\"/usr/bin/id\", \"-u\"]\nuser = \"nobody\"\ngroup = \"nogroup\"";
     let text = command_config(dir.path(), destination, "");
     let relay = Relay::start(dir.path(), &text);
-    let client = reqwest::Client::new();
-    push(
-        &client,
-        &relay,
-        json!({"object_kind": "push", "ref": "refs/heads/main"}),
-    )
-    .await;
+    push_main(&relay).await;
     let shown = show_the_one(&relay, "succeeded").await;
     let nobody = std::fs::read_to_string("/etc/passwd")
         .unwrap()

@@ -239,14 +239,7 @@ async fn rates_and_the_backlog_limit_answer_with_retry_after() {
     );
     let relay = Relay::start(dir.path(), &text);
     let client = reqwest::Client::new();
-    for n in 0..2 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 0..2).await;
     let limited = post_push(&client, &relay, push_body(2), None).await;
     assert_eq!(limited.status(), 429);
     let wait: u64 = limited.headers()["retry-after"]
@@ -263,14 +256,7 @@ async fn rates_and_the_backlog_limit_answer_with_retry_after() {
         "max_pending_deliveries = 3",
     );
     let relay = Relay::start(dir.path(), &text);
-    for n in 0..3 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 0..3).await;
     let full = post_push(&client, &relay, push_body(3), None).await;
     assert_eq!(full.status(), 503);
     assert!(full.headers().contains_key("retry-after"));

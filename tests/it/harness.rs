@@ -396,6 +396,14 @@ pub async fn post_push(
     request.send().await.unwrap()
 }
 
+/// Posts pushes `ns` one after another; each must be accepted (202).
+pub async fn accept_pushes(client: &reqwest::Client, relay: &Relay, ns: std::ops::Range<usize>) {
+    for n in ns {
+        let status = post_push(client, relay, push_body(n), None).await.status();
+        assert_eq!(status, 202, "push {n}");
+    }
+}
+
 /// Polls a CLI query until `done` holds; the state lives in another process's store.
 pub async fn wait_for_cli(
     relay: &Relay,

@@ -5,6 +5,9 @@ use serde_json::Value;
 
 use crate::harness::*;
 
+/// Replay every dead delivery of the sink.
+const REPLAY_DEAD: &[&str] = &["replay", "--state", "dead", "--destination", "sink"];
+
 fn run_ok(relay: &Relay, args: &[&str]) -> String {
     let output = relay.cli(args);
     assert!(
@@ -72,7 +75,7 @@ async fn the_cli_lists_shows_and_replays_dead_deliveries_after_confirmation() {
 
     sink.set_status(200);
     // Not a terminal, no --yes: nothing is changed.
-    let refused = relay.cli(&["replay", "--state", "dead", "--destination", "sink"]);
+    let refused = relay.cli(REPLAY_DEAD);
     assert!(!refused.status.success());
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
@@ -81,18 +84,7 @@ async fn the_cli_lists_shows_and_replays_dead_deliveries_after_confirmation() {
     );
     assert_eq!(sink.count(), 5);
 
-    let done = run_ok(
-        &relay,
-        &[
-            "replay",
-            "--state",
-            "dead",
-            "--destination",
-            "sink",
-            "--yes",
-            "--json",
-        ],
-    );
+    let done = run_ok(&relay, &[REPLAY_DEAD, &["--yes", "--json"]].concat());
     let job: Value = serde_json::from_str(done.trim()).unwrap();
     assert_eq!(
         (job["changed"].as_u64(), job["succeeded"].as_u64()),
@@ -100,17 +92,7 @@ async fn the_cli_lists_shows_and_replays_dead_deliveries_after_confirmation() {
         "{job}"
     );
     assert_eq!(sink.count(), 10);
-    let summary = run_ok(
-        &relay,
-        &[
-            "replay",
-            "--state",
-            "dead",
-            "--destination",
-            "sink",
-            "--yes",
-        ],
-    );
+    let summary = run_ok(&relay, &[REPLAY_DEAD, &["--yes"]].concat());
     assert!(summary.is_empty(), "nothing left to replay: {summary}");
 
     let destinations = run_ok(&relay, &["destinations", "list", "--json"]);

@@ -58,26 +58,12 @@ destinations = ["dead"]
     );
     let relay = Relay::start(dir.path(), &text);
     let client = reqwest::Client::new();
-    for n in 0..20 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 0..20).await;
     relay
         .wait_for_metric("hookrelay_destination_circuit_open{destination=\"dead\"} 1")
         .await;
     // The healthy destination gets everything, a second batch included...
-    for n in 20..40 {
-        assert_eq!(
-            post_push(&client, &relay, push_body(n), None)
-                .await
-                .status(),
-            202
-        );
-    }
+    accept_pushes(&client, &relay, 20..40).await;
     sink.wait_for(40).await;
     // ...while the dead one was tried only until the breaker opened: no attempt is spent
     // on the 40 waiting deliveries.
