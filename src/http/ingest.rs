@@ -114,12 +114,8 @@ pub async fn receive(
 ) -> Result<Response, IngestError> {
     let started = std::time::Instant::now();
     let counts = state.metrics.by_source.clone();
-    let known = state
-        .routing
-        .current()
-        .sources
-        .contains_key(source.as_str());
     let result = receive_counted(state, &source, peer, uri, headers, body).await;
+    let known = !matches!(result, Err(IngestError::UnknownSource));
     let telemetry = crate::telemetry::get();
     // Unknown names are counted under one label, so strangers cannot grow the label set.
     let label = if known { source.as_str() } else { "(unknown)" };
