@@ -31,7 +31,11 @@ pub struct DestinationLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DestinationOutcome {
     pub destination: String,
-    /// `2xx`, `3xx`, `4xx`, `5xx`, `timeout`, `connect_error`, `refused` or `error`.
+    /// The destination's verdict: `delivered`, `retryable`, `permanent` or `interrupted`.
+    pub verdict: String,
+    /// The class the destination chose: HTTP `2xx`, `3xx`, `4xx`, `5xx`, `timeout`,
+    /// `connect_error`, `refused`, `error`; command `exit_0`, `exit_nonzero`, `signal`,
+    /// `timeout`, `spawn_error`; `interrupted`.
     pub outcome: String,
 }
 
@@ -119,7 +123,7 @@ impl Telemetry {
         );
         r.register(
             "delivery_attempts",
-            "Delivery attempts by destination and outcome class",
+            "Delivery attempts by destination, the destination's verdict and its outcome class",
             t.attempts.clone(),
         );
         r.register(
@@ -188,11 +192,12 @@ impl Telemetry {
             .inc();
     }
 
-    pub fn attempt(&self, destination: &str, outcome: &str) {
+    pub fn attempt(&self, destination: &str, verdict: crate::domain::Verdict, class: &str) {
         self.attempts
             .get_or_create(&DestinationOutcome {
                 destination: destination.to_owned(),
-                outcome: outcome.to_owned(),
+                verdict: verdict.as_str().to_owned(),
+                outcome: class.to_owned(),
             })
             .inc();
     }
@@ -202,43 +207,4 @@ impl Telemetry {
 pub fn get() -> &'static Telemetry {
     static TELEMETRY: OnceLock<Telemetry> = OnceLock::new();
     TELEMETRY.get_or_init(Telemetry::new)
-}
-
-/// The outcome class of an attempt: its status class, or what kind of failure it was.
-pub fn attempt_class(status: Option<u16>, error: Option<&str>) -> &'static str {
-    match (status, error) {
-        (Some(200..=299), _) => "2xx",
-        (Some(300..=399), _) => "3xx",
-        (Some(400..=499), _) => "4xx",
-        (Some(_), _) => "5xx",
-        (None, Some(e)) if e.starts_with("timeout") => "timeout",
-        (None, Some(e)) if e.starts_with("connect") => "connect_error",
-        (None, Some(e)) if e.starts_with("refused") => "refused",
-        (None, _) => "error",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn attempts_are_classed_by_status_or_failure() {
-        for (status, error, class) in [
-            (Some(204), None, "2xx"),
-            (Some(302), Some("HTTP 302"), "3xx"),
-            (Some(404), Some("HTTP 404"), "4xx"),
-            (Some(503), Some("HTTP 503"), "5xx"),
-            (None, Some("timeout: operation timed out"), "timeout"),
-            (
-                None,
-                Some("connect error: connection refused"),
-                "connect_error",
-            ),
-            (None, Some("refused: 10.0.0.1 is private"), "refused"),
-            (None, Some("request error: body"), "error"),
-        ] {
-            assert_eq!(attempt_class(status, error), class);
-        }
-    }
 }

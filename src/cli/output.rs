@@ -81,11 +81,11 @@ pub fn state_cell(state: &str) -> Cell {
     Cell::new(state).fg(colour)
 }
 
-/// The last outcome of a delivery: its error, else its status.
+/// The last outcome of a delivery as its destination summed it up (`HTTP 503`, `exit 0`,
+/// `timeout`); `-` before its first attempt.
 pub fn last_outcome(delivery: &Value) -> String {
-    match (delivery.get("last_error"), delivery.get("last_status")) {
-        (Some(Value::String(error)), _) => printable(error),
-        (_, Some(Value::Number(status))) => status.to_string(),
+    match delivery.get("last_summary") {
+        Some(Value::String(summary)) if !summary.is_empty() => printable(summary),
         _ => "-".to_owned(),
     }
 }

@@ -283,9 +283,8 @@ async fn destinations(command: DestinationsCommand, api: &ApiArgs) -> anyhow::Re
                     Some(f) if !f.is_null() => {
                         format!(
                             "{}: {}",
-                            ago(f, "at"),
-                            last_outcome(&json!({
-                            "last_error": f["error"], "last_status": f["status"] }))
+                            ago(f, "started_at"),
+                            last_outcome(&json!({ "last_summary": f["summary"] }))
                         )
                     }
                     _ => "-".to_owned(),

@@ -9,7 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
-use super::{AttemptOutcome, Destination, Outbound, Verdict};
+mod verdict;
+
+use super::{AttemptOutcome, Destination, Outbound};
+use crate::domain::{AttemptDetail, Verdict};
 use crate::store::StoredRequest;
 
 /// Where an argument's or variable's value comes from.
@@ -230,12 +233,18 @@ fn describe_stream(name: &str, (head, tail, total): &(Vec<u8>, Vec<u8>, u64)) ->
     text
 }
 
-fn failure(error: String, down: bool) -> AttemptOutcome {
+/// A run that could not start (or be watched): retried; `down` when hookrelay's side of the
+/// machine is at fault (a missing program, no room for the body file).
+fn failure(summary: &str, error: String, down: bool) -> AttemptOutcome {
     AttemptOutcome {
-        verdict: Verdict::Retryable { after: None },
-        status: None,
-        error: Some(error),
-        response_excerpt: None,
+        verdict: Verdict::Retryable,
+        retry_after: None,
+        class: "spawn_error",
+        detail: AttemptDetail {
+            summary: summary.to_owned(),
+            error: Some(error),
+            ..AttemptDetail::summary("")
+        },
         destination_down: down,
     }
 }
@@ -252,7 +261,13 @@ impl Destination for CommandDestination {
         let body_file = match needs_file {
             true => match BodyFile::write(outbound.request, outbound.delivery_id) {
                 Ok(file) => Some(file),
-                Err(err) => return failure(format!("cannot write the body file: {err}"), true),
+                Err(err) => {
+                    return failure(
+                        "no body file",
+                        format!("cannot write the body file: {err}"),
+                        true,
+                    );
+                }
             },
             false => None,
         };
@@ -313,10 +328,17 @@ impl Destination for CommandDestination {
             .stderr(Stdio::piped());
         let mut child = match command.spawn() {
             Ok(child) => child,
-            Err(err) => return failure(format!("cannot start {:?}: {err}", values[0]), true),
+            Err(err) => {
+                return failure(
+                    "cannot start",
+                    format!("cannot start {:?}: {err}", values[0]),
+                    true,
+                );
+            }
         };
         let Some(pid) = child.id() else {
             return failure(
+                "not watched",
                 "the command exited before it could be watched".into(),
                 false,
             );
@@ -362,38 +384,23 @@ impl Destination for CommandDestination {
         let err = collect(stderr).await;
         let excerpt = describe_stream("stdout", &out) + &describe_stream("stderr", &err);
         let excerpt = (!excerpt.is_empty()).then_some(excerpt);
-        let (verdict, error) = match status {
-            Ok(status) if status.success() => (Verdict::Delivered, None),
-            Ok(status) => match status.code() {
-                Some(code) if target.permanent_exit_codes.contains(&code) => {
-                    (Verdict::Permanent, Some(format!("exit {code} (permanent)")))
-                }
-                Some(code) => (
-                    Verdict::Retryable { after: None },
-                    Some(format!("exit {code}")),
-                ),
-                None => {
-                    use std::os::unix::process::ExitStatusExt as _;
-                    let signal = status.signal().unwrap_or(0);
-                    (
-                        Verdict::Retryable { after: None },
-                        Some(format!("killed by signal {signal}")),
-                    )
-                }
-            },
-            Err(_) => (
-                Verdict::Retryable { after: None },
-                Some(format!(
-                    "timeout after {}: process group ended",
-                    humantime::format_duration(self.timeout)
-                )),
-            ),
+        let (verdict, class, summary) =
+            verdict::judge(&status, &target.permanent_exit_codes, self.timeout);
+        let error = match (verdict, &status) {
+            (Verdict::Delivered, _) => None,
+            (_, Err(_)) => Some(format!("{summary}: process group ended")),
+            _ => Some(summary.clone()),
         };
         AttemptOutcome {
             verdict,
-            status: None,
-            error,
-            response_excerpt: excerpt,
+            retry_after: None,
+            class,
+            detail: AttemptDetail {
+                summary,
+                status: None,
+                error,
+                response_excerpt: excerpt,
+            },
             destination_down: false,
         }
     }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::address::{GuardedResolver, literal_address, refusal};
-use super::{AttemptOutcome, Destination, Outbound, Verdict};
+use super::{AttemptOutcome, Destination, Outbound};
 use crate::config::{DestinationConfig, HttpTarget, Secret};
-use crate::domain::{HOPS_HEADER, Name};
+use crate::domain::{AttemptDetail, HOPS_HEADER, Name, Verdict};
 use crate::signing::{standard_secret, standard_v1_signature};
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.
@@ -106,13 +106,7 @@ fn signing_key(secret: &Secret) -> Vec<u8> {
 impl Destination for HttpDestination {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome {
         if let Some(why) = literal_refusal(&self.url, self.allow_internal) {
-            return AttemptOutcome {
-                verdict: Verdict::Retryable { after: None },
-                status: None,
-                error: Some(format!("refused: {why}")),
-                response_excerpt: None,
-                destination_down: true,
-            };
+            return failure("refused", "refused", format!("refused: {why}"));
         }
         let request = outbound.request;
         let timestamp = crate::domain::now_millis() / 1000;
@@ -163,24 +157,51 @@ impl Destination for HttpDestination {
                 } else if is_permanent(code, self.permanent_4xx) {
                     Verdict::Permanent
                 } else {
-                    Verdict::Retryable { after: retry_after }
+                    Verdict::Retryable
                 };
                 AttemptOutcome {
                     verdict,
-                    status: Some(code),
-                    error: (!status.is_success()).then(|| format!("HTTP {status}")),
-                    response_excerpt: excerpt,
+                    retry_after,
+                    class: status_class(code),
+                    detail: AttemptDetail {
+                        summary: format!("HTTP {code}"),
+                        status: Some(code),
+                        error: (!status.is_success()).then(|| format!("HTTP {status}")),
+                        response_excerpt: excerpt,
+                    },
                     destination_down: destination_down(code),
                 }
             }
-            Err(err) => AttemptOutcome {
-                verdict: Verdict::Retryable { after: None },
-                status: None,
-                error: Some(describe(err)),
-                response_excerpt: None,
-                destination_down: true,
-            },
+            Err(err) => {
+                let (kind, class) = error_kind(&err);
+                failure(kind, class, describe(kind, err))
+            }
         }
+    }
+}
+
+/// An attempt that got no answer: worth another try, and the destination counts as down.
+fn failure(summary: &str, class: &'static str, error: String) -> AttemptOutcome {
+    AttemptOutcome {
+        verdict: Verdict::Retryable,
+        retry_after: None,
+        class,
+        detail: AttemptDetail {
+            summary: summary.to_owned(),
+            error: Some(error),
+            ..AttemptDetail::summary("")
+        },
+        destination_down: true,
+    }
+}
+
+/// The metric class of an answer: its status class.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
     }
 }
 
@@ -198,14 +219,18 @@ fn destination_down(status: u16) -> bool {
     status >= 500 || status == 408 || status == 429
 }
 
-fn describe(err: reqwest::Error) -> String {
-    let kind = if err.is_timeout() {
-        "timeout"
+/// What kind of failure an error is: the summary and the metric class.
+fn error_kind(err: &reqwest::Error) -> (&'static str, &'static str) {
+    if err.is_timeout() {
+        ("timeout", "timeout")
     } else if err.is_connect() {
-        "connect error"
+        ("connect error", "connect_error")
     } else {
-        "request error"
-    };
+        ("request error", "error")
+    }
+}
+
+fn describe(kind: &str, err: reqwest::Error) -> String {
     // Without the URL: destination URLs often carry tokens in their path or query.
     let err = err.without_url();
     let mut text = format!("{kind}: {err}");
@@ -247,6 +272,33 @@ pub fn parse_retry_after(raw: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn answers_are_classed_by_status_and_judged_by_the_destination_rules() {
+        // (status, permanent_4xx, class, permanent, counts as down)
+        for (status, strict, class, permanent, down) in [
+            (200, false, "2xx", false, false),
+            (204, true, "2xx", false, false),
+            (302, false, "3xx", false, false),
+            (404, false, "4xx", false, false),
+            (404, true, "4xx", true, false),
+            (409, true, "4xx", false, false),
+            (429, true, "4xx", false, true),
+            (408, false, "4xx", false, true),
+            (500, true, "5xx", false, true),
+            (503, false, "5xx", false, true),
+        ] {
+            assert_eq!(
+                (
+                    status_class(status),
+                    is_permanent(status, strict),
+                    destination_down(status)
+                ),
+                (class, permanent, down),
+                "{status} permanent_4xx = {strict}"
+            );
+        }
+    }
 
     #[test]
     fn signature_matches_the_standard_webhooks_example() {

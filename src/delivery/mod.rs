@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::domain::Name;
+use crate::domain::{AttemptDetail, Name, Verdict};
 use crate::ingest::provider_for;
 use crate::store::{Store, StoredRequest};
 
@@ -31,31 +31,20 @@ pub struct Outbound<'a> {
     pub request: &'a StoredRequest,
 }
 
-/// What one attempt produced, in terms every destination kind shares; the destination
-/// decides what its own signals (status codes, exit codes) mean.
+/// What one attempt produced, as the destination judged it: the verdict and detail are
+/// recorded as they are (see [`crate::domain::Attempt`]); only the destination knows what its
+/// own signals (status codes, exit codes, acknowledgements) mean.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptOutcome {
     pub verdict: Verdict,
-    /// The HTTP status, when there was one (kept on the attempt's record).
-    pub status: Option<u16>,
-    /// What went wrong, for the record (never a secret).
-    pub error: Option<String>,
-    /// The start of what the destination answered (response body, command output).
-    pub response_excerpt: Option<String>,
+    /// The destination asked for at least this long before another try (`Retry-After`).
+    pub retry_after: Option<Duration>,
+    /// The metric class (`outcome` label) the destination chose for this attempt.
+    pub class: &'static str,
+    pub detail: AttemptDetail,
     /// Whether the destination itself is down (no answer, 5xx, timeout), as opposed to
     /// refusing this one delivery: only the former trips the circuit breaker.
     pub destination_down: bool,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
-    Delivered,
-    /// Worth another try, not before `after` if the destination said so.
-    Retryable {
-        after: Option<Duration>,
-    },
-    /// Another try cannot help (dead at once).
-    Permanent,
 }
 
 impl AttemptOutcome {

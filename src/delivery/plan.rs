@@ -2,28 +2,18 @@
 
 use std::time::Duration;
 
-use crate::domain::UnixMillis;
+use crate::domain::{UnixMillis, Verdict};
 
 pub use crate::domain::RetryPolicy;
-
-/// What one attempt produced, as far as planning cares: transport-neutral (the destination
-/// decided what its status codes or exit codes mean).
-#[derive(Debug, Clone, PartialEq)]
-pub enum AttemptResult {
-    Delivered,
-    Failed {
-        /// The destination asked for at least this long before the next try.
-        retry_after: Option<Duration>,
-        /// Trying again cannot help: dead at once.
-        permanent: bool,
-    },
-}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PlanInput {
     /// Attempts made so far in this delivery's current window, this one included (1-based).
     pub attempt: u32,
-    pub result: AttemptResult,
+    /// The destination's verdict on this attempt.
+    pub verdict: Verdict,
+    /// The destination asked for at least this long before the next try.
+    pub retry_after: Option<Duration>,
     pub now: UnixMillis,
     /// When the delivery first became due (or was last replayed): `max_age` counts from here.
     pub window_start: UnixMillis,
@@ -56,13 +46,13 @@ impl std::fmt::Display for GiveUpReason {
 }
 
 pub fn plan_next(policy: &RetryPolicy, input: &PlanInput) -> Decision {
-    let retry_after = match &input.result {
-        AttemptResult::Delivered => return Decision::Succeeded,
-        AttemptResult::Failed {
-            permanent: true, ..
-        } => return Decision::GiveUp(GiveUpReason::Permanent),
-        AttemptResult::Failed { retry_after, .. } => *retry_after,
-    };
+    match input.verdict {
+        Verdict::Delivered => return Decision::Succeeded,
+        Verdict::Permanent => return Decision::GiveUp(GiveUpReason::Permanent),
+        // Nobody knows what a cut-off attempt did: it is retried like a failure.
+        Verdict::Retryable | Verdict::Interrupted => {}
+    }
+    let retry_after = input.retry_after;
     if input.attempt >= policy.max_attempts {
         return Decision::GiveUp(GiveUpReason::MaxAttempts);
     }
@@ -84,7 +74,7 @@ fn millis(duration: Duration) -> i64 {
 
 /// Exponential backoff with "equal jitter": uniform in [d/2, d] where d doubles per attempt
 /// up to `max_delay`. Half the delay is kept so a flapping receiver is never hammered at once.
-fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
+pub fn backoff(policy: &RetryPolicy, attempt: u32, jitter: f64) -> Duration {
     let doublings = attempt.saturating_sub(1).min(40);
     let full = policy
         .initial_delay
@@ -101,20 +91,21 @@ mod tests {
 
     const MIN: i64 = 60_000;
 
+    /// A verdict with the delay the destination asked for.
+    type Outcome = (Verdict, Option<Duration>);
+
     /// A failed attempt as the HTTP destination would report this status (None: no answer).
-    fn failed(status: Option<u16>, retry_after_secs: Option<u64>) -> AttemptResult {
+    fn failed(status: Option<u16>, retry_after_secs: Option<u64>) -> Outcome {
         failed_with(status, retry_after_secs, false)
     }
 
-    fn failed_with(
-        status: Option<u16>,
-        retry_after_secs: Option<u64>,
-        strict: bool,
-    ) -> AttemptResult {
-        AttemptResult::Failed {
-            retry_after: retry_after_secs.map(Duration::from_secs),
-            permanent: status.is_some_and(|s| super::super::http::is_permanent(s, strict)),
-        }
+    fn failed_with(status: Option<u16>, retry_after_secs: Option<u64>, strict: bool) -> Outcome {
+        let permanent = status.is_some_and(|s| super::super::http::is_permanent(s, strict));
+        let verdict = match permanent {
+            true => Verdict::Permanent,
+            false => Verdict::Retryable,
+        };
+        (verdict, retry_after_secs.map(Duration::from_secs))
     }
 
     #[test]
@@ -126,14 +117,23 @@ mod tests {
         };
         let now = 1_000_000_000;
         // (policy, attempt, result, minutes since window start, jitter, expected)
-        let table: Vec<(&RetryPolicy, u32, AttemptResult, i64, f64, Decision)> = vec![
+        let table: Vec<(&RetryPolicy, u32, Outcome, i64, f64, Decision)> = vec![
             (
                 &policy,
                 1,
-                AttemptResult::Delivered,
+                (Verdict::Delivered, None),
                 0,
                 0.5,
                 Decision::Succeeded,
+            ),
+            // An interrupted attempt is retried by the policy, like a failure.
+            (
+                &policy,
+                2,
+                (Verdict::Interrupted, None),
+                0,
+                1.0,
+                Decision::RetryAt(now + 10_000),
             ),
             // First failure: 5 s, jitter 0 keeps half, jitter 1 keeps all.
             (
@@ -262,12 +262,13 @@ mod tests {
                 Decision::RetryAt(now + 5_000),
             ),
         ];
-        for (i, (policy, attempt, result, minutes, jitter, expected)) in
+        for (i, (policy, attempt, (verdict, retry_after), minutes, jitter, expected)) in
             table.into_iter().enumerate()
         {
             let input = PlanInput {
                 attempt,
-                result,
+                verdict,
+                retry_after,
                 now,
                 window_start: now - minutes * MIN,
                 jitter,
@@ -285,7 +286,8 @@ mod tests {
         };
         let input = PlanInput {
             attempt: u32::MAX - 1,
-            result: failed(None, None),
+            verdict: Verdict::Retryable,
+            retry_after: None,
             now: 0,
             window_start: 0,
             jitter: 0.99,

@@ -12,11 +12,11 @@ use tokio_util::sync::CancellationToken;
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
 use super::breaker::{Allowance, Breaker};
-use super::plan::{AttemptResult, Decision, PlanInput, plan_next};
+use super::plan::{Decision, PlanInput, plan_next};
 use super::requests::{Loaded, Requests};
 use super::{Destination, Outbound};
 use crate::config::DestinationConfig;
-use crate::domain::{Name, Ordering, now_millis};
+use crate::domain::{Attempt, AttemptDetail, Name, Ordering, Verdict, now_millis};
 use crate::store::{
     AttemptRecord, ClaimRequest, ClaimedDelivery, Lease, NextState, Store, StoredRequest,
 };
@@ -251,10 +251,8 @@ async fn record_interrupted(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
         crate::domain::OnInterrupt::Retry => {
             let input = PlanInput {
                 attempt: delivery.attempts + 1,
-                result: AttemptResult::Failed {
-                    retry_after: None,
-                    permanent: false,
-                },
+                verdict: Verdict::Interrupted,
+                retry_after: None,
                 now,
                 window_start: delivery.window_start,
                 jitter: fastrand::f64(),
@@ -267,13 +265,19 @@ async fn record_interrupted(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
         }
     };
     tracing::warn!(delivery = %delivery.id, destination = %ctx.name, "an attempt was cut off when hookrelay stopped; recorded as interrupted");
+    crate::telemetry::get().attempt(ctx.name.as_str(), Verdict::Interrupted, "interrupted");
     let record = AttemptRecord {
         lease: delivery.lease.clone(),
-        started_at: now,
-        duration_ms: 0,
-        status: None,
-        error: Some("interrupted: hookrelay stopped during this attempt".into()),
-        response_excerpt: None,
+        attempt: Attempt {
+            started_at: now,
+            duration_ms: 0,
+            verdict: Verdict::Interrupted,
+            class: "interrupted".into(),
+            detail: AttemptDetail {
+                error: Some("interrupted: hookrelay stopped during this attempt".into()),
+                ..AttemptDetail::summary("interrupted")
+            },
+        },
         next,
     };
     if let Err(err) = ctx.store.complete(record).await {
@@ -314,8 +318,7 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
         }
     }
     let telemetry = crate::telemetry::get();
-    let class = crate::telemetry::attempt_class(outcome.status, outcome.error.as_deref());
-    telemetry.attempt(ctx.name.as_str(), class);
+    telemetry.attempt(ctx.name.as_str(), outcome.verdict, outcome.class);
     if outcome.delivered() {
         let waited = (now_millis() - request.received_at).max(0) as f64 / 1000.0;
         telemetry
@@ -325,22 +328,12 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
             })
             .observe(waited);
     }
-    let result = match outcome.verdict {
-        super::Verdict::Delivered => AttemptResult::Delivered,
-        super::Verdict::Retryable { after } => AttemptResult::Failed {
-            retry_after: after,
-            permanent: false,
-        },
-        super::Verdict::Permanent => AttemptResult::Failed {
-            retry_after: None,
-            permanent: true,
-        },
-    };
     let decision = plan_next(
         &ctx.config.retry,
         &PlanInput {
             attempt: number,
-            result,
+            verdict: outcome.verdict,
+            retry_after: outcome.retry_after,
             now: now_millis(),
             window_start: delivery.window_start,
             jitter: fastrand::f64(),
@@ -359,19 +352,22 @@ async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &Stor
         event = %delivery.event_id,
         destination = %ctx.name,
         attempt = number,
-        outcome = class,
-        status = outcome.status,
-        error = outcome.error.as_deref(),
+        verdict = %outcome.verdict,
+        outcome = outcome.class,
+        summary = %outcome.detail.summary,
+        error = outcome.detail.error.as_deref(),
         ms = duration_ms,
         "attempt"
     );
     let record = AttemptRecord {
         lease: delivery.lease.clone(),
-        started_at,
-        duration_ms,
-        status: outcome.status,
-        error: outcome.error,
-        response_excerpt: outcome.response_excerpt,
+        attempt: Attempt {
+            started_at,
+            duration_ms,
+            verdict: outcome.verdict,
+            class: outcome.class.to_owned(),
+            detail: outcome.detail,
+        },
         next,
     };
     if let Err(err) = ctx.store.complete(record).await {

@@ -1,7 +1,9 @@
 //! Pure domain types shared by every layer: ids, names, delivery states, ordering modes.
 
+mod attempt;
 mod secret;
 
+pub use attempt::{Attempt, AttemptDetail, Verdict};
 pub use secret::Secret;
 
 use std::fmt;

@@ -118,14 +118,11 @@ pub enum NextState {
     Dead(String),
 }
 
+/// One attempt to record, with what follows it.
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub lease: Lease,
-    pub started_at: UnixMillis,
-    pub duration_ms: i64,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
+    pub attempt: crate::domain::Attempt,
     pub next: NextState,
 }
 

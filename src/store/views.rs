@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{Classification, DeliveryId, DeliveryState, EventId, UnixMillis};
+use crate::domain::{
+    Attempt, Classification, DeliveryId, DeliveryState, EventId, UnixMillis, Verdict,
+};
 
 /// Which events or deliveries a listing, a count or a bulk change is about. Every field
 /// narrows; an empty filter matches everything.
@@ -79,20 +81,21 @@ pub struct DeliverySummary {
     pub due_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
     pub updated_at: UnixMillis,
+    /// The last attempt's verdict and summary (`exit 0`, `HTTP 503`, `timeout`).
+    pub last_verdict: Option<Verdict>,
+    pub last_summary: Option<String>,
     pub last_status: Option<u16>,
     pub last_error: Option<String>,
     /// Why it went dead: attempts exhausted, max age, permanent failure.
     pub dead_reason: Option<String>,
 }
 
+/// An attempt of a delivery, numbered from 1.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptView {
     pub number: u32,
-    pub started_at: UnixMillis,
-    pub duration_ms: i64,
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub response_excerpt: Option<String>,
+    #[serde(flatten)]
+    pub attempt: Attempt,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -173,17 +176,12 @@ pub struct DestinationStats {
     pub dead: u64,
     pub cancelled: u64,
     pub oldest_pending_at: Option<UnixMillis>,
+    /// When the last delivered attempt ended.
     pub last_success_at: Option<UnixMillis>,
-    pub last_failure: Option<FailureView>,
+    /// The last attempt that was not delivered.
+    pub last_failure: Option<Attempt>,
     /// Set by an operator at runtime; `None` when never set (the config decides).
     pub paused: Option<bool>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct FailureView {
-    pub at: UnixMillis,
-    pub status: Option<u16>,
-    pub error: Option<String>,
 }
 
 /// One retention step: what it removed, and where the next starts (`None`: done for now).

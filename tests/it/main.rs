@@ -18,6 +18,7 @@ mod inprocess;
 mod metrics;
 mod operate;
 mod outbound;
+mod outcomes;
 mod providers;
 mod reload;
 mod robustness;

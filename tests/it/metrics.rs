@@ -45,7 +45,7 @@ async fn scraped_figures_equal_the_traffic_sent() {
     sink.wait_for(4).await;
     relay
         .wait_for_metric(
-            "hookrelay_delivery_attempts_total{destination=\"sink\",outcome=\"2xx\"} 3",
+            "hookrelay_delivery_attempts_total{destination=\"sink\",verdict=\"delivered\",outcome=\"2xx\"} 3",
         )
         .await;
 
@@ -67,7 +67,7 @@ async fn scraped_figures_equal_the_traffic_sent() {
     }
     let unknown = "hookrelay_requests_total{source=\"(unknown)\",outcome=\"unknown_source\"}";
     assert_eq!(value(&metrics, unknown), Some(1.0));
-    let failed = "hookrelay_delivery_attempts_total{destination=\"sink\",outcome=\"5xx\"}";
+    let failed = "hookrelay_delivery_attempts_total{destination=\"sink\",verdict=\"retryable\",outcome=\"5xx\"}";
     assert_eq!(value(&metrics, failed), Some(1.0));
     let ingest = "hookrelay_ingest_duration_seconds_count{source=\"gitlab\"}";
     assert_eq!(value(&metrics, ingest), Some(4.0));

@@ -168,14 +168,15 @@ pub async fn deliveries(command: ListShow, api: &ApiArgs) -> anyhow::Result<Exit
             if d["state"] == "pending" {
                 println!("{:<12} {}", "next try", absolute(d, "due_at"));
             }
-            let mut attempts = table(&["#", "STARTED", "DURATION", "STATUS", "ERROR"]);
+            let mut attempts = table(&["#", "STARTED", "DURATION", "VERDICT", "OUTCOME", "ERROR"]);
             let mut excerpts = Vec::new();
             for a in found["attempts"].as_array().into_iter().flatten() {
                 attempts.add_row(vec![
                     text(a, "number"),
                     ago(a, "started_at"),
                     format!("{} ms", text(a, "duration_ms")),
-                    text(a, "status"),
+                    text(a, "verdict"),
+                    text(a, "summary"),
                     text(a, "error"),
                 ]);
                 if let Some(excerpt) = a["response_excerpt"].as_str() {

@@ -8,27 +8,25 @@ use serde::Serialize;
 
 use super::{ApiError, ApiResult, ApiState, ErrorBody};
 use crate::domain::{UnixMillis, now_millis};
-use crate::store::{DestinationStats, FailureView};
+use crate::store::DestinationStats;
 
+/// A destination's live state beside what the store counts of it.
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DestinationView {
-    pub name: String,
     /// `healthy`, `failing` (circuit breaker open), `paused`, or `not_configured` (deliveries
     /// wait for a destination the config no longer has).
     pub state: String,
     pub ordering: Option<String>,
     pub concurrency: Option<usize>,
-    pub pending: u64,
-    pub in_flight: u64,
-    pub succeeded: u64,
-    pub dead: u64,
-    /// Cancelled or superseded.
-    pub cancelled: u64,
     /// Seconds the oldest waiting delivery has waited.
     pub oldest_pending_age_secs: Option<u64>,
-    pub last_success_at: Option<UnixMillis>,
-    #[schema(value_type = Option<Object>)]
-    pub last_failure: Option<FailureView>,
+    /// `name`, counts by state (`pending`, `in_flight`, `succeeded`, `dead`, `cancelled`:
+    /// cancelled or superseded), `oldest_pending_at`, `last_success_at` (when the last
+    /// delivered attempt ended), `last_failure` (the last attempt not delivered, with its
+    /// verdict and summary), `paused` (set at runtime, else null).
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub figures: DestinationStats,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -80,22 +78,16 @@ pub async fn list_destinations(State(state): State<ApiState>) -> ApiResult<Vec<D
     Ok(Json(views))
 }
 
-fn view(name: &str, live: &str, stat: DestinationStats, now: UnixMillis) -> DestinationView {
+fn view(name: &str, live: &str, mut stat: DestinationStats, now: UnixMillis) -> DestinationView {
+    stat.name = name.to_owned();
     DestinationView {
-        name: name.to_owned(),
         state: live.to_owned(),
         ordering: None,
         concurrency: None,
-        pending: stat.pending,
-        in_flight: stat.in_flight,
-        succeeded: stat.succeeded,
-        dead: stat.dead,
-        cancelled: stat.cancelled,
         oldest_pending_age_secs: stat
             .oldest_pending_at
             .map(|at| ((now - at).max(0) / 1000) as u64),
-        last_success_at: stat.last_success_at,
-        last_failure: stat.last_failure,
+        figures: stat,
     }
 }
 

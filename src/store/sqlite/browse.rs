@@ -4,12 +4,14 @@
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::query;
-use super::read::{SUMMARY_COLUMNS, bad_input, page_end, state_at, summary};
+use super::read::{
+    ATTEMPT_COLUMNS, SUMMARY_COLUMNS, attempt_at, bad_input, page_end, state_at, summary,
+};
 use super::schema::decode_headers;
 use crate::domain::{Classification, DeliveryId, DeliveryState, EventId};
 use crate::store::{
     BulkAction, BulkScope, Cursor, DeliveryBrief, DeliverySummary, DestinationStats, EventDetail,
-    EventSummary, FailureView, Filter, JobView, Page,
+    EventSummary, Filter, JobView, Page,
 };
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.source, e.received_at, e.remote_addr,
@@ -253,26 +255,19 @@ pub fn destination_stats(conn: &Connection) -> rusqlite::Result<Vec<DestinationS
             .prepare_cached(
                 "SELECT a.started_at + a.duration_ms FROM attempts a
                  JOIN deliveries d ON d.seq = a.delivery_seq
-                 WHERE d.destination = ?1 AND a.error IS NULL AND a.status BETWEEN 200 AND 299
+                 WHERE d.destination = ?1 AND a.verdict = 'delivered'
                  ORDER BY a.seq DESC LIMIT 1",
             )?
             .query_row(params![entry.name], |row| row.get(0))
             .optional()?;
+        let sql = format!(
+            "SELECT {ATTEMPT_COLUMNS} FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+             WHERE d.destination = ?1 AND a.verdict != 'delivered'
+             ORDER BY a.seq DESC LIMIT 1"
+        );
         entry.last_failure = conn
-            .prepare_cached(
-                "SELECT a.started_at + a.duration_ms, a.status, a.error FROM attempts a
-                 JOIN deliveries d ON d.seq = a.delivery_seq
-                 WHERE d.destination = ?1
-                   AND (a.error IS NOT NULL OR a.status IS NULL OR a.status NOT BETWEEN 200 AND 299)
-                 ORDER BY a.seq DESC LIMIT 1",
-            )?
-            .query_row(params![entry.name], |row| {
-                Ok(FailureView {
-                    at: row.get(0)?,
-                    status: row.get(1)?,
-                    error: row.get(2)?,
-                })
-            })
+            .prepare_cached(&sql)?
+            .query_row(params![entry.name], |row| attempt_at(row, 0))
             .optional()?;
     }
     let mut paused = conn.prepare_cached("SELECT name, paused FROM destination_state")?;

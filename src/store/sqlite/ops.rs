@@ -242,11 +242,13 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
         NextState::RetryAt(at) => ("pending", Some(*at), None),
         NextState::Dead(reason) => ("dead", None, Some(reason.as_str())),
     };
+    let attempt = &record.attempt;
+    let detail = &attempt.detail;
     let updated = tx
         .prepare_cached(
             "UPDATE deliveries SET state = ?3, due_at = ?4, attempts = attempts + 1,
                     lease_owner = NULL, updated_at = ?5, last_status = ?6, last_error = ?7,
-                    dead_reason = ?8, interrupted = 0
+                    dead_reason = ?8, interrupted = 0, last_verdict = ?9, last_summary = ?10
              WHERE seq = ?1 AND lease_token = ?2 AND state = 'in_flight'",
         )
         .and_then(|mut stmt| {
@@ -255,10 +257,12 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
                 record.lease.token,
                 state,
                 due_at,
-                record.started_at + record.duration_ms,
-                record.status,
-                record.error,
+                attempt.finished_at(),
+                detail.status,
+                detail.error,
                 dead_reason,
+                attempt.verdict.as_str(),
+                detail.summary,
             ])
         })
         .map_err(backend)?;
@@ -270,17 +274,21 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
     }
     tx.prepare_cached(
         "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
-                               response_excerpt)
-         VALUES (?1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = ?1), ?2, ?3, ?4, ?5, ?6)",
+                               response_excerpt, verdict, class, summary)
+         VALUES (?1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = ?1), ?2, ?3, ?4, ?5,
+                 ?6, ?7, ?8, ?9)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
             record.lease.row,
-            record.started_at,
-            record.duration_ms,
-            record.status,
-            record.error,
-            record.response_excerpt,
+            attempt.started_at,
+            attempt.duration_ms,
+            detail.status,
+            detail.error,
+            detail.response_excerpt,
+            attempt.verdict.as_str(),
+            attempt.class,
+            detail.summary,
         ])
     })
     .map_err(backend)?;

@@ -4,12 +4,43 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
 use super::query;
 use super::schema::decode_headers;
-use crate::domain::{DeliveryId, EventId, Name};
+use crate::domain::{Attempt, AttemptDetail, DeliveryId, EventId, Name, Verdict};
 use crate::store::{AttemptView, Cursor, DeliverySummary, Filter, Page, StoredRequest};
 
 pub(super) const SUMMARY_COLUMNS: &str = "d.id, e.id, e.source, e.event_type, d.destination,
     d.state, d.attempts, d.due_at, d.created_at, d.updated_at, d.last_status, d.last_error,
-    d.dead_reason, d.seq";
+    d.dead_reason, d.seq, d.last_verdict, d.last_summary";
+
+/// The columns [`attempt_at`] reads, in its order, for a table aliased `a`.
+pub(super) const ATTEMPT_COLUMNS: &str = "a.started_at, a.duration_ms, a.verdict, a.class,
+    a.summary, a.status, a.error, a.response_excerpt";
+
+/// An attempt read from [`ATTEMPT_COLUMNS`] starting at `start`.
+pub(super) fn attempt_at(row: &Row<'_>, start: usize) -> rusqlite::Result<Attempt> {
+    Ok(Attempt {
+        started_at: row.get(start)?,
+        duration_ms: row.get(start + 1)?,
+        verdict: verdict_at(row, start + 2)?,
+        class: row.get(start + 3)?,
+        detail: AttemptDetail {
+            summary: row.get(start + 4)?,
+            status: row.get(start + 5)?,
+            error: row.get(start + 6)?,
+            response_excerpt: row.get(start + 7)?,
+        },
+    })
+}
+
+fn verdict_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Verdict> {
+    let text: String = row.get(index)?;
+    Verdict::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            index,
+            rusqlite::types::Type::Text,
+            format!("unknown verdict {text:?}").into(),
+        )
+    })
+}
 
 /// A state column read back; the schema only ever stores known names.
 pub(super) fn state_at(
@@ -37,6 +68,10 @@ pub(super) fn summary(row: &Row<'_>) -> rusqlite::Result<DeliverySummary> {
         last_status: row.get(10)?,
         last_error: row.get(11)?,
         dead_reason: row.get(12)?,
+        last_verdict: row
+            .get::<_, Option<String>>(14)?
+            .and_then(|v| Verdict::parse(&v)),
+        last_summary: row.get(15)?,
     })
 }
 
@@ -107,19 +142,16 @@ pub fn delivery(
     let Some((summary, seq)) = found else {
         return Ok(None);
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT number, started_at, duration_ms, status, error, response_excerpt
-         FROM attempts WHERE delivery_seq = ?1 ORDER BY seq",
-    )?;
+    let sql = format!(
+        "SELECT a.number, {ATTEMPT_COLUMNS} FROM attempts a WHERE a.delivery_seq = ?1
+         ORDER BY a.seq"
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let attempts = stmt
         .query_map(params![seq], |row| {
             Ok(AttemptView {
                 number: row.get(0)?,
-                started_at: row.get(1)?,
-                duration_ms: row.get(2)?,
-                status: row.get(3)?,
-                error: row.get(4)?,
-                response_excerpt: row.get(5)?,
+                attempt: attempt_at(row, 1)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

@@ -121,6 +121,50 @@ CREATE TABLE destination_state (
     updated_at INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Each attempt as its destination judged it: the verdict (delivered, retryable, permanent,
+-- interrupted), the metric class it chose and a short summary ("exit 0", "HTTP 503").
+-- Figures and listings read these; nothing re-derives them from status codes.
+ALTER TABLE attempts ADD COLUMN verdict TEXT NOT NULL DEFAULT 'retryable';
+ALTER TABLE attempts ADD COLUMN class TEXT NOT NULL DEFAULT 'error';
+ALTER TABLE attempts ADD COLUMN summary TEXT NOT NULL DEFAULT '';
+-- Rows written before: an attempt without an error was delivered (HTTP 2xx, or exit 0).
+UPDATE attempts SET
+    verdict = CASE
+        WHEN error IS NULL THEN 'delivered'
+        WHEN error LIKE 'interrupted%' THEN 'interrupted'
+        WHEN error LIKE 'exit % (permanent)' THEN 'permanent'
+        ELSE 'retryable' END,
+    class = CASE
+        WHEN status BETWEEN 200 AND 299 THEN '2xx'
+        WHEN status BETWEEN 300 AND 399 THEN '3xx'
+        WHEN status BETWEEN 400 AND 499 THEN '4xx'
+        WHEN status IS NOT NULL THEN '5xx'
+        WHEN error IS NULL THEN 'exit_0'
+        WHEN error LIKE 'exit %' THEN 'exit_nonzero'
+        WHEN error LIKE 'killed by signal%' THEN 'signal'
+        WHEN error LIKE 'timeout%' THEN 'timeout'
+        WHEN error LIKE 'connect%' THEN 'connect_error'
+        WHEN error LIKE 'refused%' THEN 'refused'
+        WHEN error LIKE 'interrupted%' THEN 'interrupted'
+        ELSE 'error' END,
+    summary = CASE
+        WHEN status IS NOT NULL THEN 'HTTP ' || status
+        WHEN error IS NULL THEN 'exit 0'
+        WHEN error LIKE 'timeout%' THEN 'timeout'
+        WHEN error LIKE 'connect error%' THEN 'connect error'
+        WHEN error LIKE 'interrupted%' THEN 'interrupted'
+        ELSE substr(error, 1, 60) END;
+-- An HTTP answer judged permanent killed its delivery at once: its last attempt says so.
+UPDATE attempts SET verdict = 'permanent'
+WHERE seq IN (SELECT MAX(a.seq) FROM attempts a JOIN deliveries d ON d.seq = a.delivery_seq
+              WHERE d.dead_reason LIKE 'permanent%' GROUP BY a.delivery_seq);
+ALTER TABLE deliveries ADD COLUMN last_verdict TEXT;
+ALTER TABLE deliveries ADD COLUMN last_summary TEXT;
+UPDATE deliveries SET (last_verdict, last_summary) =
+    (SELECT verdict, summary FROM attempts a WHERE a.delivery_seq = deliveries.seq
+     ORDER BY a.seq DESC LIMIT 1);
+"#,
 ];
 
 /// The schema version, refused when newer than this binary knows.
@@ -137,8 +181,12 @@ pub fn check_version(conn: &Connection) -> rusqlite::Result<usize> {
 }
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    migrate_to(conn, MIGRATIONS.len())
+}
+
+fn migrate_to(conn: &mut Connection, target: usize) -> rusqlite::Result<()> {
     let current = check_version(conn)?;
-    for (version, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+    for (version, sql) in MIGRATIONS.iter().enumerate().take(target).skip(current) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (version + 1) as i64)?;
@@ -188,6 +236,69 @@ mod tests {
             ("x-empty".to_owned(), vec![]),
         ];
         assert_eq!(decode_headers(&encode_headers(&headers)), headers);
+    }
+
+    #[test]
+    fn attempts_recorded_before_verdicts_were_stored_get_the_verdict_they_had() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate_to(&mut conn, 3).unwrap();
+        conn.execute_batch(
+            "INSERT INTO events (seq, id, source, received_at, headers, body)
+                 VALUES (1, 'evt_1', 'gitlab', 0, x'', x'');
+             INSERT INTO deliveries (seq, id, event_seq, destination, state, window_start,
+                                     created_at, updated_at, dead_reason)
+                 VALUES (1, 'dlv_1', 1, 'deploy', 'succeeded', 0, 0, 0, NULL),
+                        (2, 'dlv_2', 1, 'ci', 'dead', 0, 0, 0, 'permanent failure (the destination''s rules)'),
+                        (3, 'dlv_3', 1, 'deploy', 'pending', 0, 0, 0, NULL);
+             INSERT INTO attempts (seq, delivery_seq, number, started_at, duration_ms, status, error)
+                 VALUES (1, 1, 1, 10, 5, NULL, NULL),
+                        (2, 2, 1, 10, 5, 503, 'HTTP 503 Service Unavailable'),
+                        (3, 2, 2, 20, 5, 404, 'HTTP 404 Not Found'),
+                        (4, 3, 1, 30, 5, NULL, 'exit 3'),
+                        (5, 3, 2, 40, 0, NULL, 'interrupted: hookrelay stopped during this attempt'),
+                        (6, 1, 2, 50, 5, 200, NULL);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let attempts: Vec<(String, String, String)> = conn
+            .prepare("SELECT verdict, class, summary FROM attempts ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let expected = [
+            ("delivered", "exit_0", "exit 0"),
+            ("retryable", "5xx", "HTTP 503"),
+            ("permanent", "4xx", "HTTP 404"),
+            ("retryable", "exit_nonzero", "exit 3"),
+            ("interrupted", "interrupted", "interrupted"),
+            ("delivered", "2xx", "HTTP 200"),
+        ];
+        let got: Vec<(&str, &str, &str)> = attempts
+            .iter()
+            .map(|(v, c, s)| (v.as_str(), c.as_str(), s.as_str()))
+            .collect();
+        assert_eq!(got, expected);
+        let last: Vec<(Option<String>, Option<String>)> = conn
+            .prepare("SELECT last_verdict, last_summary FROM deliveries ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let last: Vec<(&str, &str)> = last
+            .iter()
+            .map(|(v, s)| (v.as_deref().unwrap(), s.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            last,
+            [
+                ("delivered", "HTTP 200"),
+                ("permanent", "HTTP 404"),
+                ("interrupted", "interrupted")
+            ]
+        );
     }
 
     #[test]

@@ -49,13 +49,24 @@ fn claim_request(destination: &str, ordering: Ordering, limit: usize, now: i64) 
 }
 
 pub(super) fn done_with(claimed: &ClaimedDelivery, next: NextState, at: i64) -> AttemptRecord {
+    let (verdict, status) = match next {
+        NextState::Succeeded => (crate::domain::Verdict::Delivered, 200),
+        _ => (crate::domain::Verdict::Retryable, 500),
+    };
     AttemptRecord {
         lease: claimed.lease.clone(),
-        started_at: at,
-        duration_ms: 3,
-        status: Some(500),
-        error: Some("HTTP 500".into()),
-        response_excerpt: Some("oops".into()),
+        attempt: crate::domain::Attempt {
+            started_at: at,
+            duration_ms: 3,
+            verdict,
+            class: format!("{}xx", status / 100),
+            detail: crate::domain::AttemptDetail {
+                summary: format!("HTTP {status}"),
+                status: Some(status),
+                error: (status != 200).then(|| format!("HTTP {status}")),
+                response_excerpt: Some("oops".into()),
+            },
+        },
         next,
     }
 }
