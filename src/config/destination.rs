@@ -102,6 +102,21 @@ pub(super) fn validate_destination(
         ),
         None => Some(Duration::from_secs(30)),
     };
+    let min_probe_interval = match &breaker.min_probe_interval {
+        Some(text) => c.check(
+            format!("{location}.circuit_breaker.min_probe_interval"),
+            parse_duration_in(text, Duration::from_millis(10), HOUR),
+        ),
+        None => Some(Duration::ZERO),
+    };
+    let retry = retry?;
+    let probe_interval = probe_interval?;
+    // Unset: the retry policy's first delay, so recovery is found as fast as retries would.
+    let min_probe_interval = match min_probe_interval? {
+        Duration::ZERO => retry.initial_delay,
+        chosen => chosen,
+    }
+    .clamp(Duration::from_millis(10), probe_interval);
     Some(DestinationConfig {
         name: name?,
         target: target?,
@@ -112,9 +127,10 @@ pub(super) fn validate_destination(
         paused: raw.paused.unwrap_or(false),
         breaker: crate::delivery::breaker::BreakerPolicy {
             failures: breaker_failures?,
-            probe_interval: probe_interval?,
+            probe_interval,
+            min_probe_interval,
         },
-        retry: retry?,
+        retry,
         on_interrupt: on_interrupt?,
     })
 }

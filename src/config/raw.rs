@@ -153,8 +153,11 @@ pub struct RawDestination {
 pub struct RawBreaker {
     /// Consecutive failed attempts that open the breaker.
     pub failures: Option<i64>,
-    /// How often an open breaker lets one delivery through as a probe.
+    /// The longest wait between two probes of an open breaker.
     pub probe_interval: Option<String>,
+    /// The first wait after the breaker opens (doubling per failed probe up to
+    /// `probe_interval`); default: the retry policy's `initial_delay`.
+    pub min_probe_interval: Option<String>,
 }
 
 fn default_destination_type() -> String {

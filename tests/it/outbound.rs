@@ -47,7 +47,7 @@ url = "http://{nobody}/deliver"
 allow_private_network = true
 concurrency = 1
 retry = {{ initial_delay = "10ms", max_delay = "20ms" }}
-circuit_breaker = {{ failures = 3, probe_interval = "1h" }}
+circuit_breaker = {{ failures = 3, probe_interval = "1h", min_probe_interval = "1h" }}
 
 [[routes]]
 source = "gitlab"
