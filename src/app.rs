@@ -19,6 +19,8 @@ use crate::{delivery, http, store};
 /// The service with its store open and its workers started, not yet serving.
 pub struct App {
     config: Config,
+    /// This process's name on leases (deliveries, jobs, the retention sweep).
+    owner: String,
     listener: TcpListener,
     store: Arc<dyn Store>,
     engine: Arc<Mutex<delivery::Engine>>,
@@ -69,7 +71,26 @@ impl App {
             .context("reading paused destinations")?
             .into_iter()
             .collect();
-        let engine = delivery::Engine::start(&config, store.clone(), &paused, token.clone())?;
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            crate::domain::EventId::generate()
+        );
+        let engine = delivery::Engine::start(
+            &config,
+            store.clone(),
+            &paused,
+            owner.clone(),
+            token.clone(),
+        )?;
+        let jobs = crate::jobs::Runner {
+            store: store.clone(),
+            owner: owner.clone(),
+            pause: config.server.bulk_step_pause,
+            wakers: engine.waker(),
+            stop: token.clone(),
+        }
+        .spawn();
         let state = http::AppState::new(&config, store.clone(), engine.waker(), engine.status());
         let api = ApiState {
             store: store.clone(),
@@ -79,10 +100,12 @@ impl App {
             controls: engine.controls(),
             counts: state.metrics.by_source.clone(),
             wakers: engine.waker(),
+            jobs,
             reload: None,
         };
         Ok(App {
             config,
+            owner,
             listener,
             store,
             engine: Arc::new(Mutex::new(engine)),
@@ -151,8 +174,9 @@ impl App {
                 .clone()
                 .watch(self.store.clone(), self.token.clone()),
         );
-        tokio::spawn(sweep(
+        tokio::spawn(crate::jobs::sweep(
             self.store.clone(),
+            self.owner.clone(),
             self.config.retention,
             self.token.clone(),
         ));
@@ -203,39 +227,6 @@ impl App {
         while api_tasks.join_next().await.is_some() {}
         self.engine.lock().await.join().await;
         tracing::info!("stopped");
-    }
-}
-
-/// Retention: every `interval`, steps through the store until nothing more is due, each step
-/// a short write of its own.
-async fn sweep(store: Arc<dyn Store>, policy: crate::domain::Retention, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(policy.interval) => {}
-            _ = stop.cancelled() => return,
-        }
-        let mut after = None;
-        while !stop.is_cancelled() {
-            match store
-                .prune_step(policy, after, crate::domain::now_millis())
-                .await
-            {
-                Ok(step) => {
-                    crate::telemetry::get()
-                        .retention_pruned
-                        .inc_by(step.events_pruned);
-                    match step.next {
-                        Some(next) => after = Some(next),
-                        None => break,
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "retention step failed; next sweep retries");
-                    break;
-                }
-            }
-            tokio::task::yield_now().await;
-        }
     }
 }
 

@@ -8,6 +8,7 @@
 //! - [`http`]: the axum surface (`/hooks/{source}`, `/api/v1`, health, metrics), accept loop, TLS.
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
+//! - [`jobs`]: leased background work (bulk jobs, retention sweeps), continued by any runner.
 //! - [`telemetry`]: Prometheus metrics, recorded where things happen.
 //! - [`signing`]: HMAC and Standard Webhooks primitives, inbound verify and outbound sign.
 //! - [`import`]: adnanh/webhook hooks files as hookrelay configs.
@@ -24,6 +25,7 @@ pub mod domain;
 pub mod http;
 pub mod import;
 pub mod ingest;
+pub mod jobs;
 pub mod routing;
 pub mod send;
 pub mod signing;

@@ -50,6 +50,9 @@ pub struct ServerConfig {
     pub store: String,
     /// How long in-flight deliveries may finish after SIGTERM before they are released.
     pub shutdown_grace: Duration,
+    /// A pause between two steps of a bulk job (200 deliveries each), leaving the disk to
+    /// ingest during a large replay.
+    pub bulk_step_pause: Duration,
     /// A client slower than this to send its body gets 408 instead of holding a connection.
     pub body_read_timeout: Duration,
     /// Request bodies being received at once, all sources together; past it ingest answers

@@ -28,6 +28,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub store: Option<String>,
     pub shutdown_grace: Option<String>,
+    pub bulk_step_pause: Option<String>,
     pub body_read_timeout: Option<String>,
     pub max_inflight_body: Option<RawSize>,
     pub max_connections: Option<i64>,

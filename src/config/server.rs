@@ -45,6 +45,13 @@ pub(super) fn validate_server(c: &mut Checker, server: &RawServer) -> Option<Ser
         Duration::from_secs(10),
         Duration::ZERO,
     );
+    let bulk_step_pause = duration(
+        c,
+        "bulk_step_pause",
+        &server.bulk_step_pause,
+        Duration::ZERO,
+        Duration::ZERO,
+    );
     let body_read_timeout = duration(
         c,
         "body_read_timeout",
@@ -160,6 +167,7 @@ pub(super) fn validate_server(c: &mut Checker, server: &RawServer) -> Option<Ser
         listen: listen?,
         store,
         shutdown_grace: shutdown_grace?,
+        bulk_step_pause: bulk_step_pause?,
         body_read_timeout: body_read_timeout?,
         header_read_timeout: header_read_timeout?,
         max_inflight_body: max_inflight_body?,

@@ -161,6 +161,7 @@ impl Engine {
         config: &Config,
         store: Arc<dyn Store>,
         paused: &HashMap<String, bool>,
+        lease_owner: String,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let mut engine = Self {
@@ -169,11 +170,7 @@ impl Engine {
                 config.server.delivery_memory,
             )),
             store,
-            lease_owner: format!(
-                "{}-{}",
-                std::process::id(),
-                crate::domain::EventId::generate()
-            ),
+            lease_owner,
             grace: config.server.shutdown_grace,
             shutdown,
             running: HashMap::new(),
@@ -320,6 +317,12 @@ fn build(
 pub struct Wakers(Shared<Arc<Notify>>);
 
 impl Wakers {
+    pub fn wake_all(&self) {
+        for waker in self.0.read().unwrap_or_else(|p| p.into_inner()).values() {
+            waker.notify_one();
+        }
+    }
+
     pub fn wake(&self, destinations: &[Name]) {
         let wakers = self.0.read().unwrap_or_else(|p| p.into_inner());
         for name in destinations {

@@ -164,7 +164,7 @@ pub trait Store: Send + Sync {
         scope: BulkScope,
         examples: usize,
     ) -> Result<(u64, Vec<DeliverySummary>, Cursor), StoreError>;
-    /// Records a bulk job before its first step.
+    /// Records a bulk job; a job runner takes it from there (see [`Store::claim_job`]).
     async fn create_job(
         &self,
         id: String,
@@ -172,23 +172,37 @@ pub trait Store: Send + Sync {
         matched: u64,
         now: UnixMillis,
     ) -> Result<(), StoreError>;
-    /// Changes up to `limit` matching deliveries after `after`, in one short transaction,
-    /// and counts them on the job.
-    async fn bulk_step(
+    /// Takes the oldest unfinished job no one holds (never leased, or its lease expired),
+    /// leased to `owner` until `lease_until`. A job whose stored scope cannot be read is
+    /// marked failed on the way.
+    async fn claim_job(
         &self,
-        job: String,
-        scope: BulkScope,
-        after: Option<Cursor>,
+        owner: &str,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+    ) -> Result<Option<JobClaim>, StoreError>;
+    /// One step of a claimed job, from the position the store recorded: changes up to
+    /// `limit` matching deliveries, records the new position and renews the lease, in one
+    /// transaction (so a step is never done twice), and finishes the job when nothing is left.
+    async fn job_step(
+        &self,
+        job: &JobClaim,
         limit: usize,
         now: UnixMillis,
-    ) -> Result<BulkStep, StoreError>;
-    async fn finish_job(
+        lease_until: UnixMillis,
+    ) -> Result<JobProgress, StoreError>;
+    /// Takes or renews the lease called `name` (one sweeper at a time across processes):
+    /// true when `owner` holds it until `until`, false when someone else does.
+    async fn take_lease(
         &self,
-        job: String,
-        error: Option<String>,
+        name: &str,
+        owner: &str,
         now: UnixMillis,
-    ) -> Result<(), StoreError>;
+        until: UnixMillis,
+    ) -> Result<bool, StoreError>;
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
+    /// The newest `limit` jobs, newest first.
+    async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError>;
     /// Per destination named in the store: counts by state, oldest pending, last outcomes.
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError>;
     /// One bounded retention step (see [`PruneStep`]); call again with `next` until `None`.

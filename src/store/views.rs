@@ -139,20 +139,40 @@ pub struct BulkScope {
     pub snapshot: Option<Cursor>,
 }
 
-/// One bounded step of a bulk change.
+/// An unfinished job taken by one owner until its lease runs out: whoever holds it continues
+/// it from the position the store recorded.
 #[derive(Debug, Clone)]
-pub struct BulkStep {
-    pub changed: u64,
-    /// Where the next step starts; `None` once everything matching was visited.
-    pub next: Option<Cursor>,
+pub struct JobClaim {
+    pub id: String,
+    pub scope: BulkScope,
+    /// Who holds the lease (a process's owner id); each step checks it is still them.
+    pub owner: String,
+}
+
+/// What one step of a job did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobProgress {
+    /// Changed this many; more steps to go.
+    Continues { changed: u64 },
+    /// Changed this many, and nothing is left: the job is finished.
+    Finished { changed: u64 },
+    /// The job cannot go on (its snapshot or position can no longer be honoured): it is
+    /// recorded as failed with this reason.
+    Failed(String),
+    /// Another owner holds the job now (this one's lease ran out), or it already ended.
+    Lost,
 }
 
 /// A bulk change recorded as a job, with its progress.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobView {
     pub id: String,
+    /// `running`, `finished` or `failed` (then `error` says why).
+    pub state: JobState,
     pub scope: BulkScope,
     pub created_at: UnixMillis,
+    /// When a step last recorded progress.
+    pub updated_at: Option<UnixMillis>,
     pub finished_at: Option<UnixMillis>,
     pub matched: u64,
     /// Deliveries the job changed so far.
@@ -164,6 +184,14 @@ pub struct JobView {
     /// Not attempted yet.
     pub waiting: u64,
     pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    Running,
+    Finished,
+    Failed,
 }
 
 /// A destination's deliveries as the store sees them.

@@ -1,5 +1,5 @@
-//! Bulk replay and cancel by filter: a dry run counts, the real run is a server-side job that
-//! changes deliveries in small batches (ingest keeps flowing) and can be polled.
+//! Bulk replay and cancel by filter: a dry run counts, the real run records a job in the
+//! store that the job runner (`crate::jobs`) carries out in small steps and that can be polled.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -8,11 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::params::{self, FilterParams};
 use super::{ApiError, ApiResult, ApiState, ErrorBody};
-use crate::domain::{EventId, Name, UnixMillis, now_millis};
+use crate::domain::{EventId, UnixMillis, now_millis};
 use crate::store::{BulkAction, BulkScope, Cursor, DeliverySummary, JobView};
 
-/// Deliveries one step changes: one short write transaction each.
-const STEP: usize = 200;
 const EXAMPLES: usize = 5;
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -85,6 +83,13 @@ pub async fn show_job(State(state): State<ApiState>, Path(id): Path<String>) -> 
     Ok(Json(job))
 }
 
+/// Bulk jobs, newest first (the last 100), each with its progress.
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "bulk",
+    responses((status = 200, body = Vec<Object>), (status = 401, body = ErrorBody)))]
+pub async fn list_jobs(State(state): State<ApiState>) -> ApiResult<Vec<JobView>> {
+    Ok(Json(state.store.list_jobs(100).await?))
+}
+
 async fn bulk(
     state: ApiState,
     action: BulkAction,
@@ -122,59 +127,12 @@ async fn bulk(
         .store
         .create_job(id.clone(), scope.clone(), count, now)
         .await?;
-    tokio::spawn(run_job(state.clone(), id.clone(), scope));
+    // The job is a row: the runner takes it now (or, after a restart, at the next start).
+    state.jobs.created();
     let job = state
         .store
         .job(&id)
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     Ok((StatusCode::ACCEPTED, Json(BulkAnswer::Job(Box::new(job)))))
-}
-
-/// Walks the matching deliveries in steps; each step is its own short transaction, queued
-/// behind ingest's commits like any other write.
-async fn run_job(state: ApiState, id: String, scope: BulkScope) {
-    let mut after = None;
-    let error = loop {
-        let step = state
-            .store
-            .bulk_step(id.clone(), scope.clone(), after, STEP, now_millis())
-            .await;
-        match step {
-            Ok(step) => {
-                if step.changed > 0 {
-                    wake(&state, &scope);
-                }
-                match step.next {
-                    Some(next) => after = Some(next),
-                    None => break None,
-                }
-            }
-            Err(err) => break Some(err.to_string()),
-        }
-        tokio::task::yield_now().await;
-    };
-    if let Some(error) = &error {
-        tracing::error!(job = %id, %error, "bulk job stopped");
-    }
-    if let Err(err) = state
-        .store
-        .finish_job(id.clone(), error, now_millis())
-        .await
-    {
-        tracing::error!(job = %id, error = %err, "could not record the end of a bulk job");
-    }
-}
-
-fn wake(state: &ApiState, scope: &BulkScope) {
-    let names: Vec<Name> = match &scope.filter.destination {
-        Some(name) => Name::parse(name).into_iter().collect(),
-        None => state
-            .catalog()
-            .destinations
-            .iter()
-            .map(|d| d.name.clone())
-            .collect(),
-    };
-    state.wakers.wake(&names);
 }

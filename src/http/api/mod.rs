@@ -40,6 +40,8 @@ pub struct ApiState {
     pub counts: Arc<SourceCounts>,
     /// Wakes delivery workers after replays so they need not wait for their next poll.
     pub wakers: crate::delivery::Wakers,
+    /// Tells the job runner a bulk job was created.
+    pub jobs: crate::jobs::JobsHandle,
     /// Re-reads the config file (`POST /api/v1/reload`), when the server has one.
     pub reload: Option<Arc<dyn Reload>>,
 }
@@ -208,6 +210,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(bulk::bulk_replay))
         .routes(routes!(bulk::bulk_cancel))
         .routes(routes!(bulk::show_job))
+        .routes(routes!(bulk::list_jobs))
         .routes(routes!(destinations::list_destinations))
         .routes(routes!(destinations::pause_destination))
         .routes(routes!(destinations::resume_destination))

@@ -3,7 +3,9 @@
 
 use super::tests::{done_with, event, open_temp};
 use crate::domain::{DeliveryState, Ordering};
-use crate::store::{BulkAction, BulkScope, CancelOutcome, ClaimRequest, Filter, NextState, Store};
+use crate::store::{
+    BulkAction, BulkScope, CancelOutcome, ClaimRequest, Filter, JobProgress, NextState, Store,
+};
 
 fn claim_all(destination: &str, now: i64) -> ClaimRequest {
     ClaimRequest {
@@ -117,23 +119,49 @@ async fn bulk_replay_changes_exactly_what_the_dry_run_counted() {
         .create_job("job_1".into(), scope.clone(), count, 90)
         .await
         .unwrap();
-    let (mut after, mut changed) = (None, 0);
-    loop {
-        let step = store
-            .bulk_step("job_1".into(), scope.clone(), after, 7, 90)
-            .await
-            .unwrap();
-        changed += step.changed;
-        match step.next {
-            Some(next) => after = Some(next),
-            None => break,
+    let job = store.claim_job("one", 90, 1_000).await.unwrap().unwrap();
+    assert!(
+        store.claim_job("two", 91, 1_000).await.unwrap().is_none(),
+        "a held job is not handed out twice"
+    );
+    let mut changed = 0;
+    // A runner that stops after two steps: its position is on record.
+    for _ in 0..2 {
+        match store.job_step(&job, 7, 90, 1_000).await.unwrap() {
+            JobProgress::Continues { changed: n } => changed += n,
+            other => panic!("{other:?}"),
         }
     }
-    store.finish_job("job_1".into(), None, 95).await.unwrap();
-    assert_eq!(changed, 30);
+    assert_eq!(changed, 14);
+    // Its lease runs out; another runner takes the job over and the first is fenced off.
+    let taken = store.claim_job("two", 1_001, 2_000).await.unwrap().unwrap();
+    assert_eq!(taken.id, "job_1");
+    assert_eq!(
+        store.job_step(&job, 7, 1_001, 2_000).await.unwrap(),
+        JobProgress::Lost
+    );
+    loop {
+        match store.job_step(&taken, 7, 1_002, 2_000).await.unwrap() {
+            JobProgress::Continues { changed: n } => changed += n,
+            JobProgress::Finished { changed: n } => {
+                changed += n;
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(changed, 30, "each matching delivery changed once");
     let job = store.job("job_1").await.unwrap().unwrap();
     assert_eq!((job.matched, job.changed, job.waiting), (30, 30, 30));
-    assert_eq!(job.finished_at, Some(95));
+    assert_eq!(job.finished_at, Some(1_002));
+    assert_eq!(job.state, crate::store::JobState::Finished);
+    assert!(
+        store
+            .claim_job("three", 3_000, 4_000)
+            .await
+            .unwrap()
+            .is_none()
+    );
     let dead_b = Filter {
         state: Some(DeliveryState::Dead),
         destination: Some("b".into()),

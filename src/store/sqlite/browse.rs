@@ -11,7 +11,7 @@ use super::schema::decode_headers;
 use crate::domain::{Classification, DeliveryId, DeliveryState, EventId};
 use crate::store::{
     BulkAction, BulkScope, Cursor, DeliveryBrief, DeliverySummary, DestinationStats, EventDetail,
-    EventSummary, Filter, JobView, Page,
+    EventSummary, Filter, JobState, JobView, Page,
 };
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.source, e.received_at, e.remote_addr,
@@ -161,8 +161,8 @@ pub fn bulk_count(
 pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
     let found = conn
         .query_row(
-            "SELECT scope, created_at, finished_at, matched, changed, error FROM jobs
-             WHERE id = ?1",
+            "SELECT scope, created_at, finished_at, matched, changed, error, updated_at
+             FROM jobs WHERE id = ?1",
             params![id],
             |row| {
                 Ok((
@@ -172,17 +172,25 @@ pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
                     row.get::<_, i64>(3)?,
                     row.get::<_, i64>(4)?,
                     row.get::<_, Option<String>>(5)?,
+                    row.get::<_, Option<i64>>(6)?,
                 ))
             },
         )
         .optional()?;
-    let Some((scope, created_at, finished_at, matched, changed, error)) = found else {
+    let Some((scope, created_at, finished_at, matched, changed, error, updated_at)) = found else {
         return Ok(None);
+    };
+    let state = match (finished_at, &error) {
+        (None, _) => JobState::Running,
+        (Some(_), None) => JobState::Finished,
+        (Some(_), Some(_)) => JobState::Failed,
     };
     let scope: BulkScope =
         serde_json::from_str(&scope).map_err(|err| bad_input(format!("stored job: {err}")))?;
     let mut view = JobView {
         id: id.to_owned(),
+        state,
+        updated_at,
         scope,
         created_at,
         finished_at,
@@ -212,6 +220,18 @@ pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
         }
     }
     Ok(Some(view))
+}
+
+pub fn list_jobs(conn: &Connection, limit: usize) -> rusqlite::Result<Vec<JobView>> {
+    let ids: Vec<String> = conn
+        .prepare_cached("SELECT id FROM jobs ORDER BY created_at DESC, id DESC LIMIT ?1")?
+        .query_map(params![limit as i64], |row| row.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        jobs.extend(job(conn, &id)?);
+    }
+    Ok(jobs)
 }
 
 pub fn destination_stats(conn: &Connection) -> rusqlite::Result<Vec<DestinationStats>> {

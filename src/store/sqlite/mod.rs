@@ -7,6 +7,7 @@ mod browse;
 mod checkpoint;
 mod dedup;
 mod identity;
+mod jobs;
 mod latest;
 mod ops;
 mod query;
@@ -126,6 +127,15 @@ impl SqliteStore {
                 }
                 Err(err) => {
                     tracing::warn!(error = %err, "could not release old leases now; they expire on their own")
+                }
+            }
+            match jobs::release_all(&conn) {
+                Ok(0) => {}
+                Ok(jobs) => {
+                    tracing::info!(jobs, "unfinished jobs left by a previous process continue")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not release old job leases now; they expire on their own")
                 }
             }
         }

@@ -165,6 +165,20 @@ UPDATE deliveries SET (last_verdict, last_summary) =
     (SELECT verdict, summary FROM attempts a WHERE a.delivery_seq = deliveries.seq
      ORDER BY a.seq DESC LIMIT 1);
 "#,
+    r#"
+-- Background work owned by the store: a job is continued by whoever holds its lease, from
+-- the position its last step recorded (in that step's transaction).
+ALTER TABLE jobs ADD COLUMN position INTEGER;
+ALTER TABLE jobs ADD COLUMN updated_at INTEGER;
+ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+-- Named leases for work one process at a time does (retention sweeps).
+CREATE TABLE leases (
+    name  TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The schema version, refused when newer than this binary knows.

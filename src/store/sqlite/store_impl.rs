@@ -1,12 +1,12 @@
 //! The `Store` trait on SQLite: each operation sent to the writer, or run on the reader
 //! for delivery or the inspector for the API.
 
-use super::{SqliteStore, admin, browse, read, retention, writer::Command};
+use super::{SqliteStore, admin, browse, jobs, read, retention, writer::Command};
 use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
 use crate::store::{
-    Accepted, AttemptRecord, AttemptView, BulkScope, BulkStep, CancelOutcome, ClaimRequest,
-    Claimed, Cursor, DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobView,
-    Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
+    Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, ClaimRequest, Claimed, Cursor,
+    DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobClaim, JobProgress,
+    JobView, Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
 };
 
 #[async_trait::async_trait]
@@ -75,35 +75,53 @@ impl Store for SqliteStore {
         matched: u64,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        self.write(move |conn| admin::create_job(conn, &id, &scope, matched, now))
+        self.write(move |conn| jobs::create_job(conn, &id, &scope, matched, now))
             .await
     }
 
-    async fn bulk_step(
+    async fn claim_job(
         &self,
-        job: String,
-        scope: BulkScope,
-        after: Option<Cursor>,
+        owner: &str,
+        now: UnixMillis,
+        lease_until: UnixMillis,
+    ) -> Result<Option<JobClaim>, StoreError> {
+        let owner = owner.to_owned();
+        self.write(move |conn| jobs::claim_job(conn, &owner, now, lease_until))
+            .await
+    }
+
+    async fn job_step(
+        &self,
+        job: &JobClaim,
         limit: usize,
         now: UnixMillis,
-    ) -> Result<BulkStep, StoreError> {
-        self.write(move |conn| admin::bulk_step(conn, &job, &scope, after.as_ref(), limit, now))
+        lease_until: UnixMillis,
+    ) -> Result<JobProgress, StoreError> {
+        let job = job.clone();
+        self.write(move |conn| jobs::job_step(conn, &job, limit, now, lease_until))
             .await
     }
 
-    async fn finish_job(
+    async fn take_lease(
         &self,
-        job: String,
-        error: Option<String>,
+        name: &str,
+        owner: &str,
         now: UnixMillis,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| admin::finish_job(conn, &job, error.as_deref(), now))
+        until: UnixMillis,
+    ) -> Result<bool, StoreError> {
+        let (name, owner) = (name.to_owned(), owner.to_owned());
+        self.write(move |conn| jobs::take_lease(conn, &name, &owner, now, until))
             .await
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
         let id = id.to_owned();
         self.inspect(move |conn| browse::job(conn, &id)).await
+    }
+
+    async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError> {
+        self.inspect(move |conn| browse::list_jobs(conn, limit))
+            .await
     }
 
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError> {

@@ -1,0 +1,189 @@
+//! Leased background work: bulk jobs and retention sweeps are rows in the store with a lease,
+//! taken and continued by whichever process runs them, never a task that lives only in the
+//! request that started it. A runner takes unfinished jobs at start and whenever one is
+//! created, and continues each from the position its last step recorded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::delivery::Wakers;
+use crate::domain::{Name, Retention, UnixMillis, now_millis};
+use crate::store::{BulkScope, JobClaim, JobProgress, Store};
+
+/// Deliveries one step changes: one short write transaction each, queued with ingest's.
+pub const STEP: usize = 200;
+/// How long a runner holds a job (or the sweep) without recording progress before another
+/// may take it over; every step renews it.
+const LEASE: Duration = Duration::from_secs(30);
+/// How often an idle runner looks for jobs nobody holds (created elsewhere, or whose holder
+/// died) besides being woken.
+const POLL: Duration = Duration::from_secs(5);
+/// How long a failed step (the store unavailable) waits before it is tried again.
+const STEP_RETRY: Duration = Duration::from_secs(1);
+
+/// Tells the runner a job was just created, so it starts without waiting for its poll.
+#[derive(Clone, Default)]
+pub struct JobsHandle(Arc<Notify>);
+
+impl JobsHandle {
+    pub fn created(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// What a runner needs besides the store.
+pub struct Runner {
+    pub store: Arc<dyn Store>,
+    /// This process's owner id on leases.
+    pub owner: String,
+    /// A pause between two steps of a job (`server.bulk_step_pause`): leaves the disk to
+    /// ingest during a large replay.
+    pub pause: Duration,
+    /// Replays wake the destinations they made due.
+    pub wakers: Wakers,
+    pub stop: CancellationToken,
+}
+
+fn lease_from(now: UnixMillis) -> UnixMillis {
+    now + LEASE.as_millis() as i64
+}
+
+impl Runner {
+    /// Runs jobs until `stop`; returns the handle that announces new ones.
+    pub fn spawn(self) -> JobsHandle {
+        let handle = JobsHandle::default();
+        let wake = handle.0.clone();
+        tokio::spawn(async move { self.run(wake).await });
+        handle
+    }
+
+    async fn run(self, wake: Arc<Notify>) {
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let now = now_millis();
+            match self
+                .store
+                .claim_job(&self.owner, now, lease_from(now))
+                .await
+            {
+                Ok(Some(job)) => {
+                    tracing::info!(job = %job.id, "bulk job taken");
+                    self.follow(&job).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(err) => tracing::warn!(error = %err, "could not look for bulk jobs"),
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(POLL) => {}
+                _ = self.stop.cancelled() => return,
+            }
+        }
+    }
+
+    /// Steps one job to its end, or until this process stops (the job's position is in the
+    /// store: whoever takes it next continues from there).
+    async fn follow(&self, job: &JobClaim) {
+        loop {
+            if self.stop.is_cancelled() {
+                return;
+            }
+            let now = now_millis();
+            match self.store.job_step(job, STEP, now, lease_from(now)).await {
+                Ok(JobProgress::Continues { changed }) => self.woken(&job.scope, changed),
+                Ok(JobProgress::Finished { changed }) => {
+                    self.woken(&job.scope, changed);
+                    tracing::info!(job = %job.id, "bulk job finished");
+                    return;
+                }
+                Ok(JobProgress::Failed(_)) => return,
+                Ok(JobProgress::Lost) => {
+                    tracing::warn!(job = %job.id, "bulk job taken over by another runner");
+                    return;
+                }
+                Err(err) => {
+                    tracing::warn!(job = %job.id, error = %err, "bulk job step failed; trying again");
+                    self.pause_for(STEP_RETRY).await;
+                    continue;
+                }
+            }
+            match self.pause.is_zero() {
+                true => tokio::task::yield_now().await,
+                false => self.pause_for(self.pause).await,
+            }
+        }
+    }
+
+    async fn pause_for(&self, pause: Duration) {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = self.stop.cancelled() => {}
+        }
+    }
+
+    fn woken(&self, scope: &BulkScope, changed: u64) {
+        if changed == 0 {
+            return;
+        }
+        match scope.filter.destination.as_deref().map(Name::parse) {
+            Some(Ok(name)) => self.wakers.wake(&[name]),
+            _ => self.wakers.wake_all(),
+        }
+    }
+}
+
+/// Retention: every `interval`, whoever holds the `retention` lease steps through the store
+/// until nothing more is due, each step a short write of its own that renews the lease.
+pub async fn sweep(
+    store: Arc<dyn Store>,
+    owner: String,
+    policy: Retention,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(policy.interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let mut after = None;
+        while !stop.is_cancelled() {
+            let now = now_millis();
+            match store
+                .take_lease("retention", &owner, now, lease_from(now))
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::debug!("another process sweeps retention");
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "could not take the retention lease; next sweep retries");
+                    break;
+                }
+            }
+            match store.prune_step(policy, after, now).await {
+                Ok(step) => {
+                    crate::telemetry::get()
+                        .retention_pruned
+                        .inc_by(step.events_pruned);
+                    match step.next {
+                        Some(next) => after = Some(next),
+                        None => break,
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "retention step failed; next sweep retries");
+                    break;
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
