@@ -44,6 +44,7 @@ enum LogFormat {
 enum Command {
     /// Run the service.
     Serve {
+        /// The config file.
         #[arg(
             long,
             short,
@@ -80,7 +81,7 @@ enum Command {
         url: String,
     },
     #[command(flatten)]
-    Remote(RemoteCommand),
+    Remote(Box<RemoteCommand>),
     /// Convert another tool's configuration to a hookrelay config (printed on stdout;
     /// whatever could not be carried over is listed on stderr).
     Import {
@@ -95,13 +96,19 @@ enum Command {
 #[derive(Subcommand)]
 enum ImportCommand {
     /// adnanh/webhook: a hooks.json or hooks.yaml file.
-    Adnanh { file: PathBuf },
+    Adnanh {
+        /// The hooks file to convert.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
 enum ConfigCommand {
     /// Validate a config file and explain every error.
-    Check { file: PathBuf },
+    Check {
+        /// The config file to check.
+        file: PathBuf,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -187,7 +194,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             crate::send::send(&url, sample).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Remote(command) => remote::run(command).await,
+        Command::Remote(command) => remote::run(*command).await,
         Command::Import {
             from: ImportCommand::Adnanh { file },
         } => import_adnanh(&file),
@@ -287,4 +294,36 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Every flag, argument and command says what it is for in `--help`.
+    #[test]
+    fn every_flag_and_command_has_help_text() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let path = format!("{path} {}", command.get_name());
+            for arg in command.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id != "help" && id != "version" && arg.get_help().is_none() {
+                    missing.push(format!("{path} --{id}"));
+                }
+            }
+            for sub in command.get_subcommands() {
+                if sub.get_name() != "help" && sub.get_about().is_none() {
+                    missing.push(format!("{path} {} (no about)", sub.get_name()));
+                }
+                walk(sub, &path, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(
+            missing.is_empty(),
+            "without help text:\n{}",
+            missing.join("\n")
+        );
+    }
 }

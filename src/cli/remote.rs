@@ -13,6 +13,7 @@ use crate::client::{Client, ClientError, Endpoint};
 
 mod bulk;
 mod inspect;
+mod jobs;
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
@@ -39,8 +40,10 @@ pub struct ApiArgs {
 
 #[derive(Args, Clone, Default)]
 pub struct FilterArgs {
+    /// Events received by this source (its name in the config).
     #[arg(long)]
     source: Option<String>,
+    /// The sender's event type, as stored (`Push Hook`, `push`, `pull_request`).
     #[arg(long)]
     event_type: Option<String>,
     /// Received at or after: an age (12h, 30m), RFC 3339 time or epoch milliseconds.
@@ -52,11 +55,13 @@ pub struct FilterArgs {
     /// Branch, tag or full ref.
     #[arg(long = "ref")]
     git_ref: Option<String>,
+    /// The project or repository path (`group/app`, `owner/repo`).
     #[arg(long)]
     project: Option<String>,
     /// pending, in_flight, succeeded, dead, superseded or cancelled.
     #[arg(long)]
     state: Option<String>,
+    /// Deliveries to this destination (its name in the config).
     #[arg(long)]
     destination: Option<String>,
 }
@@ -124,6 +129,13 @@ pub enum RemoteCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Bulk jobs (replays and cancels by filter): list, follow one to its end.
+    Jobs {
+        #[command(subcommand)]
+        command: jobs::JobsCommand,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Sources with their request counts.
     Sources {
         #[command(subcommand)]
@@ -144,24 +156,31 @@ pub enum ListShow {
         limit: usize,
     },
     /// One, in full.
-    Show { id: String },
+    Show {
+        /// Its id (evt_... or dlv_...).
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
 pub enum DestinationsCommand {
+    /// Every destination with its state, backlog, last success and last failure.
     List,
     /// Hold deliveries (events are still accepted); survives restarts.
     Pause {
+        /// The destination's name in the config.
         name: String,
     },
     /// Deliver again (in order where the mode is fifo).
     Resume {
+        /// The destination's name in the config.
         name: String,
     },
 }
 
 #[derive(Subcommand)]
 pub enum SourcesCommand {
+    /// Every source with its requests by outcome since the server started.
     List,
 }
 
@@ -202,6 +221,7 @@ pub async fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
         RemoteCommand::Cancel(args) => bulk::run(args, "cancel").await,
         RemoteCommand::Destinations { command, api } => destinations(command, &api).await,
         RemoteCommand::Sources { api, .. } => sources(&api).await,
+        RemoteCommand::Jobs { command, api } => jobs::run(command, &api).await,
         RemoteCommand::Reload { api } => {
             let answer: Value = api.client()?.post("/api/v1/reload", &json!({})).await?;
             for note in answer["notes"].as_array().into_iter().flatten() {

@@ -404,6 +404,25 @@ pub async fn accept_pushes(client: &reqwest::Client, relay: &Relay, ns: std::ops
     }
 }
 
+/// Asks `probe` until it answers `Some`, and returns that; panics after [`PATIENCE`] saying
+/// what was awaited. The one poll loop of the tests, for state seen only from outside.
+pub async fn eventually<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Polls a CLI query until `done` holds; the state lives in another process's store.
 pub async fn wait_for_cli(
     relay: &Relay,

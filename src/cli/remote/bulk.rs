@@ -25,11 +25,13 @@ pub struct BulkArgs {
     /// Start the job and return without following it.
     #[arg(long)]
     no_wait: bool,
+    /// While following, give up when the job shows no progress for this long (the server
+    /// may be down; the job continues when it is back).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    stall_timeout: Duration,
     #[command(flatten)]
     api: ApiArgs,
 }
-
-const POLL: Duration = Duration::from_millis(250);
 
 pub async fn run(args: BulkArgs, action: &str) -> anyhow::Result<ExitCode> {
     let client = args.api.client()?;
@@ -79,27 +81,15 @@ pub async fn run(args: BulkArgs, action: &str) -> anyhow::Result<ExitCode> {
     if args.no_wait {
         match args.api.json {
             true => println!("{started}"),
-            false => println!("job {job} started: `hookrelay` polls it at /api/v1/jobs/{job}"),
+            false => println!("job {job} started: `hookrelay jobs follow {job}` follows it"),
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let finished = follow(&client, &job, action, &args).await?;
-    if args.api.json {
-        println!("{finished}");
-    } else {
-        let changed = finished["changed"].as_u64().unwrap_or(0);
-        match action {
-            "replay" => println!(
-                "replayed {changed}: {} succeeded, {} failed again",
-                finished["succeeded"], finished["failed"]
-            ),
-            _ => println!("cancelled {changed}"),
-        }
-        if let Some(error) = finished["error"].as_str() {
-            eprintln!("the job stopped early: {error}");
-        }
-    }
-    Ok(ExitCode::SUCCESS)
+    let follow = super::jobs::Follow {
+        json: args.api.json,
+        stall_timeout: args.stall_timeout,
+    };
+    follow.report(&client, &job).await
 }
 
 fn describe(dry: &Value, action: &str, count: u64) {
@@ -122,61 +112,4 @@ fn capitalised(action: &str) -> String {
         .next()
         .map(|first| first.to_uppercase().chain(chars).collect())
         .unwrap_or_default()
-}
-
-/// Polls the job until it has changed everything it matched and (for a replay) every
-/// replayed delivery was attempted, with a progress bar on a terminal.
-async fn follow(
-    client: &crate::client::Client,
-    job: &str,
-    action: &str,
-    args: &BulkArgs,
-) -> anyhow::Result<Value> {
-    let path = format!("/api/v1/jobs/{}", segment(job));
-    let first: Value = client.get(&path).await?;
-    let bar = indicatif::ProgressBar::new(first["matched"].as_u64().unwrap_or(0));
-    if args.api.json {
-        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
-    }
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg} [{elapsed}]")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-    );
-    let paused = paused_destination(client, args).await;
-    loop {
-        let job: Value = client.get(&path).await?;
-        let done_changing = !job["finished_at"].is_null();
-        let outcomes = job["succeeded"].as_u64().unwrap_or(0) + job["failed"].as_u64().unwrap_or(0);
-        match action {
-            "replay" => {
-                bar.set_position(outcomes);
-                bar.set_message(format!(
-                    "{} succeeded, {} failed again",
-                    job["succeeded"], job["failed"]
-                ));
-            }
-            _ => bar.set_position(job["changed"].as_u64().unwrap_or(0)),
-        }
-        let waiting = job["waiting"].as_u64().unwrap_or(0);
-        let settled = action != "replay" || waiting == 0 || paused.is_some();
-        if done_changing && settled {
-            bar.finish_and_clear();
-            if let Some(name) = paused {
-                eprintln!(
-                    "{name} is paused: the replayed deliveries wait for `hookrelay destinations resume {name}`"
-                );
-            }
-            return Ok(job);
-        }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// The filter's destination, when it is paused (its replays would wait indefinitely).
-async fn paused_destination(client: &crate::client::Client, args: &BulkArgs) -> Option<String> {
-    let name = args.filter.destination.as_ref()?;
-    let all: Vec<Value> = client.get("/api/v1/destinations").await.ok()?;
-    all.iter()
-        .any(|d| d["name"] == name.as_str() && d["state"] == "paused")
-        .then(|| name.clone())
 }
