@@ -72,18 +72,22 @@ impl Api {
 }
 
 /// A relay with the API on its own address, and a sink behind it.
-async fn relay_with_api() -> (tempfile::TempDir, Sink, Relay, Api) {
+/// A relay with its API on its own address, started by `start` (in-process or a child).
+async fn relay_with_api(
+    start: fn(&std::path::Path, &str) -> Relay,
+) -> (tempfile::TempDir, Sink, Relay, Api) {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     let listen = free_port();
     let text = config(dir.path(), &sink.url, "") + &api_section(listen);
-    let relay = Relay::start(dir.path(), &text);
+    let relay = start(dir.path(), &text);
     (dir, sink, relay, Api::new(listen))
 }
 
 #[tokio::test]
 async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() {
-    let (dir, _sink, relay, api) = relay_with_api().await;
+    // A child: its log is checked for tokens.
+    let (dir, _sink, relay, api) = relay_with_api(Relay::child).await;
     let unknown = "/api/v1/deliveries/dlv_0000000000000000000000000000000f/replay";
     for (method, path, token, expected) in [
         ("GET", "/api/v1/events", None, 401),
@@ -168,7 +172,7 @@ async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() 
 
 #[tokio::test]
 async fn paging_while_events_arrive_never_skips_or_repeats_and_credentials_stay_masked() {
-    let (_dir, _sink, relay, api) = relay_with_api().await;
+    let (_dir, _sink, relay, api) = relay_with_api(Relay::start).await;
     let client = reqwest::Client::new();
     accept_pushes(&client, &relay, 0..23).await;
     let mut seen = Vec::new();
@@ -218,7 +222,7 @@ async fn a_pause_holds_deliveries_through_a_restart_and_resume_keeps_fifo_order(
     let sink = Sink::start().await;
     let listen = free_port();
     let text = config(dir.path(), &sink.url, "ordering = \"fifo\"") + &api_section(listen);
-    let mut relay = Relay::start(dir.path(), &text);
+    let relay = Relay::start(dir.path(), &text);
     let paused = relay.cli(&["destinations", "pause", "sink"]);
     assert!(
         paused.status.success(),
@@ -227,7 +231,8 @@ async fn a_pause_holds_deliveries_through_a_restart_and_resume_keeps_fifo_order(
     );
     let client = reqwest::Client::new();
     accept_pushes(&client, &relay, 0..3).await;
-    relay.terminate();
+    // A restart: the pause is in the store, not in the process.
+    drop(relay);
     let relay = Relay::start(dir.path(), &text);
     accept_pushes(&client, &relay, 3..6).await;
     let api = Api::new(listen);
@@ -251,7 +256,7 @@ async fn a_pause_holds_deliveries_through_a_restart_and_resume_keeps_fifo_order(
 
 #[tokio::test]
 async fn sources_count_what_was_accepted_repeated_and_refused() {
-    let (_dir, _sink, relay, api) = relay_with_api().await;
+    let (_dir, _sink, relay, api) = relay_with_api(Relay::start).await;
     let client = reqwest::Client::new();
     post_push(&client, &relay, push_body(1), Some("k1")).await;
     post_push(&client, &relay, push_body(1), Some("k1")).await;

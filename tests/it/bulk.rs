@@ -50,18 +50,11 @@ async fn bulk_replay_replays_exactly_what_its_dry_run_counted() {
     let count_dead = |destination: &'static str, expected: usize| {
         let (api, path) = (&api, dead(destination));
         async move {
-            let deadline = tokio::time::Instant::now() + PATIENCE;
-            loop {
-                let found = api.get(&path).await["items"].as_array().unwrap().len();
-                if found == expected {
-                    return;
-                }
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "{destination}: {found} dead"
-                );
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
+            eventually(&format!("{expected} dead for {destination}"), || async {
+                let found = api.get(&path).await["items"].as_array()?.len();
+                (found == expected).then_some(())
+            })
+            .await
         }
     };
     count_dead("sink", 100).await;
@@ -106,18 +99,11 @@ async fn bulk_replay_replays_exactly_what_its_dry_run_counted() {
         .await;
     assert_eq!(status, 202, "{job}");
     let path = format!("/api/v1/jobs/{}", job["id"].as_str().unwrap());
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let job = loop {
+    let job = eventually("the job to finish", || async {
         let job = api.get(&path).await;
-        if !job["finished_at"].is_null() && job["waiting"] == 0 {
-            break job;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "job did not finish: {job}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+        (!job["finished_at"].is_null() && job["waiting"] == 0).then_some(job)
+    })
+    .await;
     assert_eq!(
         (job["matched"].as_u64(), job["changed"].as_u64()),
         (Some(100), Some(100))

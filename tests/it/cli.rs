@@ -117,7 +117,7 @@ async fn deliveries_of_a_removed_destination_are_reported_not_silently_stuck() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     let text = config(dir.path(), &sink.url, "paused = true");
-    let mut relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::child(dir.path(), &text);
     let client = reqwest::Client::new();
     assert_eq!(
         post_push(&client, &relay, push_body(1), None)
@@ -142,7 +142,7 @@ async fn deliveries_of_a_removed_destination_are_reported_not_silently_stuck() {
         stdout.contains("1 deliveries wait for destination \"sink\""),
         "{stdout}"
     );
-    let relay = Relay::start(dir.path(), &renamed);
+    let relay = Relay::child(dir.path(), &renamed);
     assert!(
         relay.log().contains("wait for destination \"sink\""),
         "{}",

@@ -167,17 +167,11 @@ async fn a_burst_of_ten_pushes_runs_the_first_and_the_newest_while_another_branc
 }
 
 async fn wait_for_file(path: &Path, needle: &str) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .contains(needle)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{needle:?} never appeared in {path:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(&format!("{needle:?} in {path:?}"), || async {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        text.contains(needle).then_some(())
+    })
+    .await
 }
 
 /// Running (a zombie, killed but not yet reaped by whoever adopted it, counts as gone).
@@ -219,14 +213,10 @@ async fn at_the_timeout_the_whole_process_group_goes_even_what_ignores_term() {
 
 /// Waits until `pid` is gone; signals arrive asynchronously, so a moment is allowed.
 pub async fn wait_until_gone(pid: i32) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while alive(pid) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "process {pid} is still running"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(&format!("process {pid} to be gone"), || async {
+        (!alive(pid)).then_some(())
+    })
+    .await
 }
 
 /// The one delivery in `state`, shown in full (JSON with its attempts).
@@ -307,12 +297,8 @@ async fn fifty_megabytes_of_output_finish_and_the_record_keeps_head_and_tail() {
 }
 
 pub async fn wait_for_file_to_exist(path: &Path) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !path.exists() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path:?} never appeared"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually(&format!("{path:?} to exist"), || async {
+        path.exists().then_some(())
+    })
+    .await
 }

@@ -15,7 +15,7 @@ async fn a_run_cut_off_by_kill_9_is_recorded_as_interrupted_and_retried_or_dead_
             "argv = [\"/bin/sh\", \"-c\", \"touch {}; sleep 30\"]\non_interrupt = \"{policy}\"\nretry = {{ initial_delay = \"100ms\" }}",
             started.display()
         );
-        let mut relay = Relay::start(dir.path(), &command_config(dir.path(), &slow, ""));
+        let mut relay = Relay::child(dir.path(), &command_config(dir.path(), &slow, ""));
         push_main(&relay).await;
         wait_for_file_to_exist(&started).await;
         relay.kill();
@@ -23,7 +23,7 @@ async fn a_run_cut_off_by_kill_9_is_recorded_as_interrupted_and_retried_or_dead_
         let quick = format!(
             "argv = [\"/bin/true\"]\non_interrupt = \"{policy}\"\nretry = {{ initial_delay = \"100ms\" }}"
         );
-        let relay = Relay::start(dir.path(), &command_config(dir.path(), &quick, ""));
+        let relay = Relay::child(dir.path(), &command_config(dir.path(), &quick, ""));
         let state = if policy == "retry" {
             "succeeded"
         } else {
@@ -70,7 +70,7 @@ async fn sigterm_lets_a_run_finish_within_the_grace_and_ends_it_past_the_grace()
             "shutdown_grace = \"5s\"",
             &format!("shutdown_grace = \"{grace}\""),
         );
-        let mut relay = Relay::start(dir.path(), &text);
+        let mut relay = Relay::child(dir.path(), &text);
         push_main(&relay).await;
         wait_for_file_to_exist(&started).await;
         assert!(relay.terminate().success());

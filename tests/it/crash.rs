@@ -25,7 +25,7 @@ async fn every_acknowledged_webhook_is_delivered_after_kill_9() {
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nmax_connections = 4096\nmax_connections_per_client = 4096",
     );
-    let mut relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::child(dir.path(), &text);
 
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(REQUESTS)
@@ -67,7 +67,7 @@ async fn every_acknowledged_webhook_is_delivered_after_kill_9() {
         "the kill came after every request was answered; the test proved nothing"
     );
 
-    let _relay = Relay::start(dir.path(), &text);
+    let _relay = Relay::child(dir.path(), &text);
     sink.wait_until("every acknowledged event", |received| {
         let seen: BTreeSet<usize> = received.iter().map(n_of).collect();
         acknowledged.is_subset(&seen)
@@ -128,7 +128,7 @@ async fn kill_loop_loses_nothing_acknowledged() {
         if done {
             break;
         }
-        let mut relay = Relay::start(dir.path(), &text);
+        let mut relay = Relay::child(dir.path(), &text);
         let mut requests = tokio::task::JoinSet::new();
         // Killed once a random number of the 300 requests has been acknowledged, so every
         // cycle kills with requests and deliveries in progress.
@@ -161,7 +161,7 @@ async fn kill_loop_loses_nothing_acknowledged() {
         }
         cycles += 1;
     }
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let missing = || {
         sink.with_received(|received| {
             let seen: BTreeSet<usize> = received.iter().map(n_of).collect();

@@ -165,7 +165,7 @@ async fn sigterm_gives_back_an_attempt_in_flight_and_a_restart_delivers_it() {
     let hanging = Hanging::start().await;
     let text = config(dir.path(), &hanging.url, FAST_RETRIES)
         .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"500ms\"");
-    let mut relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::child(dir.path(), &text);
     let client = reqwest::Client::new();
     assert_eq!(
         post_push(&client, &relay, push_body(1), None)
@@ -186,7 +186,7 @@ async fn sigterm_gives_back_an_attempt_in_flight_and_a_restart_delivers_it() {
     );
 
     let sink = Sink::start().await;
-    let _relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, FAST_RETRIES));
+    let _relay = Relay::child(dir.path(), &config(dir.path(), &sink.url, FAST_RETRIES));
     sink.wait_for(1).await;
 }
 
@@ -196,7 +196,7 @@ async fn sigterm_lets_an_attempt_finish_within_the_grace() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     sink.delay(std::time::Duration::from_millis(300));
-    let mut relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, ""));
+    let mut relay = Relay::child(dir.path(), &config(dir.path(), &sink.url, ""));
     let client = reqwest::Client::new();
     assert_eq!(
         post_push(&client, &relay, push_body(1), None)
@@ -250,7 +250,5 @@ async fn latest_runs_the_first_and_the_newest_of_a_burst_and_supersedes_the_rest
             .collect();
         assert_eq!(order, ["0", "9"], "not the first and the newest");
     });
-    relay
-        .wait_for_metric("hookrelay_deliveries{destination=\"sink\",state=\"superseded\"} 8")
-        .await;
+    wait_for_state(&relay, "superseded", 8).await;
 }

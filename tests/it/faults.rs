@@ -60,7 +60,7 @@ async fn a_full_disk_means_503_then_recovery_with_nothing_acknowledged_lost() {
         &dir.path().join("hookrelay.db").display().to_string(),
         &store.display().to_string(),
     );
-    let mut relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::child(dir.path(), &text);
     let client = reqwest::Client::new();
     let mut acknowledged = 0;
     for n in 0..20 {
@@ -88,7 +88,7 @@ async fn a_full_disk_means_503_then_recovery_with_nothing_acknowledged_lost() {
 
     // A restart with the disk still full: the server starts and answers 503, no exit loop.
     relay.kill();
-    let mut relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::child(dir.path(), &text);
     let healthy = reqwest::get(format!("{}/healthz", relay.url))
         .await
         .unwrap();
@@ -106,7 +106,7 @@ async fn a_full_disk_means_503_then_recovery_with_nothing_acknowledged_lost() {
 
     // Every acknowledged event is in the store after one more restart.
     relay.kill();
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let listed = relay.cli(&["deliveries", "list", "--limit", "100000", "--json"]);
     let stored = String::from_utf8(listed.stdout).unwrap().lines().count();
     assert_eq!(stored, acknowledged, "acknowledged events went missing");
@@ -117,7 +117,7 @@ async fn a_full_disk_means_503_then_recovery_with_nothing_acknowledged_lost() {
 async fn deleting_the_database_under_a_running_server_stops_acknowledgements() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
-    let relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, ""));
+    let relay = Relay::child(dir.path(), &config(dir.path(), &sink.url, ""));
     let client = reqwest::Client::new();
     assert_eq!(
         post_push(&client, &relay, push_body(1), None)

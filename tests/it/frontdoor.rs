@@ -54,7 +54,7 @@ async fn silent_sockets_neither_keep_a_sender_out_nor_stay_open() {
     let sink = Sink::start().await;
     let settings =
         "max_connections = 64\nmax_connections_per_client = 32\nheader_read_timeout = \"1s\"";
-    let relay = Relay::start(
+    let relay = Relay::child(
         dir.path(),
         &with_server(config(dir.path(), &sink.url, ""), settings),
     );
@@ -102,7 +102,7 @@ async fn silent_sockets_neither_keep_a_sender_out_nor_stay_open() {
 async fn strangers_are_refused_before_a_byte_of_their_body_is_read() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
-    let relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, ""));
+    let relay = Relay::child(dir.path(), &config(dir.path(), &sink.url, ""));
     let address = relay_address(&relay);
     let mut strangers = Vec::new();
     for _ in 0..11 {
@@ -135,7 +135,7 @@ async fn trickling_bodies_are_cut_off_and_hold_no_budget_meanwhile() {
         "[destinations.sink]",
         "[sources.github]\nprovider = \"github\"\nsecret = \"gh-secret\"\nmax_body = \"1MiB\"\n\n[destinations.sink]",
     );
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let address = relay_address(&relay);
     let mut trickles = Vec::new();
     for _ in 0..6 {
@@ -276,7 +276,7 @@ async fn two_relays_pointing_at_each_other_stop_after_a_few_hops() {
             "retry = { max_attempts = 1 }",
         )
         .replace(&format!("secret = \"{TOKEN}\""), "");
-        Relay::start_on(dir, &text, &listen.to_string())
+        Relay::child_on(dir, &text, &listen.to_string())
     };
     let a = open_relay(dir_a.path(), port_b, port_a);
     let b = open_relay(dir_b.path(), port_a, port_b);

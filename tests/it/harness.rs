@@ -1,4 +1,5 @@
-//! Test harness: the real hookrelay binary as a child process, and a real HTTP sink.
+//! Test harness: the service in-process or the real binary as a child, a real HTTP sink, and
+//! `eventually` for state seen only from outside.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -22,26 +23,97 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_hookrelay")
 }
 
-/// A running hookrelay process with its own data directory.
+/// A running hookrelay with its own data directory: in-process (the default, [`Relay::start`])
+/// or the real binary as a child ([`Relay::child`]) for kill and signal tests and for tests
+/// that read `/metrics` or the log (one registry and one log per process).
 pub struct Relay {
-    child: Child,
+    running: Running,
     pub url: String,
     pub dir: PathBuf,
 }
 
+enum Running {
+    Child(Child),
+    /// The service on a thread with its own runtime, so a test may block (CLI calls)
+    /// while it serves.
+    InProcess {
+        stop: Option<tokio::sync::oneshot::Sender<()>>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
 impl Relay {
-    /// Writes `config` to `dir/hookrelay.toml` and starts `hookrelay serve` on a free port.
+    /// Writes `config` to `dir/hookrelay.toml` and runs the service in-process on a free port.
     pub fn start(dir: &Path, config: &str) -> Relay {
         Self::start_on(dir, config, "127.0.0.1:0")
     }
 
     /// Like [`Relay::start`], listening on `listen`.
     pub fn start_on(dir: &Path, config: &str, listen: &str) -> Relay {
-        Self::start_with(dir, config, listen, &[])
+        let config_path = dir.join("hookrelay.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let listen: SocketAddr = listen.parse().unwrap();
+        let parsed = hookrelay::config::Config::parse(config, "hookrelay.toml", std::iter::empty())
+            .unwrap_or_else(|errors| panic!("config refused:\n{errors}"));
+        let (started, ready) = std::sync::mpsc::channel::<Result<String, String>>();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let built = async {
+                    let listener = tokio::net::TcpListener::bind(listen).await?;
+                    let mut app = hookrelay::App::build(parsed, listener).await?;
+                    let address = app.local_addr()?;
+                    let scheme = if app.tls().is_some() { "https" } else { "http" };
+                    app.reload_from(config_path, Some(address));
+                    anyhow::Ok((app, format!("{scheme}://{address}")))
+                };
+                match built.await {
+                    Ok((app, url)) => {
+                        let _ = started.send(Ok(url));
+                        app.run_until(async {
+                            let _ = stopped.await;
+                        })
+                        .await;
+                    }
+                    Err(err) => {
+                        let _ = started.send(Err(format!("{err:#}")));
+                    }
+                }
+            });
+        });
+        let url = match ready.recv() {
+            Ok(Ok(url)) => url,
+            Ok(Err(err)) => panic!("hookrelay did not start: {err}"),
+            Err(_) => panic!("hookrelay's thread ended before it started"),
+        };
+        Relay {
+            running: Running::InProcess {
+                stop: Some(stop),
+                thread: Some(thread),
+            },
+            url,
+            dir: dir.to_owned(),
+        }
     }
 
-    /// Like [`Relay::start_on`], with extra environment variables.
-    pub fn start_with(dir: &Path, config: &str, listen: &str, env: &[(&str, &str)]) -> Relay {
+    /// Writes `config` to `dir/hookrelay.toml` and starts `hookrelay serve` as a child
+    /// process on a free port.
+    pub fn child(dir: &Path, config: &str) -> Relay {
+        Self::child_with(dir, config, "127.0.0.1:0", &[])
+    }
+
+    /// Like [`Relay::child`], listening on `listen`.
+    pub fn child_on(dir: &Path, config: &str, listen: &str) -> Relay {
+        Self::child_with(dir, config, listen, &[])
+    }
+
+    /// Like [`Relay::child`], listening on `listen`, with extra environment variables.
+    pub fn child_with(dir: &Path, config: &str, listen: &str, env: &[(&str, &str)]) -> Relay {
         let config_path = dir.join("hookrelay.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -72,9 +144,20 @@ impl Relay {
             })
             .to_owned();
         Relay {
-            child,
+            running: Running::Child(child),
             url,
             dir: dir.to_owned(),
+        }
+    }
+
+    fn process(&mut self) -> &mut Child {
+        match &mut self.running {
+            Running::Child(child) => child,
+            Running::InProcess { .. } => {
+                panic!(
+                    "this relay runs in-process: start it with Relay::child to kill or signal it"
+                )
+            }
         }
     }
 
@@ -83,20 +166,26 @@ impl Relay {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.must_be_child("a process id");
+        match &self.running {
+            Running::Child(child) => child.id(),
+            Running::InProcess { .. } => unreachable!(),
+        }
     }
 
     /// `kill -9`: no chance to flush or release anything.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let child = self.process();
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
+        let child = self.process();
+        let pid = child.id().to_string();
         Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        self.child.wait().unwrap()
+        child.wait().unwrap()
     }
 
     /// Runs a CLI command against this relay's config (and so its store).
@@ -104,8 +193,16 @@ impl Relay {
         cli_in(&self.dir, args)
     }
 
+    fn must_be_child(&self, what: &str) {
+        assert!(
+            matches!(self.running, Running::Child(_)),
+            "{what} belong to the whole process: start this relay with Relay::child"
+        );
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
+        self.must_be_child("metrics");
         reqwest::get(format!("{}/metrics", self.url))
             .await
             .unwrap()
@@ -116,28 +213,36 @@ impl Relay {
 
     /// Waits until a `/metrics` line starts with `line`; panics after [`PATIENCE`].
     pub async fn wait_for_metric(&self, line: &str) {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
+        eventually(&format!("metric {line:?}"), || async {
             let metrics = self.metrics().await;
-            if metrics.lines().any(|l| l.starts_with(line)) {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "gave up waiting for metric {line:?}:\n{metrics}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+            metrics.lines().any(|l| l.starts_with(line)).then_some(())
+        })
+        .await
     }
 
     pub fn log(&self) -> String {
+        self.must_be_child("logs");
         std::fs::read_to_string(self.dir.join("hookrelay.log")).unwrap_or_default()
     }
 }
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        self.kill();
+        match &mut self.running {
+            Running::Child(child) => {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            Running::InProcess { stop, thread } => {
+                // A graceful stop (within shutdown_grace): the store's lock is free after.
+                if let Some(stop) = stop.take() {
+                    let _ = stop.send(());
+                }
+                if let Some(thread) = thread.take() {
+                    let _ = thread.join();
+                }
+            }
+        }
     }
 }
 
@@ -378,6 +483,20 @@ pub fn push_body(n: usize) -> String {
     )
 }
 
+/// Posts push `n` to a hook URL (for tasks that hold no `Relay`); its status.
+pub async fn post_push_to(client: &reqwest::Client, url: &str, n: usize) -> reqwest::StatusCode {
+    client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", TOKEN)
+        .body(push_body(n))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 pub async fn post_push(
     client: &reqwest::Client,
     relay: &Relay,
@@ -404,20 +523,55 @@ pub async fn accept_pushes(client: &reqwest::Client, relay: &Relay, ns: std::ops
     }
 }
 
+/// The item named `name` of a `list --json` CLI command (`sources`, `destinations`).
+fn listed(relay: &Relay, what: &str, name: &str) -> serde_json::Value {
+    let output = relay.cli(&[what, "list", "--json"]);
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {what} list"))
+}
+
+/// A source's requests by outcome, as the API counts them (`sources list`).
+pub fn source_requests(relay: &Relay, source: &str) -> serde_json::Value {
+    listed(relay, "sources", source)["requests"].clone()
+}
+
+/// A destination as `destinations list` shows it.
+pub fn destination(relay: &Relay, name: &str) -> serde_json::Value {
+    listed(relay, "destinations", name)
+}
+
 /// Asks `probe` until it answers `Some`, and returns that; panics after [`PATIENCE`] saying
 /// what was awaited. The one poll loop of the tests, for state seen only from outside.
 pub async fn eventually<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
 where
     F: std::future::Future<Output = Option<T>>,
 {
+    let probe = || {
+        let answer = probe();
+        async move { answer.await.ok_or_else(String::new) }
+    };
+    eventually_saying(what, probe).await
+}
+
+/// [`eventually`] for probes that can say what they saw instead (`Err`): the last of it is
+/// in the panic message.
+pub async fn eventually_saying<T, F>(what: &str, mut probe: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + PATIENCE;
     loop {
-        if let Some(found) = probe().await {
-            return found;
-        }
+        let seen = match probe().await {
+            Ok(found) => return found,
+            Err(seen) => seen,
+        };
         assert!(
             tokio::time::Instant::now() < deadline,
-            "gave up waiting for {what}"
+            "gave up waiting for {what}; last seen:\n{seen}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -430,21 +584,18 @@ pub async fn wait_for_cli(
     what: &str,
     done: impl Fn(&str) -> bool,
 ) -> String {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually_saying(what, || async {
         let output = relay.cli(args);
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if done(&stdout) {
-            return stdout;
-        }
-        if tokio::time::Instant::now() > deadline {
-            panic!(
-                "gave up waiting for {what}; last output:\n{stdout}\n{}",
+        match done(&stdout) {
+            true => Ok(stdout),
+            false => Err(format!(
+                "{stdout}\n{}",
                 String::from_utf8_lossy(&output.stderr)
-            );
+            )),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// Waits until exactly `count` deliveries are in `state` (CLI, JSON lines); returns them.

@@ -197,19 +197,12 @@ fn recorder(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) 
 }
 
 async fn wait_for_lines(path: &Path, count: usize) -> Vec<String> {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    loop {
+    eventually(&format!("{count} lines in {path:?}"), || async {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let lines: Vec<String> = text.lines().map(str::to_owned).collect();
-        if lines.len() >= count {
-            return lines;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{path:?}: {lines:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        (lines.len() >= count).then_some(lines)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -247,14 +240,10 @@ async fn the_imported_config_runs_what_adnanh_webhook_runs() {
     let relay = Relay::start(dir.path(), &(store + &toml));
     let client = reqwest::Client::new();
     let their_url = format!("http://127.0.0.1:{port}/hooks/deploy");
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while client.get(&their_url).send().await.is_err() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "webhook did not start"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    eventually("webhook to start", || async {
+        client.get(&their_url).send().await.ok().map(drop)
+    })
+    .await;
     let requests = [
         ("token-1", "refs/heads/main", "aaa"),
         ("token-1", "refs/heads/feature", "bbb"),

@@ -34,24 +34,14 @@ async fn a_bulk_replay_cut_off_by_kill_9_finishes_after_the_restart_replaying_ea
         "shutdown_grace = \"5s\"",
         "shutdown_grace = \"5s\"\nbulk_step_pause = \"100ms\"",
     );
-    let mut relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::child(dir.path(), &text);
     let client = reqwest::Client::new();
     let mut posts = tokio::task::JoinSet::new();
     for lane in 0..16 {
         let (client, url) = (client.clone(), relay.hook_url("gitlab"));
         posts.spawn(async move {
             for n in (lane..EVENTS).step_by(16) {
-                let status = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("x-gitlab-event", "Push Hook")
-                    .header("x-gitlab-token", TOKEN)
-                    .body(push_body(n))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert_eq!(status, 202, "push {n}");
+                assert_eq!(post_push_to(&client, &url, n).await, 202, "push {n}");
             }
         });
     }
@@ -94,7 +84,7 @@ async fn a_bulk_replay_cut_off_by_kill_9_finishes_after_the_restart_replaying_ea
         "the job ended before the kill; it should take about 1.5 s: {job}"
     );
 
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let output = tokio::task::spawn_blocking(move || follower.wait_with_output())
         .await
         .unwrap()

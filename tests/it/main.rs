@@ -1,5 +1,5 @@
-//! One integration-test binary (one link step): the real hookrelay binary (or the service
-//! in-process, `inprocess`) against real HTTP.
+//! One integration-test binary (one link step): the service in-process (`Relay::start`) or the
+//! real binary as a child (`Relay::child`: kill, signals, `/metrics`, logs) against real HTTP.
 
 mod api;
 mod bulk;

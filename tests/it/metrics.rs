@@ -16,7 +16,7 @@ async fn scraped_figures_equal_the_traffic_sent() {
     let sink = Sink::start().await;
     sink.fail_next(1);
     let extra = r#"retry = { initial_delay = "50ms", max_delay = "100ms" }"#;
-    let relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, extra));
+    let relay = Relay::child(dir.path(), &config(dir.path(), &sink.url, extra));
     let client = reqwest::Client::new();
     for key in ["a", "b", "c", "a"] {
         post_push(&client, &relay, push_body(1), Some(key)).await;
@@ -82,7 +82,7 @@ async fn scraped_figures_equal_the_traffic_sent() {
 async fn backlog_gauges_show_what_waits_and_for_how_long() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
-    let relay = Relay::start(dir.path(), &config(dir.path(), &sink.url, "paused = true"));
+    let relay = Relay::child(dir.path(), &config(dir.path(), &sink.url, "paused = true"));
     let client = reqwest::Client::new();
     for n in 0..3 {
         post_push(&client, &relay, push_body(n), None).await;
@@ -103,7 +103,7 @@ async fn retention_removes_old_successes_keeps_dead_ones_and_dedup_still_holds()
     let extra = "retry = { max_attempts = 1 }\ncircuit_breaker = { failures = 1000000 }";
     let text = config(dir.path(), &sink.url, extra)
         + "\n[retention]\nsucceeded = \"1s\"\ndead = \"1h\"\ninterval = \"200ms\"\n";
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let client = reqwest::Client::new();
     post_push(&client, &relay, push_body(1), Some("dies")).await;
     // Dead for sure before the sink starts answering 200.
@@ -140,7 +140,7 @@ async fn json_logs_have_one_line_per_ingest_and_per_attempt_with_their_ids() {
     let sink = Sink::start().await;
     let text = config(dir.path(), &sink.url, "");
     let env = [("HOOKRELAY_LOG_FORMAT", "json"), ("HOOKRELAY_LOG", "info")];
-    let relay = Relay::start_with(dir.path(), &text, "127.0.0.1:0", &env);
+    let relay = Relay::child_with(dir.path(), &text, "127.0.0.1:0", &env);
     let client = reqwest::Client::new();
     let answer: serde_json::Value = post_push(&client, &relay, push_body(1), None)
         .await
@@ -149,22 +149,18 @@ async fn json_logs_have_one_line_per_ingest_and_per_attempt_with_their_ids() {
         .unwrap();
     sink.wait_for(1).await;
     let event = answer["event_id"].as_str().unwrap();
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    let lines: Vec<serde_json::Value> = loop {
-        let log = relay.log();
-        let lines: Vec<serde_json::Value> = log
+    let lines: Vec<serde_json::Value> = eventually("an attempt in the JSON log", || async {
+        let lines: Vec<serde_json::Value> = relay
+            .log()
             .lines()
             .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
             .collect();
-        if lines.iter().any(|l| l["message"] == "attempt") {
-            break lines;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no attempt logged:\n{log}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
+        lines
+            .iter()
+            .any(|l| l["message"] == "attempt")
+            .then_some(lines)
+    })
+    .await;
     let ingest = lines
         .iter()
         .find(|l| l["message"] == "webhook accepted")

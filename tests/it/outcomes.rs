@@ -1,26 +1,16 @@
 //! Every attempt is shown as what it was: a command's exit 0 is a success everywhere (the
 //! destination list, the API, `/metrics`), a failing run is the last failure with its exit code.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::command::{command_config, push};
 use crate::harness::*;
-
-fn destination(relay: &Relay) -> Value {
-    let output = relay.cli(&["destinations", "list", "--json"]);
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    stdout
-        .lines()
-        .map(|line| serde_json::from_str::<Value>(line).unwrap())
-        .find(|d| d["name"] == "deploy")
-        .unwrap_or_else(|| panic!("no deploy in {stdout}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_exits_0_is_a_success_and_exit_3_is_the_last_failure() {
     let dir = tempfile::tempdir().unwrap();
     let destination_settings = "argv = [\"/bin/sh\", \"-c\", \"exit $1\", \"sh\", { pointer = \"/code\" }]\nretry = { max_attempts = 1 }";
-    let relay = Relay::start(
+    let relay = Relay::child(
         dir.path(),
         &command_config(dir.path(), destination_settings, ""),
     );
@@ -31,7 +21,7 @@ async fn a_command_that_exits_0_is_a_success_and_exit_3_is_the_last_failure() {
     }
     wait_for_state(&relay, "succeeded", 2).await;
 
-    let shown = destination(&relay);
+    let shown = destination(&relay, "deploy");
     assert!(shown["last_success_at"].is_i64(), "{shown}");
     assert!(shown["last_failure"].is_null(), "{shown}");
     let table = String::from_utf8(relay.cli(&["destinations", "list"]).stdout).unwrap();
@@ -59,7 +49,7 @@ async fn a_command_that_exits_0_is_a_success_and_exit_3_is_the_last_failure() {
     let body = json!({"object_kind": "push", "ref": "refs/heads/main", "code": "3"});
     assert_eq!(push(&client, &relay, body).await, 202);
     wait_for_state(&relay, "dead", 1).await;
-    let shown = destination(&relay);
+    let shown = destination(&relay, "deploy");
     assert_eq!(shown["last_failure"]["summary"], "exit 3", "{shown}");
     assert_eq!(shown["last_failure"]["verdict"], "retryable", "{shown}");
     let table = String::from_utf8(relay.cli(&["destinations", "list"]).stdout).unwrap();

@@ -37,7 +37,7 @@ async fn a_new_route_applies_on_sighup_and_a_broken_config_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (sink, other) = (Sink::start().await, Sink::start().await);
     let text = config(dir.path(), &sink.url, "");
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let client = reqwest::Client::new();
     post_push(&client, &relay, push_body(1), None).await;
     sink.wait_for(1).await;
@@ -91,22 +91,13 @@ async fn nothing_accepted_is_lost_across_twenty_reloads_under_load() {
     let dir = tempfile::tempdir().unwrap();
     let sink = Sink::start().await;
     let text = config(dir.path(), &sink.url, "concurrency = 4");
-    let relay = Relay::start(dir.path(), &text);
+    let relay = Relay::child(dir.path(), &text);
     let url = relay.hook_url("gitlab");
     let load = tokio::spawn(async move {
         let client = reqwest::Client::new();
         let mut accepted = Vec::new();
         for n in 0..400 {
-            let response = client
-                .post(&url)
-                .header("content-type", "application/json")
-                .header("x-gitlab-event", "Push Hook")
-                .header("x-gitlab-token", TOKEN)
-                .body(push_body(n))
-                .send()
-                .await
-                .unwrap();
-            if response.status() == 202 {
+            if post_push_to(&client, &url, n).await == 202 {
                 accepted.push(n);
             }
         }
