@@ -139,7 +139,9 @@ impl Runner {
 }
 
 /// Retention: every `interval`, whoever holds the `retention` lease steps through the store
-/// until nothing more is due, each step a short write of its own that renews the lease.
+/// until nothing more is due, each step a short write of its own. The lease is taken at the
+/// start of a sweep and renewed only once a third of it has passed, so a long sweep does not
+/// add a write per step.
 pub async fn sweep(
     store: Arc<dyn Store>,
     owner: String,
@@ -152,13 +154,23 @@ pub async fn sweep(
             _ = stop.cancelled() => return,
         }
         let mut after = None;
+        let mut renew_at = None;
         while !stop.is_cancelled() {
             let now = now_millis();
-            match store
-                .take_lease("retention", &owner, now, lease_from(now))
-                .await
-            {
-                Ok(true) => {}
+            let held = match renew_at {
+                Some(at) if now < at => Ok(true),
+                _ => {
+                    store
+                        .take_lease("retention", &owner, now, lease_from(now))
+                        .await
+                }
+            };
+            match held {
+                Ok(true) => {
+                    if renew_at.is_none_or(|at| now >= at) {
+                        renew_at = Some(now + LEASE.as_millis() as i64 / 3);
+                    }
+                }
                 Ok(false) => {
                     tracing::debug!("another process sweeps retention");
                     break;

@@ -240,11 +240,7 @@ fn failure(summary: &str, error: String, down: bool) -> AttemptOutcome {
         verdict: Verdict::Retryable,
         retry_after: None,
         class: "spawn_error",
-        detail: AttemptDetail {
-            summary: summary.to_owned(),
-            error: Some(error),
-            ..AttemptDetail::summary("")
-        },
+        detail: AttemptDetail::failed(summary, error),
         destination_down: down,
     }
 }

@@ -186,11 +186,7 @@ fn failure(summary: &str, class: &'static str, error: String) -> AttemptOutcome 
         verdict: Verdict::Retryable,
         retry_after: None,
         class,
-        detail: AttemptDetail {
-            summary: summary.to_owned(),
-            error: Some(error),
-            ..AttemptDetail::summary("")
-        },
+        detail: AttemptDetail::failed(summary, error),
         destination_down: true,
     }
 }

@@ -273,10 +273,10 @@ async fn record_interrupted(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
             duration_ms: 0,
             verdict: Verdict::Interrupted,
             class: "interrupted".into(),
-            detail: AttemptDetail {
-                error: Some("interrupted: hookrelay stopped during this attempt".into()),
-                ..AttemptDetail::summary("interrupted")
-            },
+            detail: AttemptDetail::failed(
+                "interrupted",
+                "interrupted: hookrelay stopped during this attempt".into(),
+            ),
         },
         next,
     };

@@ -63,12 +63,12 @@ pub struct AttemptDetail {
 }
 
 impl AttemptDetail {
-    /// A detail with only a summary.
-    pub fn summary(summary: impl Into<String>) -> Self {
+    /// An attempt that got no answer to record: what kind of failure, and what went wrong.
+    pub fn failed(summary: impl Into<String>, error: String) -> Self {
         Self {
             summary: summary.into(),
             status: None,
-            error: None,
+            error: Some(error),
             response_excerpt: None,
         }
     }
