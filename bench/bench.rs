@@ -1,14 +1,15 @@
-//! Benchmark: durable ingest against a bare axum handler (both loaded by wrk, side by side),
-//! then forwarding throughput and receive→delivered latency to a local sink.
+//! Benchmark: durable ingest against a bare axum handler and the disk's floors (all loaded by wrk,
+//! side by side), then delivery: backlogs drained, delivery under full ingest, a steady load.
 //!
 //! Run through `bench/run.sh`, which builds in release mode and installs wrk if needed.
 
 mod attack;
+mod delivery;
 mod floor;
 mod soak;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -20,7 +21,17 @@ const TOKEN: &str = "bench-token";
 /// front door itself is measured.
 const ONE_LOAD_CLIENT: &str = "max_connections_per_client = 4096\nmax_connections = 4096";
 
-fn relay_config(db: &std::path::Path, sink_url: &str, paused: bool, server: &str) -> String {
+/// `concurrency`: `None` leaves the destination's default.
+fn relay_config(
+    db: &std::path::Path,
+    sink_url: &str,
+    paused: bool,
+    server: &str,
+    concurrency: Option<usize>,
+) -> String {
+    let concurrency = concurrency
+        .map(|n| format!("concurrency = {n}"))
+        .unwrap_or_default();
     format!(
         r#"
 [server]
@@ -40,7 +51,7 @@ secret = "{TOKEN}"
 url = "{sink_url}"
 allow_private_network = true
 timeout = "10s"
-concurrency = 64
+{concurrency}
 paused = {paused}
 retry = {{ initial_delay = "1s", max_delay = "10s" }}
 
@@ -62,6 +73,10 @@ async fn main() -> anyhow::Result<()> {
         let path = std::env::args().nth(2).context("--floor FILE")?;
         return floor::floor_server(path.into()).await;
     }
+    if std::env::args().nth(1).as_deref() == Some("--sqlite-floor") {
+        let path = std::env::args().nth(2).context("--sqlite-floor FILE")?;
+        return floor::sqlite_floor_server(path.into()).await;
+    }
     let seconds: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -70,6 +85,10 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(50_000);
+    let memory_events: usize = std::env::var("BENCH_MEMORY_EVENTS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1_000_000);
     let relay_bin = support::relay_binary()?;
     let dir = tempfile::tempdir()?;
     let body = support::push_body_3k();
@@ -83,170 +102,92 @@ async fn main() -> anyhow::Result<()> {
         body.len()
     );
 
-    // (a) + (b): durable ingest versus the bare ceiling, same wrk script, same machine, same run.
     let sink = support::Sink::start().await?;
-    let bare = Process::start(&std::env::current_exe()?, &["--bare"], dir.path(), "bare")?;
-    let floor_file = dir.path().join("floor.log");
-    let floor = Process::start(
-        &std::env::current_exe()?,
-        &["--floor", floor_file.to_str().unwrap()],
-        dir.path(),
-        "floor",
-    )?;
-    let config_path = dir.path().join("ingest.toml");
-    std::fs::write(
-        &config_path,
-        relay_config(
-            &dir.path().join("ingest.db"),
-            &sink.url,
-            true,
-            ONE_LOAD_CLIENT,
+    let delivery_only = std::env::var("BENCH_ONLY").as_deref() == Ok("delivery");
+    let (max_ingest, ingest_rss) = match delivery_only {
+        false => ingest_table(&relay_bin, &dir, &body, &sink, seconds).await?,
+        // Without the ingest table, the steady load is given (or a default).
+        true => (
+            std::env::var("BENCH_STEADY_RATE")
+                .ok()
+                .and_then(|s| s.parse::<f64>().ok())
+                .unwrap_or(5000.0)
+                * 2.0,
+            0.0,
         ),
-    )?;
-    let relay = Process::start(
-        &relay_bin,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            config_path.to_str().unwrap(),
-        ],
-        dir.path(),
-        "relay",
-    )?;
-    let mut rows: Vec<(usize, WrkResult, WrkResult, WrkResult)> = Vec::new();
-    for connections in [32usize, 256] {
-        let script = write_wrk_script(dir.path(), &body, TOKEN, &format!("c{connections}"))?;
-        let ceiling = run_wrk(
-            &format!("{}/hooks/gitlab", bare.url),
-            &script,
-            connections,
-            seconds,
-        )?;
-        let disk = run_wrk(
-            &format!("{}/hooks/gitlab", floor.url),
-            &script,
-            connections,
-            seconds,
-        )?;
-        let durable = run_wrk(
-            &format!("{}/hooks/gitlab", relay.url),
-            &script,
-            connections,
-            seconds,
-        )?;
-        rows.push((connections, ceiling, disk, durable));
-    }
-    let ingest_rss = relay.peak_rss_mb();
-    relay.stop();
-    bare.stop();
-    floor.stop();
+    };
+
+    // (c) delivery: a stored backlog drained, delivery under full ingest, a steady load.
+    let setup = delivery::Setup {
+        relay_bin: &relay_bin,
+        dir: dir.path(),
+        body: &body,
+        token: TOKEN,
+        config: &|db, sink_url, paused, concurrency| {
+            relay_config(db, sink_url, paused, ONE_LOAD_CLIENT, concurrency)
+        },
+    };
+    let instant = delivery::drain(&setup, "drain-default", &sink, forward_count, None).await?;
+    let slow_sink = support::Sink::start_with_delay(Duration::from_millis(5)).await?;
+    let slow = delivery::drain(&setup, "drain-slow", &slow_sink, forward_count, Some(64)).await?;
+    let loaded = delivery::under_load(&setup, &sink, 32, seconds).await?;
+    let steady_rate = (max_ingest / 2.0).max(100.0) as u64;
+    let steady = delivery::steady(&setup, &sink, steady_rate, seconds).await?;
 
     println!();
-    println!("ingest: POST /hooks/gitlab, ~3 KB GitLab push, wrk -t2 --latency");
+    println!("delivery: backlogs of {forward_count} stored events drained to a local sink");
+    let drained = |d: &delivery::Drain| match d.drained {
+        true => String::new(),
+        false => "  (did not drain within 120 s)".into(),
+    };
     println!(
-        "  bare: a handler that stores nothing; disk floor: append + one fdatasync per batch (bench/floor.rs)"
+        "  instant sink, default concurrency (16): {:>7.0} deliveries/s ({} in {:.2} s){}   (target >= 20000/s)",
+        instant.per_second(),
+        instant.delivered,
+        instant.seconds,
+        drained(&instant)
     );
     println!(
-        "{:>6}  {:>11} {:>8}   {:>11} {:>8}   {:>14} {:>8} {:>8}   {:>6} {:>7}  {:>7}",
-        "conns",
-        "bare req/s",
-        "p99",
-        "floor req/s",
-        "p99",
-        "hookrelay req/s",
-        "p50",
-        "p99",
-        "÷bare",
-        "÷floor",
-        "non-2xx"
+        "  sink taking 5 ms, concurrency 64:      {:>7.0} deliveries/s ({} in {:.2} s){}   (target >= 5000/s; the slots allow 12800/s)",
+        slow.per_second(),
+        slow.delivered,
+        slow.seconds,
+        drained(&slow)
     );
-    for (connections, ceiling, disk, durable) in &rows {
-        println!(
-            "{:>6}  {:>11.0} {:>8}   {:>11.0} {:>8}   {:>14.0} {:>8} {:>8}   {:>6.2} {:>7.2}  {:>7}",
-            connections,
-            ceiling.requests_per_sec,
-            support::ms(ceiling.p99),
-            disk.requests_per_sec,
-            support::ms(disk.p99),
-            durable.requests_per_sec,
-            support::ms(durable.p50),
-            support::ms(durable.p99),
-            durable.requests_per_sec / ceiling.requests_per_sec,
-            durable.requests_per_sec / disk.requests_per_sec,
-            durable.non_2xx,
-        );
+    let accepted = loaded.ingest.requests.saturating_sub(loaded.ingest.non_2xx);
+    println!(
+        "  under full ingest (wrk -c32, {seconds} s): accepted {} ({:.0}/s), delivered in the same seconds {} ({:.0}/s): {:.2} of accepted (target >= 0.5); the rest {:.2} s later",
+        accepted,
+        loaded.ingest.requests_per_sec,
+        loaded.delivered_during,
+        loaded.delivered_during as f64 / seconds as f64,
+        loaded.delivered_during as f64 / accepted.max(1) as f64,
+        loaded.tail_seconds
+    );
+    println!(
+        "  steady {} req/s (half the ingest maximum) for {seconds} s, open loop: receive->delivered p50 {}  p99 {}  max {}   (target p99 <= 50 ms); backlog at most {}, {} at the end; {} of {} delivered",
+        steady.rate,
+        support::ms(steady.p50),
+        support::ms(steady.p99),
+        support::ms(steady.max),
+        steady.max_backlog,
+        steady.backlog_at_end,
+        steady.delivered,
+        steady.sent
+    );
+    if delivery_only {
+        return Ok(());
     }
+    let (memory_now, memory_peak) = delivery::memory(&setup, &sink, memory_events).await?;
     println!(
-        "targets (issue 13): >= 0.85 of the floor at 32 and 256 connections; p99 at 32 <= 1.5 x the floor's p99"
-    );
-
-    // (c) forwarding: a backlog stored while the destination is paused, then drained.
-    let config_path = dir.path().join("forward.toml");
-    let db = dir.path().join("forward.db");
-    std::fs::write(
-        &config_path,
-        relay_config(&db, &sink.url, true, ONE_LOAD_CLIENT),
-    )?;
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--config",
-        config_path.to_str().unwrap(),
-    ];
-    let loader = Process::start(&relay_bin, &args, dir.path(), "loader")?;
-    support::post_many(&loader.url, &body, TOKEN, forward_count, 64).await?;
-    let loader_rss = loader.peak_rss_mb();
-    loader.stop();
-    std::fs::write(
-        &config_path,
-        relay_config(&db, &sink.url, false, ONE_LOAD_CLIENT),
-    )?;
-    sink.reset();
-    let started = Instant::now();
-    let forwarder = Process::start(&relay_bin, &args, dir.path(), "forwarder")?;
-    let drained = sink
-        .wait_for(forward_count as u64, Duration::from_secs(120))
-        .await;
-    let elapsed = started.elapsed();
-    let forwarded = sink.count();
-
-    // Receive→delivered latency at a steady rate on the drained relay.
-    let latency = support::steady_latency(&forwarder.url, &body, TOKEN, &sink, 1_000, 5).await?;
-    let forward_rss = forwarder.peak_rss_mb();
-    forwarder.stop();
-
-    println!();
-    println!(
-        "forwarding: backlog of {forward_count} stored deliveries, destination concurrency 64, local sink"
-    );
-    println!(
-        "  delivered {forwarded} in {:.2} s: {:.0} deliveries/s{}   (target >= 10000/s)",
-        elapsed.as_secs_f64(),
-        forwarded as f64 / elapsed.as_secs_f64(),
-        if drained {
-            ""
-        } else {
-            "  (did not drain within 120 s)"
-        }
-    );
-    println!(
-        "  receive->delivered at {} req/s for 5 s: p50 {}  p99 {}  max {}  ({} of {} delivered)",
-        1_000,
-        support::ms(latency.p50),
-        support::ms(latency.p99),
-        support::ms(latency.max),
-        latency.delivered,
-        latency.sent
+        "  memory after {memory_events} events stored with the destination paused: {memory_now:.1} MB resident (peak {memory_peak:.1} MB)   (target <= 64 MB)"
     );
     println!();
     // (d) the front door under attack: the real sender's answer latency, side by side.
     let config_path = dir.path().join("attack.toml");
     std::fs::write(
         &config_path,
-        relay_config(&dir.path().join("attack.db"), &sink.url, true, ""),
+        relay_config(&dir.path().join("attack.db"), &sink.url, true, "", Some(64)),
     )?;
     let args = [
         "serve",
@@ -288,9 +229,111 @@ async fn main() -> anyhow::Result<()> {
 
     println!();
     println!(
-        "peak resident memory of hookrelay: ingest run {ingest_rss:.1} MB, backlog load {loader_rss:.1} MB, forwarding {forward_rss:.1} MB   (target < 100 MB)"
+        "peak resident memory of hookrelay: ingest run {ingest_rss:.1} MB   (target < 100 MB)"
     );
     Ok(())
+}
+
+/// (a) + (b): durable ingest beside the bare ceiling and the disk's floors, same wrk script,
+/// same machine, same run. Returns hookrelay's rate at 32 connections and its peak memory.
+async fn ingest_table(
+    relay_bin: &std::path::Path,
+    dir: &tempfile::TempDir,
+    body: &str,
+    sink: &support::Sink,
+    seconds: u64,
+) -> anyhow::Result<(f64, f64)> {
+    let bare = Process::start(&std::env::current_exe()?, &["--bare"], dir.path(), "bare")?;
+    let floor_file = dir.path().join("floor.log");
+    let floor = Process::start(
+        &std::env::current_exe()?,
+        &["--floor", floor_file.to_str().unwrap()],
+        dir.path(),
+        "floor",
+    )?;
+    let sqlite_file = dir.path().join("sqlite-floor.db");
+    let sqlite = Process::start(
+        &std::env::current_exe()?,
+        &["--sqlite-floor", sqlite_file.to_str().unwrap()],
+        dir.path(),
+        "sqlite-floor",
+    )?;
+    let config_path = dir.path().join("ingest.toml");
+    std::fs::write(
+        &config_path,
+        relay_config(
+            &dir.path().join("ingest.db"),
+            &sink.url,
+            true,
+            ONE_LOAD_CLIENT,
+            Some(64),
+        ),
+    )?;
+    let relay = Process::start(
+        relay_bin,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            config_path.to_str().unwrap(),
+        ],
+        dir.path(),
+        "relay",
+    )?;
+    let mut rows: Vec<(usize, [WrkResult; 4])> = Vec::new();
+    for connections in [32usize, 256] {
+        let script = write_wrk_script(dir.path(), body, TOKEN, &format!("c{connections}"))?;
+        let mut results = Vec::new();
+        for server in [&bare, &floor, &sqlite, &relay] {
+            let url = format!("{}/hooks/gitlab", server.url);
+            results.push(run_wrk(&url, &script, connections, seconds)?);
+        }
+        rows.push((connections, results.try_into().expect("four runs")));
+    }
+    let ingest_rss = relay.peak_rss_mb();
+    relay.stop();
+    bare.stop();
+    floor.stop();
+    sqlite.stop();
+
+    println!();
+    println!("ingest: POST /hooks/gitlab, ~3 KB GitLab push, wrk -t2 --latency");
+    println!(
+        "  bare: a handler that stores nothing; disk floor: append + one fdatasync per batch; sqlite floor: one table, WAL, synchronous=FULL, one commit per batch (bench/floor.rs)"
+    );
+    println!(
+        "{:>6}  {:>17}  {:>17}  {:>17}  {:>26}  {:>6} {:>7}  {:>7}",
+        "conns",
+        "bare req/s  p99",
+        "floor req/s  p99",
+        "sqlite req/s  p99",
+        "hookrelay req/s  p50  p99",
+        "÷bare",
+        "÷floor",
+        "non-2xx"
+    );
+    let cell = |r: &WrkResult| format!("{:>8.0} {:>8}", r.requests_per_sec, support::ms(r.p99));
+    for (connections, [ceiling, disk, sqlite, durable]) in &rows {
+        println!(
+            "{:>6}  {:>17}  {:>17}  {:>17}  {:>8.0} {:>8} {:>8}  {:>6.2} {:>7.2}  {:>7}",
+            connections,
+            cell(ceiling),
+            cell(disk),
+            cell(sqlite),
+            durable.requests_per_sec,
+            support::ms(durable.p50),
+            support::ms(durable.p99),
+            durable.requests_per_sec / ceiling.requests_per_sec,
+            durable.requests_per_sec / disk.requests_per_sec,
+            durable.non_2xx,
+        );
+    }
+    let p99_ratio = rows[0].1[3].p99.as_secs_f64() / rows[0].1[1].p99.as_secs_f64();
+    println!(
+        "  p99 at 32 connections: {p99_ratio:.2} x the floor's   (targets, issue 13: >= 0.85 of the floor at 32 and 256 connections; p99 at 32 <= 1.5 x the floor's)"
+    );
+    Ok((rows[0].1[3].requests_per_sec, ingest_rss))
 }
 
 /// (e) retention: the store's size under steady load, with and without, side by side.
@@ -312,6 +355,7 @@ async fn retention_soak(
             sink_url,
             false,
             ONE_LOAD_CLIENT,
+            Some(64),
         ) + retention
     };
     let load = soak::Load {

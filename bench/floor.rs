@@ -1,7 +1,8 @@
 //! The disk's floor for durable ingest, written for the bench: an HTTP handler that appends
 //! each body to one file and answers only after an `fdatasync` that covers it, with every
 //! request waiting at that moment sharing one sync (group commit). Nothing is parsed,
-//! verified or indexed: no durable receiver can beat it on this disk.
+//! verified or indexed: no durable receiver can beat it on this disk. The SQLite floor is the
+//! same handler committing each batch to one table instead.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -32,6 +33,44 @@ pub async fn floor_server(path: PathBuf) -> anyhow::Result<()> {
             }
         }
     });
+    serve(queue).await
+}
+
+/// The floor for SQLite itself, written for the bench: the same handler, but each batch of
+/// bodies is inserted into one table (no indexes) of a WAL database with `synchronous=FULL`
+/// and committed once (group commit). What hookrelay adds above SQLite is the gap to this.
+pub async fn sqlite_floor_server(path: PathBuf) -> anyhow::Result<()> {
+    let (queue, waiting) = std::sync::mpsc::channel::<Pending>();
+    let mut conn = rusqlite::Connection::open(&path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch("CREATE TABLE bodies (seq INTEGER PRIMARY KEY, body BLOB NOT NULL)")?;
+    std::thread::spawn(move || {
+        while let Ok(first) = waiting.recv() {
+            let mut batch = vec![first];
+            batch.extend(waiting.try_iter());
+            let tx = conn.transaction().expect("a floor transaction");
+            {
+                let mut insert = tx
+                    .prepare_cached("INSERT INTO bodies (body) VALUES (?1)")
+                    .expect("the floor's insert");
+                for (body, _) in &batch {
+                    insert
+                        .execute([&body[..]])
+                        .expect("inserting into the floor");
+                }
+            }
+            tx.commit().expect("committing the floor's batch");
+            for (_, done) in batch {
+                let _ = done.send(());
+            }
+        }
+    });
+    serve(queue).await
+}
+
+/// Answers 202 once the writer says the body is synced.
+async fn serve(queue: std::sync::mpsc::Sender<Pending>) -> anyhow::Result<()> {
     let app = axum::Router::new().route(
         "/hooks/{source}",
         axum::routing::post(move |body: axum::body::Bytes| {

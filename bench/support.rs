@@ -82,11 +82,15 @@ impl Process {
 
     /// Peak resident set size (VmHWM) in MB.
     pub fn peak_rss_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    fn status_mb(&self, field: &str) -> f64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field))
             .and_then(|rest| {
                 rest.trim()
                     .trim_end_matches("kB")
@@ -96,6 +100,11 @@ impl Process {
             })
             .map(|kb| kb / 1024.0)
             .unwrap_or(f64::NAN)
+    }
+
+    /// Resident set size now (VmRSS) in MB.
+    pub fn rss_mb(&self) -> f64 {
+        self.status_mb("VmRSS:")
     }
 
     /// SIGTERM and wait, so the store is closed cleanly before the next phase.
@@ -166,6 +175,8 @@ end
 
 #[derive(Debug, Clone)]
 pub struct WrkResult {
+    /// Requests answered in the run (2xx or not).
+    pub requests: u64,
     pub requests_per_sec: f64,
     pub p50: Duration,
     pub p99: Duration,
@@ -212,7 +223,14 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
     let non_2xx = field("Non-2xx or 3xx responses:")
         .and_then(|n| n.parse().ok())
         .unwrap_or(0);
+    let requests = text
+        .lines()
+        .find(|line| line.contains(" requests in "))
+        .and_then(|line| line.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
     Some(WrkResult {
+        requests,
         requests_per_sec,
         p50,
         p99,
@@ -244,7 +262,13 @@ pub struct Sink {
 }
 
 impl Sink {
+    /// A sink that answers at once.
     pub async fn start() -> anyhow::Result<Sink> {
+        Self::start_with_delay(Duration::ZERO).await
+    }
+
+    /// A sink that takes `delay` to answer each delivery (a real service's work).
+    pub async fn start_with_delay(delay: Duration) -> anyhow::Result<Sink> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let sink = Sink {
             url: format!("http://{}/deliver", listener.local_addr()?),
@@ -258,6 +282,9 @@ impl Sink {
             axum::routing::post(move |headers: HeaderMap, _body: axum::body::Bytes| {
                 let state = state.clone();
                 async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     state.record(&headers);
                     "ok"
                 }
@@ -285,6 +312,11 @@ impl Sink {
 
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// The receive→delivered latencies recorded since the last reset.
+    pub fn latencies(&self) -> Vec<Duration> {
+        self.latencies.lock().unwrap().clone()
     }
 
     pub fn reset(&self) {
@@ -357,50 +389,6 @@ pub async fn post_many(
     Ok(())
 }
 
-pub struct Latency {
-    pub p50: Duration,
-    pub p99: Duration,
-    pub max: Duration,
-    pub sent: usize,
-    pub delivered: usize,
-}
-
-/// Sends `rate` requests a second for `seconds`, each stamped with its send time.
-pub async fn steady_latency(
-    base: &str,
-    body: &str,
-    token: &str,
-    sink: &Sink,
-    rate: u64,
-    seconds: u64,
-) -> anyhow::Result<Latency> {
-    sink.reset();
-    let client = reqwest::Client::new();
-    let total = (rate * seconds) as usize;
-    let mut ticker = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
-    let mut requests = tokio::task::JoinSet::new();
-    for n in 0..total {
-        ticker.tick().await;
-        let request = push_request(&client, base, body, token, &format!("lat-{n}"));
-        requests.spawn(async move { request.send().await.map(|r| r.status().is_success()) });
-    }
-    while let Some(result) = requests.join_next().await {
-        if !result?? {
-            bail!("latency request was not accepted");
-        }
-    }
-    sink.wait_for(total as u64, Duration::from_secs(30)).await;
-    let mut samples = sink.latencies.lock().unwrap().clone();
-    let (p50, p99, max) = quantiles(&mut samples);
-    Ok(Latency {
-        p50,
-        p99,
-        max,
-        sent: total,
-        delivered: samples.len(),
-    })
-}
-
 /// A GitLab push to `base`, with a fresh idempotency key made from `tag`.
 pub fn push_request(
     client: &reqwest::Client,
@@ -437,10 +425,11 @@ pub fn quantiles(samples: &mut [Duration]) -> (Duration, Duration, Duration) {
 mod tests {
     #[test]
     fn wrk_output_parses() {
-        let text = "  Latency Distribution\n     50%  235.00us\n     99%    1.20ms\n  Non-2xx or 3xx responses: 3\nRequests/sec:  97000.12\n";
+        let text = "  291000 requests in 3.00s, 1 MB read\n  Latency Distribution\n     50%  235.00us\n     99%    1.20ms\n  Non-2xx or 3xx responses: 3\nRequests/sec:  97000.12\n";
         let parsed = super::parse_wrk(text).unwrap();
         assert_eq!(parsed.p50.as_micros(), 235);
         assert_eq!(parsed.p99.as_micros(), 1200);
         assert_eq!(parsed.non_2xx, 3);
+        assert_eq!(parsed.requests, 291000);
     }
 }
