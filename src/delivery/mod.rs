@@ -2,6 +2,7 @@
 //! deliveries from the store, calls the destination, and records the attempt with its plan.
 
 pub mod address;
+mod attempt;
 pub mod breaker;
 pub mod command;
 pub mod http;

@@ -79,16 +79,49 @@ impl Requests {
             .and_then(Weak::upgrade)
     }
 
-    /// The event's request: the copy already held if any, else loaded if its body fits in
-    /// the budget now. `Ok(None)`: the budget is spent; try again once memory is freed.
-    pub async fn get(
+    /// The requests of a claim's events, in the order asked: the copies already held, the
+    /// rest loaded in one read while their bodies fit in the budget. `None` for those that
+    /// did not fit (from the first on, the rest do not wait in line): the budget is spent,
+    /// and they go back until memory is freed.
+    pub async fn get_many(
         &self,
-        event: &EventId,
-        body_len: u64,
-    ) -> Result<Option<Arc<Loaded>>, StoreError> {
-        if let Some(held) = self.shared(event) {
-            return Ok(Some(held));
+        wanted: &[(EventId, u64)],
+    ) -> Result<Vec<Option<Arc<Loaded>>>, StoreError> {
+        let mut found: Vec<Option<Arc<Loaded>>> = Vec::with_capacity(wanted.len());
+        let mut reserved: HashMap<EventId, OwnedSemaphorePermit> = HashMap::new();
+        let mut spent = false;
+        for (event, body_len) in wanted {
+            let held = self.shared(event);
+            if held.is_none() && !spent && !reserved.contains_key(event) {
+                match self.reserve(*body_len).await {
+                    Some(memory) => drop(reserved.insert(event.clone(), memory)),
+                    None => spent = true,
+                }
+            }
+            found.push(held);
         }
+        if reserved.is_empty() {
+            return Ok(found);
+        }
+        let events: Vec<EventId> = reserved.keys().cloned().collect();
+        let requests = self.store.load_requests(&events).await?;
+        let mut fresh = HashMap::with_capacity(requests.len());
+        for request in requests {
+            if let Some(memory) = reserved.remove(&request.event_id) {
+                let id = request.event_id.clone();
+                fresh.insert(id, self.keep(request, memory));
+            }
+        }
+        for (slot, (event, _)) in found.iter_mut().zip(wanted) {
+            if slot.is_none() {
+                *slot = fresh.get(event).cloned();
+            }
+        }
+        Ok(found)
+    }
+
+    /// Memory for a body of `body_len` bytes, waiting briefly in line; `None`: spent.
+    async fn reserve(&self, body_len: u64) -> Option<OwnedSemaphorePermit> {
         // A body larger than the whole budget still goes, alone.
         let kib = u32::try_from(body_len.div_ceil(1024))
             .unwrap_or(u32::MAX)
@@ -98,17 +131,18 @@ impl Requests {
         // be starved by them.
         let waited =
             tokio::time::timeout(MEMORY_WAIT, self.memory.clone().acquire_many_owned(kib)).await;
-        let Ok(Ok(memory)) = waited else {
-            return Ok(None);
-        };
-        let request = self.store.load_request(event).await?;
+        waited.ok().and_then(Result::ok)
+    }
+
+    /// Shares a freshly loaded request, unless another worker loaded it meanwhile: one copy.
+    fn keep(&self, request: StoredRequest, memory: OwnedSemaphorePermit) -> Arc<Loaded> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        // Another worker may have loaded it meanwhile: keep one copy.
-        if let Some(held) = loaded.get(event).and_then(Weak::upgrade) {
-            return Ok(Some(held));
+        if let Some(held) = loaded.get(&request.event_id).and_then(Weak::upgrade) {
+            return held;
         }
         self.held
             .fetch_add(request.body.len() as u64, Ordering::Relaxed);
+        let event = request.event_id.clone();
         let held = Arc::new(Loaded {
             request,
             memory: Some(memory),
@@ -118,7 +152,7 @@ impl Requests {
         if loaded.len() >= SWEEP_ABOVE {
             loaded.retain(|_, weak| weak.strong_count() > 0);
         }
-        loaded.insert(event.clone(), Arc::downgrade(&held));
-        Ok(Some(held))
+        loaded.insert(event, Arc::downgrade(&held));
+        held
     }
 }

@@ -1,25 +1,27 @@
-//! One destination's worker loop: claim what is due within its concurrency, attempt each,
-//! record the outcome with the planner's decision, and release leases at shutdown.
+//! One destination's worker loop: claims due deliveries ahead of need (for `parallel`, up
+//! to a second round of `concurrency` waits loaded while the slots are busy), loads a whole
+//! claim's bodies in one read, attempts each in a slot, and hands the record to the store.
+//! A `parallel` slot is free again as soon as the destination answered: its record commits
+//! meanwhile, and the delivery stays leased until it has, so nobody else takes it. `fifo` and
+//! `latest` wait for the record, because it decides what may be claimed next.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-
+use super::Destination;
+use super::attempt;
 use super::breaker::{Allowance, Breaker};
-use super::plan::{Decision, PlanInput, plan_next};
 use super::requests::{Loaded, Requests};
-use super::{Destination, Outbound};
 use crate::config::DestinationConfig;
-use crate::domain::{Attempt, AttemptDetail, Name, Ordering, Verdict, now_millis};
-use crate::store::{
-    AttemptRecord, ClaimRequest, ClaimedDelivery, Lease, NextState, Store, StoredRequest,
-};
+use crate::domain::{Name, Ordering, UnixMillis, now_millis};
+use crate::store::{ClaimRequest, ClaimedDelivery, Lease, Store, StoreError};
 
 /// How often an idle worker looks at the store anyway (changes made by other processes,
 /// such as `hookrelay replay`, do not wake it).
@@ -48,111 +50,241 @@ impl WorkerContext {
     }
 }
 
-/// Deliveries this worker holds, so a shutdown can give them back.
+/// Deliveries this worker holds (claimed, waiting, in flight, or recording), so a shutdown
+/// can give them back.
 type Leases = Arc<Mutex<HashSet<Lease>>>;
 
-pub async fn run(ctx: Arc<WorkerContext>) {
-    let slots = match ctx.config.ordering {
+/// A claimed delivery with its request loaded, waiting for a slot.
+struct Ready {
+    delivery: ClaimedDelivery,
+    loaded: Arc<Loaded>,
+}
+
+/// What one claim brought.
+struct Fetched {
+    ready: Vec<Ready>,
+    asked: usize,
+    claimed: usize,
+    /// Some did not fit in the delivery memory and went back.
+    gave_back: bool,
+    next_due: Option<UnixMillis>,
+}
+
+fn slots(ctx: &WorkerContext) -> usize {
+    match ctx.config.ordering {
         Ordering::Parallel | Ordering::Latest => ctx.config.concurrency,
         Ordering::Fifo => 1,
-    };
+    }
+}
+
+pub async fn run(ctx: Arc<WorkerContext>) {
+    let slots = slots(&ctx);
+    // Only `parallel` claims ahead: for `fifo` and `latest` what is claimable next depends on
+    // the outcome of what is in flight.
+    let claim_ahead = ctx.config.ordering == Ordering::Parallel;
     let permits = Arc::new(Semaphore::new(slots));
     let finished = Arc::new(Notify::new());
     let leases: Leases = Arc::default();
-    let mut attempts = JoinSet::new();
+    let mut attempts: JoinSet<Option<UnixMillis>> = JoinSet::new();
+    let mut ready: VecDeque<Ready> = VecDeque::new();
+    let mut claiming: Option<(JoinHandle<Result<Fetched, StoreError>>, bool)> = None;
+    let mut claim_after = Instant::now();
     let mut waiting_for_memory = false;
+    // Probes the breaker granted whose delivery is not started yet.
+    let mut probes = 0usize;
     loop {
         if ctx.shutdown.is_cancelled() {
             break;
         }
-        while attempts.try_join_next().is_some() {}
-        if ctx.control.is_paused() {
-            // Held: nothing is claimed; a resume (or new work) wakes the worker.
-            tokio::select! {
-                _ = ctx.waker.notified() => {}
-                _ = finished.notified() => {}
-                _ = ctx.shutdown.cancelled() => break,
-            }
-            continue;
-        }
-        let mut free = permits.available_permits();
-        let mut wait = POLL_INTERVAL;
-        match ctx.breaker.lock().unwrap().allowance(Instant::now()) {
-            Allowance::Any => {}
-            Allowance::Probe => free = free.min(1),
-            Allowance::WaitUntil(at) => {
-                free = 0;
-                wait = at
-                    .saturating_duration_since(Instant::now())
-                    .min(POLL_INTERVAL);
+        while let Some(done) = attempts.try_join_next() {
+            if let Ok(Some(at)) = done {
+                claim_after = claim_after.min(instant_at(at));
             }
         }
-        if free > 0 {
-            match ctx.store.claim(claim_request(&ctx, free)).await {
-                Ok(claimed) => {
-                    let got = claimed.deliveries.len();
-                    let mut give_back = Vec::new();
-                    for delivery in claimed.deliveries {
-                        // Once memory ran out, the rest go back without waiting in line.
-                        let loaded = match give_back.is_empty() {
-                            true => load(&ctx, &delivery).await,
-                            false => None,
-                        };
-                        let Some(loaded) = loaded else {
-                            give_back.push(delivery.lease.clone());
-                            continue;
-                        };
-                        let permit = permits.clone().try_acquire_owned().expect("counted free");
-                        leases.lock().unwrap().insert(delivery.lease.clone());
-                        let (ctx, leases, finished) =
-                            (ctx.clone(), leases.clone(), finished.clone());
-                        attempts.spawn(async move {
-                            attempt(&ctx, &delivery, &loaded.request).await;
-                            drop(loaded);
-                            leases.lock().unwrap().remove(&delivery.lease);
-                            drop(permit);
-                            finished.notify_one();
-                        });
-                    }
-                    if !give_back.is_empty() {
-                        // Memory is spent: these wait, unattempted, until some is freed.
-                        waiting_for_memory = true;
-                        if let Err(err) = ctx.store.release(give_back, now_millis()).await {
-                            tracing::warn!(destination = %ctx.name, error = %err, "could not give back deliveries; their leases expire");
-                        }
-                    } else if got == free {
-                        // Full: the next chance comes when an attempt finishes.
-                        wait = POLL_INTERVAL;
-                    } else if let Some(due) = claimed.next_due {
-                        // The claim took everything due; nothing else is before `due`
-                        // (new events wake us through the waker).
-                        let until = (due - now_millis()).max(5) as u64;
-                        wait = Duration::from_millis(until).min(POLL_INTERVAL);
-                    }
+        let paused = ctx.control.is_paused();
+        let open = ctx.breaker.lock().unwrap().is_open();
+        if !open {
+            probes = 0;
+        }
+        if paused || (open && probes == 0) {
+            // Held (paused) or only probing: what waits goes back, unattempted.
+            give_back(&ctx, &mut ready, &leases).await;
+        }
+        while !paused && !ready.is_empty() && (!open || probes > 0) {
+            let Ok(permit) = permits.clone().try_acquire_owned() else {
+                break;
+            };
+            probes = probes.saturating_sub(1);
+            let Ready { delivery, loaded } = ready.pop_front().expect("not empty");
+            let (ctx, leases, finished) = (ctx.clone(), leases.clone(), finished.clone());
+            attempts.spawn(async move {
+                let record = attempt::attempt(&ctx, &delivery, &loaded.request).await;
+                drop(loaded);
+                let retry_at = attempt::retry_at(&record);
+                if claim_ahead {
+                    drop(permit);
+                    finished.notify_one();
+                    attempt::store(&ctx, &delivery, record).await;
+                } else {
+                    attempt::store(&ctx, &delivery, record).await;
+                    drop(permit);
+                    finished.notify_one();
                 }
-                Err(err) => {
-                    tracing::warn!(destination = %ctx.name, error = %err, "claim failed; retrying");
+                leases.lock().unwrap().remove(&delivery.lease);
+                retry_at
+            });
+        }
+        let now = Instant::now();
+        let mut wake_at = now + POLL_INTERVAL;
+        if !paused && claiming.is_none() && now >= claim_after {
+            let free = permits.available_permits();
+            if !open {
+                let want = match claim_ahead {
+                    true => free + slots,
+                    false => free,
+                }
+                .saturating_sub(ready.len());
+                if want > 0 {
+                    claiming = Some((
+                        tokio::spawn(fetch(ctx.clone(), want, leases.clone())),
+                        false,
+                    ));
+                }
+            } else if free > 0 && ready.is_empty() {
+                match ctx
+                    .breaker
+                    .lock()
+                    .unwrap()
+                    .allowance(std::time::Instant::now())
+                {
+                    Allowance::Probe => {
+                        claiming =
+                            Some((tokio::spawn(fetch(ctx.clone(), 1, leases.clone())), true));
+                    }
+                    Allowance::WaitUntil(at) => wake_at = wake_at.min(Instant::from_std(at)),
+                    Allowance::Any => continue,
                 }
             }
         }
-        if waiting_for_memory {
-            waiting_for_memory = false;
-            tokio::select! {
-                _ = ctx.requests.freed() => {}
-                _ = finished.notified() => {}
-                _ = tokio::time::sleep(POLL_INTERVAL) => {}
-                _ = ctx.shutdown.cancelled() => break,
-            }
-            continue;
+        if claim_after > now {
+            wake_at = wake_at.min(claim_after);
         }
         tokio::select! {
-            _ = ctx.waker.notified() => {}
-            _ = finished.notified() => {}
-            _ = tokio::time::sleep(wait) => {}
+            fetched = async { (&mut claiming.as_mut().expect("guarded").0).await }, if claiming.is_some() => {
+                let (_, probe) = claiming.take().expect("guarded");
+                match fetched {
+                    Ok(Ok(fetched)) => {
+                        if probe {
+                            probes = fetched.ready.len().min(1);
+                        }
+                        claim_after = next_claim(&fetched);
+                        waiting_for_memory = fetched.gave_back;
+                        ready.extend(fetched.ready);
+                    }
+                    Ok(Err(err)) => {
+                        tracing::warn!(destination = %ctx.name, error = %err, "claim failed; retrying");
+                        claim_after = Instant::now() + POLL_INTERVAL;
+                    }
+                    Err(err) => {
+                        tracing::error!(destination = %ctx.name, error = %err, "claim task failed");
+                        claim_after = Instant::now() + POLL_INTERVAL;
+                    }
+                }
+            }
+            _ = ctx.waker.notified() => claim_after = Instant::now(),
+            _ = finished.notified() => {
+                if !claim_ahead {
+                    claim_after = Instant::now();
+                }
+            }
+            _ = ctx.requests.freed(), if waiting_for_memory => {
+                waiting_for_memory = false;
+                claim_after = Instant::now();
+            }
+            _ = tokio::time::sleep_until(wake_at) => {}
             _ = ctx.shutdown.cancelled() => break,
         }
     }
+    if let Some((claim, _)) = claiming {
+        // Its leases are in `leases` already; what it loaded is dropped here.
+        let _ = tokio::time::timeout(ctx.grace, claim).await;
+    }
+    drop(ready);
     drain(&ctx, attempts, &leases).await;
+}
+
+/// When to claim again after a claim: at once if it got all it asked for (more may be
+/// due), else when the next delivery is due (new events wake the worker sooner).
+fn next_claim(fetched: &Fetched) -> Instant {
+    if fetched.gave_back {
+        // Memory is spent: the next claim waits until some is freed.
+        return Instant::now() + POLL_INTERVAL;
+    }
+    match (fetched.claimed < fetched.asked, fetched.next_due) {
+        (false, _) => Instant::now(),
+        (true, Some(due)) => instant_at(due.max(now_millis() + 5)),
+        (true, None) => Instant::now() + POLL_INTERVAL,
+    }
+}
+
+/// The monotonic instant of a wall-clock time, at most a poll interval away.
+fn instant_at(at: UnixMillis) -> Instant {
+    let until = (at - now_millis()).clamp(0, POLL_INTERVAL.as_millis() as i64);
+    Instant::now() + Duration::from_millis(until as u64)
+}
+
+/// Claims up to `limit`, then loads their requests in one read. What does not fit in the
+/// delivery memory goes back at once, unattempted.
+async fn fetch(
+    ctx: Arc<WorkerContext>,
+    limit: usize,
+    leases: Leases,
+) -> Result<Fetched, StoreError> {
+    let claimed = ctx.store.claim(claim_request(&ctx, limit)).await?;
+    let count = claimed.deliveries.len();
+    leases
+        .lock()
+        .unwrap()
+        .extend(claimed.deliveries.iter().map(|d| d.lease.clone()));
+    let loaded = load(&ctx, &claimed.deliveries).await;
+    let mut ready = Vec::with_capacity(count);
+    let mut back = Vec::new();
+    for (delivery, loaded) in claimed.deliveries.into_iter().zip(loaded) {
+        match loaded {
+            Some(loaded) => ready.push(Ready { delivery, loaded }),
+            None => back.push(delivery.lease),
+        }
+    }
+    let gave_back = !back.is_empty();
+    release(&ctx, back, &leases).await;
+    Ok(Fetched {
+        ready,
+        asked: limit,
+        claimed: count,
+        gave_back,
+        next_due: claimed.next_due,
+    })
+}
+
+/// Gives deliveries back to the store, unattempted (their attempt count is unchanged).
+async fn release(ctx: &WorkerContext, back: Vec<Lease>, leases: &Leases) {
+    if back.is_empty() {
+        return;
+    }
+    {
+        let mut held = leases.lock().unwrap();
+        for lease in &back {
+            held.remove(lease);
+        }
+    }
+    if let Err(err) = ctx.store.release(back, now_millis()).await {
+        tracing::warn!(destination = %ctx.name, error = %err, "could not give back deliveries; their leases expire");
+    }
+}
+
+async fn give_back(ctx: &WorkerContext, ready: &mut VecDeque<Ready>, leases: &Leases) {
+    let back: Vec<Lease> = ready.drain(..).map(|r| r.delivery.lease).collect();
+    release(ctx, back, leases).await;
 }
 
 fn claim_request(ctx: &WorkerContext, limit: usize) -> ClaimRequest {
@@ -164,6 +296,7 @@ fn claim_request(ctx: &WorkerContext, limit: usize) -> ClaimRequest {
         now,
         lease_until: now + ctx.lease().as_millis() as i64,
         lease_owner: ctx.lease_owner.clone(),
+        durable: ctx.config.on_interrupt == crate::domain::OnInterrupt::Dead,
     }
 }
 
@@ -172,22 +305,20 @@ fn claim_request(ctx: &WorkerContext, limit: usize) -> ClaimRequest {
 /// says how many were attempted. The worker loop runs the same claim, load and attempt
 /// pipelined; tests drive delivery with this step instead of waiting on the loop.
 pub async fn deliver_due(ctx: &WorkerContext) -> usize {
-    let limit = match ctx.config.ordering {
-        Ordering::Parallel | Ordering::Latest => ctx.config.concurrency,
-        Ordering::Fifo => 1,
-    };
-    let claimed = match ctx.store.claim(claim_request(ctx, limit)).await {
+    let claimed = match ctx.store.claim(claim_request(ctx, slots(ctx))).await {
         Ok(claimed) => claimed.deliveries,
         Err(err) => {
             tracing::warn!(destination = %ctx.name, error = %err, "claim failed");
             return 0;
         }
     };
+    let loaded = load(ctx, &claimed).await;
     let mut attempted = 0;
-    for delivery in claimed {
-        match load(ctx, &delivery).await {
+    for (delivery, loaded) in claimed.into_iter().zip(loaded) {
+        match loaded {
             Some(loaded) => {
-                attempt(ctx, &delivery, &loaded.request).await;
+                let record = attempt::attempt(ctx, &delivery, &loaded.request).await;
+                attempt::store(ctx, &delivery, record).await;
                 attempted += 1;
             }
             None => {
@@ -199,7 +330,7 @@ pub async fn deliver_due(ctx: &WorkerContext) -> usize {
 }
 
 /// Lets in-flight attempts finish within the grace period, then gives the rest back.
-async fn drain(ctx: &WorkerContext, mut attempts: JoinSet<()>, leases: &Leases) {
+async fn drain(ctx: &WorkerContext, mut attempts: JoinSet<Option<UnixMillis>>, leases: &Leases) {
     let deadline = tokio::time::Instant::now() + ctx.grace;
     while !attempts.is_empty() {
         match tokio::time::timeout_at(deadline, attempts.join_next()).await {
@@ -224,154 +355,18 @@ async fn drain(ctx: &WorkerContext, mut attempts: JoinSet<()>, leases: &Leases) 
     }
 }
 
-/// The delivery's stored request, shared with other destinations; `None` when the memory
-/// budget is spent (or the store failed), and the delivery must be given back.
-async fn load(ctx: &WorkerContext, delivery: &ClaimedDelivery) -> Option<Arc<Loaded>> {
-    match ctx
-        .requests
-        .get(&delivery.event_id, delivery.body_len)
-        .await
-    {
+/// The claimed deliveries' stored requests (shared with other destinations), in order;
+/// `None` where the memory budget is spent (or the store failed): those go back.
+async fn load(ctx: &WorkerContext, deliveries: &[ClaimedDelivery]) -> Vec<Option<Arc<Loaded>>> {
+    let wanted: Vec<_> = deliveries
+        .iter()
+        .map(|d| (d.event_id.clone(), d.body_len))
+        .collect();
+    match ctx.requests.get_many(&wanted).await {
         Ok(loaded) => loaded,
         Err(err) => {
-            tracing::warn!(delivery = %delivery.id, error = %err, "could not load the event");
-            None
+            tracing::warn!(destination = %ctx.name, error = %err, "could not load the claimed events");
+            vec![None; deliveries.len()]
         }
-    }
-}
-
-/// Records an attempt that hookrelay's own stop cut off, and what follows by
-/// `on_interrupt`: another try (by the retry policy) or dead at once.
-async fn record_interrupted(ctx: &WorkerContext, delivery: &ClaimedDelivery) {
-    let now = now_millis();
-    let next = match ctx.config.on_interrupt {
-        crate::domain::OnInterrupt::Dead => NextState::Dead(
-            "interrupted: hookrelay stopped during the attempt (on_interrupt = \"dead\")".into(),
-        ),
-        crate::domain::OnInterrupt::Retry => {
-            let input = PlanInput {
-                attempt: delivery.attempts + 1,
-                verdict: Verdict::Interrupted,
-                retry_after: None,
-                now,
-                window_start: delivery.window_start,
-                jitter: fastrand::f64(),
-            };
-            match plan_next(&ctx.config.retry, &input) {
-                Decision::RetryAt(at) => NextState::RetryAt(at),
-                Decision::Succeeded => NextState::RetryAt(now),
-                Decision::GiveUp(reason) => NextState::Dead(reason.to_string()),
-            }
-        }
-    };
-    tracing::warn!(delivery = %delivery.id, destination = %ctx.name, "an attempt was cut off when hookrelay stopped; recorded as interrupted");
-    crate::telemetry::get().attempt(ctx.name.as_str(), Verdict::Interrupted, "interrupted");
-    let record = AttemptRecord {
-        lease: delivery.lease.clone(),
-        attempt: Attempt {
-            started_at: now,
-            duration_ms: 0,
-            verdict: Verdict::Interrupted,
-            class: "interrupted".into(),
-            detail: AttemptDetail::failed(
-                "interrupted",
-                "interrupted: hookrelay stopped during this attempt".into(),
-            ),
-        },
-        next,
-    };
-    if let Err(err) = ctx.store.complete(record).await {
-        tracing::error!(delivery = %delivery.id, error = %err, "could not record the interruption");
-    }
-}
-
-async fn attempt(ctx: &WorkerContext, delivery: &ClaimedDelivery, request: &StoredRequest) {
-    if delivery.interrupted {
-        return record_interrupted(ctx, delivery).await;
-    }
-    let number = delivery.attempts + 1;
-    let started_at = now_millis();
-    let clock = Instant::now();
-    let outcome = ctx
-        .destination
-        .deliver(&Outbound {
-            delivery_id: delivery.id.as_str(),
-            attempt: number,
-            request,
-        })
-        .await;
-    let duration_ms = clock.elapsed().as_millis() as i64;
-    let destination_failed = outcome.destination_down;
-    let (changed, open) = {
-        let mut breaker = ctx.breaker.lock().unwrap();
-        let changed = breaker.record(destination_failed, Instant::now());
-        let open = breaker.is_open();
-        // Stored under the lock, so two attempts finishing together cannot leave it stale.
-        ctx.breaker_open.store(open, AtomicOrdering::Relaxed);
-        (changed, open)
-    };
-    if changed {
-        if open {
-            tracing::warn!(destination = %ctx.name, "circuit breaker open: only probing until a delivery succeeds");
-        } else {
-            tracing::info!(destination = %ctx.name, "circuit breaker closed: delivering again");
-        }
-    }
-    let telemetry = crate::telemetry::get();
-    telemetry.attempt(ctx.name.as_str(), outcome.verdict, outcome.class);
-    if outcome.delivered() {
-        let waited = (now_millis() - request.received_at).max(0) as f64 / 1000.0;
-        telemetry
-            .delivered_seconds
-            .get_or_create(&crate::telemetry::DestinationLabel {
-                destination: ctx.name.as_str().to_owned(),
-            })
-            .observe(waited);
-    }
-    let decision = plan_next(
-        &ctx.config.retry,
-        &PlanInput {
-            attempt: number,
-            verdict: outcome.verdict,
-            retry_after: outcome.retry_after,
-            now: now_millis(),
-            window_start: delivery.window_start,
-            jitter: fastrand::f64(),
-        },
-    );
-    let next = match decision {
-        Decision::Succeeded => NextState::Succeeded,
-        Decision::RetryAt(at) => NextState::RetryAt(at),
-        Decision::GiveUp(reason) => {
-            tracing::warn!(delivery = %delivery.id, destination = %ctx.name, %reason, "delivery is dead");
-            NextState::Dead(reason.to_string())
-        }
-    };
-    tracing::info!(
-        delivery = %delivery.id,
-        event = %delivery.event_id,
-        destination = %ctx.name,
-        attempt = number,
-        verdict = %outcome.verdict,
-        outcome = outcome.class,
-        summary = %outcome.detail.summary,
-        error = outcome.detail.error.as_deref(),
-        ms = duration_ms,
-        "attempt"
-    );
-    let record = AttemptRecord {
-        lease: delivery.lease.clone(),
-        attempt: Attempt {
-            started_at,
-            duration_ms,
-            verdict: outcome.verdict,
-            class: outcome.class.to_owned(),
-            detail: outcome.detail,
-        },
-        next,
-    };
-    if let Err(err) = ctx.store.complete(record).await {
-        // The lease expires and the delivery is tried again: at-least-once holds.
-        tracing::error!(delivery = %delivery.id, error = %err, "could not record attempt");
     }
 }

@@ -63,6 +63,12 @@ pub struct ClaimRequest {
     /// Claimed deliveries become claimable again after this, should their worker vanish.
     pub lease_until: UnixMillis,
     pub lease_owner: String,
+    /// The claim must be on disk before it returns: a destination whose interrupted attempts
+    /// go dead (`on_interrupt = "dead"`) must find the claim after a power cut, or it would
+    /// run the attempt again. Other claims, like attempt records and releases, are
+    /// delivery bookkeeping and may be flushed with the next durable commit (see the
+    /// trait's `claim`).
+    pub durable: bool,
 }
 
 /// The stored request a delivery forwards.
@@ -131,6 +137,11 @@ pub trait Store: Send + Sync {
     /// Durably commits the event and one pending delivery per destination in one transaction,
     /// or finds the original when the source already has an event with this dedup key.
     async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError>;
+    /// Claims due deliveries under a lease. Claims (unless `durable`), `complete` and
+    /// `release` are delivery bookkeeping: they are committed (every later read sees them)
+    /// but may reach the disk only with the next durable commit, shortly after. A power cut
+    /// in between loses the last few bookkeeping changes, and those attempts are made again
+    /// with the same `webhook-id` (at-least-once); an acknowledged event is never affected.
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed, StoreError>;
     /// Records one attempt and moves the delivery on, if the lease is still ours.
     async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError>;
@@ -230,6 +241,15 @@ pub trait Store: Send + Sync {
     async fn backlog(&self, cap: u64) -> Result<u64, StoreError>;
     /// The stored request of an event, for delivery.
     async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError>;
+    /// The stored requests of several events in one read (a whole claim's bodies), in the
+    /// order asked. A backend with nothing better loads them one by one.
+    async fn load_requests(&self, events: &[EventId]) -> Result<Vec<StoredRequest>, StoreError> {
+        let mut loaded = Vec::with_capacity(events.len());
+        for event in events {
+            loaded.push(self.load_request(event).await?);
+        }
+        Ok(loaded)
+    }
     /// Destinations that have deliveries waiting or in flight, with how many.
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
 }

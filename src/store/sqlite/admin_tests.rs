@@ -15,6 +15,7 @@ fn claim_all(destination: &str, now: i64) -> ClaimRequest {
         now,
         lease_until: now + 1_000,
         lease_owner: "test".into(),
+        durable: false,
     }
 }
 

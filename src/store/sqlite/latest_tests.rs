@@ -21,6 +21,7 @@ fn claim(now: i64) -> ClaimRequest {
         now,
         lease_until: now + 1_000,
         lease_owner: "test".into(),
+        durable: false,
     }
 }
 

@@ -205,6 +205,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn load_requests(&self, events: &[EventId]) -> Result<Vec<StoredRequest>, StoreError> {
+        let events = events.to_vec();
+        self.read(move |conn| {
+            events
+                .iter()
+                .map(|event| read::load_request(conn, event))
+                .collect()
+        })
+        .await
+    }
+
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         self.inspect(read::waiting_by_destination).await
     }

@@ -45,6 +45,7 @@ fn claim_request(destination: &str, ordering: Ordering, limit: usize, now: i64) 
         now,
         lease_until: now + 1_000,
         lease_owner: "test".into(),
+        durable: false,
     }
 }
 

@@ -61,6 +61,35 @@ impl Outcome {
     }
 }
 
+impl Command {
+    /// Whether the command's caller relies on it being on disk when answered. Delivery
+    /// bookkeeping does not (see `Store::claim`): a batch of only that commits without an
+    /// fsync of its own, and the next durable commit (or checkpoint) flushes it.
+    fn needs_flush(&self) -> bool {
+        match self {
+            Command::Claim(request, _) => request.durable,
+            Command::Complete(..) | Command::Release(..) => false,
+            Command::Insert(..) | Command::Replay(..) | Command::Ping(..) | Command::Write(..) => {
+                true
+            }
+        }
+    }
+}
+
+/// Sets `PRAGMA synchronous` for the next batch: FULL (the WAL is fsynced at commit) when
+/// any command needs it, NORMAL (committed, flushed later) for bookkeeping alone.
+fn set_flush(conn: &Connection, flushing: &mut bool, wanted: bool) {
+    if *flushing == wanted {
+        return;
+    }
+    let mode = if wanted { "FULL" } else { "NORMAL" };
+    match conn.pragma_update(None, "synchronous", mode) {
+        Ok(()) => *flushing = wanted,
+        // Staying on FULL is always safe; only a failure to go back to it matters.
+        Err(err) => tracing::error!(error = %err, mode, "could not set the commit mode"),
+    }
+}
+
 fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outcome {
     match command {
         Command::Insert(event, _) => Outcome::Insert(insert_event(conn, event, dedup)),
@@ -109,6 +138,8 @@ pub fn run(
     // Once the files are gone, nothing is acknowledged again until a restart: a commit to a
     // deleted file would be a 2xx for an event that no longer exists anywhere.
     let mut lost: Option<String> = None;
+    // The connection is opened with synchronous=FULL.
+    let mut flushing = true;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -126,6 +157,15 @@ pub fn run(
         if let Some(problem) = &lost {
             for command in batch.drain(..) {
                 reject(command, problem);
+            }
+            continue;
+        }
+        let flush = batch.iter().any(Command::needs_flush);
+        set_flush(&conn, &mut flushing, flush);
+        if flush && !flushing {
+            // Never acknowledge a durable write without its fsync.
+            for command in batch.drain(..) {
+                reject(command, "the store could not be set to flush its commits");
             }
             continue;
         }
