@@ -180,6 +180,11 @@ impl Relay {
         let _ = child.wait();
     }
 
+    /// Whether the process has exited (killed by someone else, for instance).
+    pub fn try_exited(&mut self) -> bool {
+        self.process().try_wait().ok().flatten().is_some()
+    }
+
     /// SIGTERM, then waits for the exit status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
         let child = self.process();

@@ -21,6 +21,7 @@ mod operate;
 mod outbound;
 mod outcomes;
 mod providers;
+mod records;
 mod recovery;
 mod reload;
 mod robustness;

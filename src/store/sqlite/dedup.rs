@@ -31,10 +31,20 @@ pub fn dedup_hash(source: &str, key: &str) -> i64 {
 pub struct DedupIndex {
     /// Committed keys: hash → event seq.
     committed: HashMap<i64, i64>,
-    /// Committed keys in arrival order, for expiry: (received_at, hash, event seq).
-    order: VecDeque<(UnixMillis, i64, i64)>,
+    /// Committed hashes in commit order, for expiry: 8 bytes a key (a million keys, three
+    /// days of a busy sender, must fit in a small process).
+    order: VecDeque<i64>,
+    /// One mark per second of arrivals in `order`: (second, how many keys, highest seq).
+    marks: VecDeque<Mark>,
     /// Keys added by the transaction in progress; they count only once it commits.
     staged: Vec<(UnixMillis, i64, i64)>,
+}
+
+#[derive(Clone, Copy)]
+struct Mark {
+    second: i64,
+    keys: usize,
+    highest_seq: i64,
 }
 
 impl DedupIndex {
@@ -57,8 +67,7 @@ impl DedupIndex {
             if received_at < cutoff {
                 continue;
             }
-            index.committed.insert(hash, seq);
-            index.order.push_back((received_at, hash, seq));
+            index.remember(received_at, hash, seq);
         }
         Ok(index)
     }
@@ -79,21 +88,49 @@ impl DedupIndex {
 
     /// The transaction committed: staged keys become real, and keys past the window go.
     pub fn commit(&mut self) {
-        for (received_at, hash, seq) in self.staged.drain(..) {
-            self.committed.insert(hash, seq);
-            self.order.push_back((received_at, hash, seq));
+        let mut staged = std::mem::take(&mut self.staged);
+        for (received_at, hash, seq) in staged.drain(..) {
+            self.remember(received_at, hash, seq);
         }
-        let Some(&(newest, _, _)) = self.order.back() else {
+        self.staged = staged;
+        let Some(newest) = self.marks.back().map(|mark| mark.second) else {
             return;
         };
-        while let Some(&(received_at, hash, seq)) = self.order.front() {
-            if received_at >= newest - DEDUP_WINDOW_MS {
+        let cutoff = newest - DEDUP_WINDOW_MS / 1000;
+        while let Some(mark) = self.marks.front().copied() {
+            // Whole seconds go: a key is remembered up to a second longer, never shorter.
+            if mark.second >= cutoff {
                 break;
             }
-            self.order.pop_front();
-            if self.committed.get(&hash) == Some(&seq) {
-                self.committed.remove(&hash);
+            self.marks.pop_front();
+            for hash in self.order.drain(..mark.keys) {
+                // A newer event with the same hash (a collision, or a key seen again after
+                // its window) keeps its entry.
+                if self
+                    .committed
+                    .get(&hash)
+                    .is_some_and(|&seq| seq <= mark.highest_seq)
+                {
+                    self.committed.remove(&hash);
+                }
             }
+        }
+    }
+
+    fn remember(&mut self, received_at: UnixMillis, hash: i64, seq: i64) {
+        self.committed.insert(hash, seq);
+        self.order.push_back(hash);
+        let second = received_at.div_euclid(1000);
+        match self.marks.back_mut() {
+            Some(mark) if mark.second == second => {
+                mark.keys += 1;
+                mark.highest_seq = mark.highest_seq.max(seq);
+            }
+            _ => self.marks.push_back(Mark {
+                second,
+                keys: 1,
+                highest_seq: seq,
+            }),
         }
     }
 
@@ -136,7 +173,10 @@ mod tests {
         index.commit();
         assert_eq!(index.find(a), Some(1));
         let b = dedup_hash("gitlab", "b");
-        index.stage(DEDUP_WINDOW_MS + 1, b, 2);
+        index.stage(DEDUP_WINDOW_MS - 1000, b, 2);
+        index.commit();
+        assert_eq!(index.find(a), Some(1), "still inside the window");
+        index.stage(DEDUP_WINDOW_MS + 1000, b, 2);
         index.commit();
         assert_eq!(index.find(a), None, "older than the window");
         assert_eq!(index.find(b), Some(2));
