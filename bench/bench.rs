@@ -103,7 +103,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     let sink = support::Sink::start().await?;
-    let delivery_only = std::env::var("BENCH_ONLY").as_deref() == Ok("delivery");
+    let delivery_only = matches!(
+        std::env::var("BENCH_ONLY").as_deref(),
+        Ok("delivery" | "memory")
+    );
     let (max_ingest, ingest_rss) = match delivery_only {
         false => ingest_table(&relay_bin, &dir, &body, &sink, seconds).await?,
         // Without the ingest table, the steady load is given (or a default).
@@ -127,6 +130,13 @@ async fn main() -> anyhow::Result<()> {
             relay_config(db, sink_url, paused, ONE_LOAD_CLIENT, concurrency)
         },
     };
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("memory") {
+        let (now, peak) = delivery::memory(&setup, &sink, memory_events).await?;
+        println!(
+            "memory after {memory_events} events stored, destination paused: {now:.1} MB resident (peak {peak:.1} MB)"
+        );
+        return Ok(());
+    }
     let instant = delivery::drain(&setup, "drain-default", &sink, forward_count, None).await?;
     let slow_sink = support::Sink::start_with_delay(Duration::from_millis(5)).await?;
     let slow = delivery::drain(&setup, "drain-slow", &slow_sink, forward_count, Some(64)).await?;

@@ -83,6 +83,7 @@ pub async fn run(ctx: Arc<WorkerContext>) {
     // the outcome of what is in flight.
     let claim_ahead = ctx.config.ordering == Ordering::Parallel;
     let permits = Arc::new(Semaphore::new(slots));
+    let recorders = Arc::new(Semaphore::new(slots));
     let finished = Arc::new(Notify::new());
     let leases: Leases = Arc::default();
     let mut attempts: JoinSet<Option<UnixMillis>> = JoinSet::new();
@@ -117,14 +118,19 @@ pub async fn run(ctx: Arc<WorkerContext>) {
             probes = probes.saturating_sub(1);
             let Ready { delivery, loaded } = ready.pop_front().expect("not empty");
             let (ctx, leases, finished) = (ctx.clone(), leases.clone(), finished.clone());
+            let recorders = recorders.clone();
             attempts.spawn(async move {
                 let record = attempt::attempt(&ctx, &delivery, &loaded.request).await;
                 drop(loaded);
                 let retry_at = attempt::retry_at(&record);
                 if claim_ahead {
+                    // At most `slots` answered attempts wait for their record: what a crash
+                    // can make repeat stays bounded (in flight plus these).
+                    let recording = recorders.acquire_owned().await;
                     drop(permit);
                     finished.notify_one();
                     attempt::store(&ctx, &delivery, record).await;
+                    drop(recording);
                 } else {
                     attempt::store(&ctx, &delivery, record).await;
                     drop(permit);

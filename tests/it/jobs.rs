@@ -126,9 +126,11 @@ async fn a_bulk_replay_cut_off_by_kill_9_finishes_after_the_restart_replaying_ea
         "every delivery arrived first and again by the replay"
     );
     let repeated = by_delivery.values().filter(|&&n| n > 2).count();
+    // What a kill can repeat: attempts in flight (up to `concurrency`) and attempts answered
+    // whose record had not committed yet (up to `concurrency` more).
     assert!(
-        repeated <= 32,
-        "{repeated} deliveries arrived more than twice: more than the attempts in flight at the kill"
+        repeated <= 2 * 32,
+        "{repeated} deliveries arrived more than twice: more than the attempts in flight or awaiting their record at the kill"
     );
     drop(relay);
 }
