@@ -1,5 +1,5 @@
 //! One destination's worker loop: claims due deliveries ahead of need (for `parallel`, up
-//! to a second round of `concurrency` waits loaded while the slots are busy), loads a whole
+//! to three rounds of `concurrency` wait loaded while the slots are busy), loads a whole
 //! claim's bodies in one read, attempts each in a slot, and hands the record to the store.
 //! A `parallel` slot is free again as soon as the destination answered: its record commits
 //! meanwhile, and the delivery stays leased until it has, so nobody else takes it. `fifo` and
@@ -26,6 +26,8 @@ use crate::store::{ClaimRequest, ClaimedDelivery, Lease, Store, StoreError};
 /// How often an idle worker looks at the store anyway (changes made by other processes,
 /// such as `hookrelay replay`, do not wake it).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Time left on a lease, beyond the timeout, for an attempt to start under it.
+const LEASE_MARGIN: Duration = Duration::from_secs(2);
 
 pub struct WorkerContext {
     pub name: Name,
@@ -58,7 +60,14 @@ type Leases = Arc<Mutex<HashSet<Lease>>>;
 struct Ready {
     delivery: ClaimedDelivery,
     loaded: Arc<Loaded>,
+    /// When the claim's lease runs out.
+    lease_until: UnixMillis,
 }
+
+/// How many claimed deliveries may wait for a slot, per slot, beyond the free ones: enough
+/// that the slots keep working while the next claim waits for a commit (shared with ingest's
+/// fsyncs under load).
+const AHEAD_PER_SLOT: usize = 3;
 
 /// What one claim brought.
 struct Fetched {
@@ -115,8 +124,19 @@ pub async fn run(ctx: Arc<WorkerContext>) {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
+            let Ready {
+                delivery,
+                loaded,
+                lease_until,
+            } = ready.pop_front().expect("not empty");
+            if lease_until - now_millis() < (ctx.config.timeout + LEASE_MARGIN).as_millis() as i64 {
+                // Waited so long behind slow attempts that an attempt could outlive the
+                // lease: back to the store, to be claimed afresh.
+                drop(permit);
+                release(&ctx, vec![delivery.lease], &leases).await;
+                continue;
+            }
             probes = probes.saturating_sub(1);
-            let Ready { delivery, loaded } = ready.pop_front().expect("not empty");
             let (ctx, leases, finished) = (ctx.clone(), leases.clone(), finished.clone());
             let recorders = recorders.clone();
             attempts.spawn(async move {
@@ -146,7 +166,7 @@ pub async fn run(ctx: Arc<WorkerContext>) {
             let free = permits.available_permits();
             if !open {
                 let want = match claim_ahead {
-                    true => free + slots,
+                    true => free + slots * AHEAD_PER_SLOT,
                     false => free,
                 }
                 .saturating_sub(ready.len());
@@ -246,7 +266,8 @@ async fn fetch(
     limit: usize,
     leases: Leases,
 ) -> Result<Fetched, StoreError> {
-    let claimed = ctx.store.claim(claim_request(&ctx, limit)).await?;
+    let request = claim_request(&ctx, limit);
+    let claimed = ctx.store.claim(request.clone()).await?;
     let count = claimed.deliveries.len();
     leases
         .lock()
@@ -257,7 +278,11 @@ async fn fetch(
     let mut back = Vec::new();
     for (delivery, loaded) in claimed.deliveries.into_iter().zip(loaded) {
         match loaded {
-            Some(loaded) => ready.push(Ready { delivery, loaded }),
+            Some(loaded) => ready.push(Ready {
+                delivery,
+                loaded,
+                lease_until: request.lease_until,
+            }),
             None => back.push(delivery.lease),
         }
     }
