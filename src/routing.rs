@@ -48,6 +48,18 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Every JSON pointer this condition reads.
+    pub fn pointers(&self) -> Vec<&str> {
+        match self {
+            Self::All(all) | Self::Any(all) => all.iter().flat_map(Self::pointers).collect(),
+            Self::Not(inner) => inner.pointers(),
+            Self::Equals { pointer, .. }
+            | Self::In { pointer, .. }
+            | Self::Regex { pointer, .. }
+            | Self::Exists { pointer, .. } => vec![pointer.as_str()],
+        }
+    }
+
     pub fn holds(&self, payload: Option<&Value>) -> bool {
         let at = |pointer: &str| payload.and_then(|p| p.pointer(pointer));
         match self {
@@ -64,6 +76,15 @@ impl Condition {
             Self::Exists { pointer, exists } => at(pointer).is_some() == *exists,
         }
     }
+}
+
+/// Every JSON pointer the routes' conditions read.
+pub fn condition_pointers(routes: &[Route]) -> Vec<&str> {
+    routes
+        .iter()
+        .filter_map(|route| route.when.as_ref())
+        .flat_map(Condition::pointers)
+        .collect()
 }
 
 /// Compiles globs where `*` stays within one path segment and `**` crosses them.

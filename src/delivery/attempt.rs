@@ -45,7 +45,7 @@ fn interrupted(ctx: &WorkerContext, delivery: &ClaimedDelivery) -> AttemptRecord
             class: "interrupted".into(),
             detail: AttemptDetail::failed(
                 "interrupted",
-                "interrupted: hookrelay stopped during this attempt".into(),
+                "interrupted: hookrelay stopped while this delivery was claimed (in flight or about to start)".into(),
             ),
         },
         next,

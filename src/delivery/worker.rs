@@ -90,7 +90,10 @@ pub async fn run(ctx: Arc<WorkerContext>) {
     let slots = slots(&ctx);
     // Only `parallel` claims ahead: for `fifo` and `latest` what is claimable next depends on
     // the outcome of what is in flight.
-    let claim_ahead = ctx.config.ordering == Ordering::Parallel;
+    // Nor does a destination whose interrupted attempts go dead: after a crash, a delivery
+    // claimed ahead but never started would look interrupted, and go dead unattempted.
+    let claim_ahead = ctx.config.ordering == Ordering::Parallel
+        && ctx.config.on_interrupt == crate::domain::OnInterrupt::Retry;
     let permits = Arc::new(Semaphore::new(slots));
     let recorders = Arc::new(Semaphore::new(slots));
     let finished = Arc::new(Notify::new());

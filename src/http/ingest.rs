@@ -194,6 +194,7 @@ async fn receive_counted(
     let routes = Routes {
         routes: &routing.routes,
         coalescing: &routing.coalescing,
+        fields: &routing.fields,
     };
     let admitted = accept(
         runtime.provider,

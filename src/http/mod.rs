@@ -44,6 +44,8 @@ pub struct Routing {
     pub routes: Vec<Route>,
     /// `latest` destinations and what their coalescing keys are made of.
     pub coalescing: HashMap<Name, Vec<crate::domain::KeyPart>>,
+    /// What of a payload is parsed: the providers' paths and the routes' conditions'.
+    pub fields: crate::ingest::Fields,
 }
 
 impl Routing {
@@ -67,6 +69,7 @@ impl Routing {
             .collect();
         Self {
             sources,
+            fields: crate::ingest::Fields::with(crate::routing::condition_pointers(&config.routes)),
             routes: config.routes.clone(),
             coalescing,
         }

@@ -20,6 +20,8 @@ pub struct Admitted {
 pub struct Routes<'a> {
     pub routes: &'a [Route],
     pub coalescing: &'a HashMap<Name, Vec<KeyPart>>,
+    /// What of a payload classification and these routes' conditions read.
+    pub fields: &'a super::Fields,
 }
 
 pub fn accept(
@@ -30,9 +32,10 @@ pub fn accept(
     inbound: &Inbound<'_>,
 ) -> Result<Admitted, Rejection> {
     provider.verify(inbound, credentials)?;
-    // Always parsed: what ingest classifies (ref, project, commits) is stored with the event
-    // for filters, coalescing keys and display, not only used for routing.
-    let payload = parse_payload(inbound.headers, inbound.body);
+    // Always parsed (only the paths classification and the conditions read): what ingest
+    // classifies (ref, project, sender) is stored with the event for filters, coalescing
+    // keys and display, not only used for routing.
+    let payload = parse_payload(inbound.headers, inbound.body, routes.fields);
     let mut classification = provider.classify(inbound, payload.as_ref());
     if let Some(signed_id) = provider.signed_id(inbound, credentials) {
         // Only what the signature covers may decide "repeat or new": an unsigned

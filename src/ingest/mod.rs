@@ -10,6 +10,7 @@ mod gitea;
 mod github;
 mod gitlab;
 pub mod ip;
+mod payload;
 mod standard;
 pub mod verify;
 
@@ -104,6 +105,7 @@ pub struct Inbound<'a> {
 
 pub use crate::domain::Classification;
 pub use accept::{Admitted, Routes, accept};
+pub use payload::{Fields, PROVIDER_POINTERS};
 
 /// Why a request was refused. The text is safe to send back: it never contains a secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -218,8 +220,8 @@ pub(crate) fn standard_dedup_key(headers: &HeaderMap) -> Option<String> {
 
 /// The JSON payload: the body itself, or the `payload` field of a form-encoded body
 /// (GitHub and Gitea can send either). `None` when it is not JSON; such bodies still flow.
-pub fn parse_payload(headers: &HeaderMap, body: &[u8]) -> Option<Value> {
-    serde_json::from_slice(&form_payload(headers, body)?).ok()
+pub fn parse_payload(headers: &HeaderMap, body: &[u8], fields: &Fields) -> Option<Value> {
+    payload::parse_fields(&form_payload(headers, body)?, fields)
 }
 
 /// The JSON text a sender signed or sent: the `payload` form field for form bodies (`None`

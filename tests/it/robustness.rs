@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use hookrelay::domain::{Name, Secret};
 use hookrelay::ingest::generic::{Encoding, GenericAuth, HmacScheme};
-use hookrelay::ingest::{Credentials, Inbound, ProviderKind, Routes, accept, provider_for};
+use hookrelay::ingest::{Credentials, Fields, Inbound, ProviderKind, Routes, accept, provider_for};
 use hookrelay::routing::{Condition, Route, glob_set};
 use hookrelay::signing::{Algorithm, standard_secret};
 
@@ -175,6 +175,7 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
             hookrelay::domain::KeyPart::Ref,
         ],
     )]);
+    let fields = Fields::with(hookrelay::routing::condition_pointers(&routes));
     let started = Instant::now();
     let mut cases = 0u64;
     let mut accepted_basic = 0u64;
@@ -207,6 +208,7 @@ fn arbitrary_requests_never_panic_the_verify_classify_route_path() {
         let routes = Routes {
             routes: &routes,
             coalescing: &coalescing,
+            fields: &fields,
         };
         let admitted = accept(provider, credentials, &name, &routes, &inbound);
         let head_only = Inbound {

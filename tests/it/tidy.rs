@@ -1,4 +1,5 @@
-//! Repository hygiene: every source file opens with a `//!` line saying what it is.
+//! Repository hygiene: every source file opens with a `//!` line saying what it is; every
+//! payload path a provider reads is one ingest parses.
 
 fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -25,4 +26,31 @@ fn every_module_starts_with_a_doc_line() {
         .filter(|path| !std::fs::read_to_string(path).unwrap().starts_with("//!"))
         .collect();
     assert!(missing.is_empty(), "files without a //! line: {missing:?}");
+}
+
+#[test]
+fn every_pointer_a_provider_reads_is_parsed() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/ingest");
+    let pointer = regex::Regex::new(r#""(/[A-Za-z0-9_/]+)""#).unwrap();
+    let mut missing = Vec::new();
+    for provider in [
+        "gitlab",
+        "github",
+        "gitea",
+        "bitbucket",
+        "standard",
+        "generic",
+    ] {
+        let text = std::fs::read_to_string(root.join(format!("{provider}.rs"))).unwrap();
+        for found in pointer.captures_iter(&text) {
+            let path = &found[1];
+            if !hookrelay::ingest::PROVIDER_POINTERS.contains(&path) {
+                missing.push(format!("{provider}: {path}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "paths read by providers but not parsed (add them to PROVIDER_POINTERS): {missing:?}"
+    );
 }

@@ -118,12 +118,22 @@ pub(super) fn classify(
     body: &[u8],
 ) -> Classification {
     let headers = headers(pairs);
-    let payload: Option<Value> = parse_payload(&headers, body);
     let inbound = Inbound {
         headers: &headers,
         body,
         query: None,
         now_secs: NOW,
     };
-    provider_for(kind).classify(&inbound, payload.as_ref())
+    // Ingest parses only the providers' paths: every table case checks that this gives
+    // what the whole tree gives.
+    let whole: Option<Value> =
+        form_payload(&headers, body).and_then(|json| serde_json::from_slice(&json).ok());
+    let sparse = parse_payload(&headers, body, &Fields::with([]));
+    let classified = provider_for(kind).classify(&inbound, sparse.as_ref());
+    assert_eq!(
+        classified,
+        provider_for(kind).classify(&inbound, whole.as_ref()),
+        "a provider reads a path missing from PROVIDER_POINTERS"
+    );
+    classified
 }
