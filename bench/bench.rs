@@ -253,19 +253,16 @@ async fn ingest_table(
     sink: &support::Sink,
     seconds: u64,
 ) -> anyhow::Result<(f64, f64)> {
-    let bare = Process::start(&std::env::current_exe()?, &["--bare"], dir.path(), "bare")?;
+    // This bench binary serves each baseline itself (`--bare`, `--floor FILE`, ...).
+    let baseline = |args: &[&str], label: &str| {
+        Process::start(&std::env::current_exe()?, args, dir.path(), label)
+    };
+    let bare = baseline(&["--bare"], "bare")?;
     let floor_file = dir.path().join("floor.log");
-    let floor = Process::start(
-        &std::env::current_exe()?,
-        &["--floor", floor_file.to_str().unwrap()],
-        dir.path(),
-        "floor",
-    )?;
+    let floor = baseline(&["--floor", floor_file.to_str().unwrap()], "floor")?;
     let sqlite_file = dir.path().join("sqlite-floor.db");
-    let sqlite = Process::start(
-        &std::env::current_exe()?,
+    let sqlite = baseline(
         &["--sqlite-floor", sqlite_file.to_str().unwrap()],
-        dir.path(),
         "sqlite-floor",
     )?;
     let config_path = dir.path().join("ingest.toml");

@@ -95,9 +95,14 @@ pub async fn run(ctx: Arc<WorkerContext>) {
     let claim_ahead = ctx.config.ordering == Ordering::Parallel
         && ctx.config.on_interrupt == crate::domain::OnInterrupt::Retry;
     let permits = Arc::new(Semaphore::new(slots));
-    let recorders = Arc::new(Semaphore::new(slots));
     let finished = Arc::new(Notify::new());
     let leases: Leases = Arc::default();
+    let slots_state = Arc::new(Shared {
+        recorders: Semaphore::new(slots),
+        finished: finished.clone(),
+        leases: leases.clone(),
+        claim_ahead,
+    });
     let mut attempts: JoinSet<Option<UnixMillis>> = JoinSet::new();
     let mut ready: VecDeque<Ready> = VecDeque::new();
     let mut claiming: Option<(JoinHandle<Result<Fetched, StoreError>>, bool)> = None;
@@ -123,45 +128,16 @@ pub async fn run(ctx: Arc<WorkerContext>) {
             // Held (paused) or only probing: what waits goes back, unattempted.
             give_back(&ctx, &mut ready, &leases).await;
         }
+        if !paused && !ready.is_empty() {
+            give_back_stale(&ctx, &mut ready, &leases).await;
+        }
         while !paused && !ready.is_empty() && (!open || probes > 0) {
             let Ok(permit) = permits.clone().try_acquire_owned() else {
                 break;
             };
-            let Ready {
-                delivery,
-                loaded,
-                lease_until,
-            } = ready.pop_front().expect("not empty");
-            if lease_until - now_millis() < (ctx.config.timeout + LEASE_MARGIN).as_millis() as i64 {
-                // Waited so long behind slow attempts that an attempt could outlive the
-                // lease: back to the store, to be claimed afresh.
-                drop(permit);
-                release(&ctx, vec![delivery.lease], &leases).await;
-                continue;
-            }
             probes = probes.saturating_sub(1);
-            let (ctx, leases, finished) = (ctx.clone(), leases.clone(), finished.clone());
-            let recorders = recorders.clone();
-            attempts.spawn(async move {
-                let record = attempt::attempt(&ctx, &delivery, &loaded.request).await;
-                drop(loaded);
-                let retry_at = attempt::retry_at(&record);
-                if claim_ahead {
-                    // At most `slots` answered attempts wait for their record: what a crash
-                    // can make repeat stays bounded (in flight plus these).
-                    let recording = recorders.acquire_owned().await;
-                    drop(permit);
-                    finished.notify_one();
-                    attempt::store(&ctx, &delivery, record).await;
-                    drop(recording);
-                } else {
-                    attempt::store(&ctx, &delivery, record).await;
-                    drop(permit);
-                    finished.notify_one();
-                }
-                leases.lock().unwrap().remove(&delivery.lease);
-                retry_at
-            });
+            let next = ready.pop_front().expect("not empty");
+            attempts.spawn(run_attempt(next, permit, slots_state.clone(), ctx.clone()));
         }
         let now = Instant::now();
         let mut wake_at = now + POLL_INTERVAL;
@@ -240,6 +216,64 @@ pub async fn run(ctx: Arc<WorkerContext>) {
     }
     drop(ready);
     drain(&ctx, attempts, &leases).await;
+}
+
+/// What the attempts of one worker share with its loop.
+struct Shared {
+    /// At most `slots` answered attempts wait for their record: what a crash can make
+    /// repeat stays bounded (in flight plus these).
+    recorders: Semaphore,
+    finished: Arc<Notify>,
+    leases: Leases,
+    claim_ahead: bool,
+}
+
+/// One attempt in its slot, then its record. With claim-ahead the slot is given back as soon
+/// as the destination answered; otherwise once the record is stored. Returns when the
+/// delivery is next due, if it is.
+async fn run_attempt(
+    ready: Ready,
+    slot: tokio::sync::OwnedSemaphorePermit,
+    shared: Arc<Shared>,
+    ctx: Arc<WorkerContext>,
+) -> Option<UnixMillis> {
+    let Ready {
+        delivery, loaded, ..
+    } = ready;
+    let record = attempt::attempt(&ctx, &delivery, &loaded.request).await;
+    drop(loaded);
+    let retry_at = attempt::retry_at(&record);
+    if shared.claim_ahead {
+        let recording = shared.recorders.acquire().await;
+        drop(slot);
+        shared.finished.notify_one();
+        attempt::store(&ctx, &delivery, record).await;
+        drop(recording);
+    } else {
+        attempt::store(&ctx, &delivery, record).await;
+        drop(slot);
+        shared.finished.notify_one();
+    }
+    shared.leases.lock().unwrap().remove(&delivery.lease);
+    retry_at
+}
+
+/// Gives back, in one write, the waiting claims whose lease could no longer cover an
+/// attempt (they waited behind slow attempts): they are claimed afresh.
+async fn give_back_stale(ctx: &WorkerContext, ready: &mut VecDeque<Ready>, leases: &Leases) {
+    let starts_by = now_millis() + (ctx.config.timeout + LEASE_MARGIN).as_millis() as i64;
+    if ready.iter().all(|r| r.lease_until >= starts_by) {
+        return;
+    }
+    let (stale, fresh): (VecDeque<Ready>, VecDeque<Ready>) =
+        ready.drain(..).partition(|r| r.lease_until < starts_by);
+    *ready = fresh;
+    release(
+        ctx,
+        stale.into_iter().map(|r| r.delivery.lease).collect(),
+        leases,
+    )
+    .await;
 }
 
 /// When to claim again after a claim: at once if it got all it asked for (more may be
