@@ -108,7 +108,13 @@ async fn main() -> anyhow::Result<()> {
         Ok("delivery" | "memory")
     );
     let (max_ingest, ingest_rss) = match delivery_only {
-        false => ingest_table(&relay_bin, &dir, &body, &sink, seconds).await?,
+        false => {
+            let measured = ingest_table(&relay_bin, &dir, &body, &sink, seconds).await?;
+            if std::env::var("BENCH_ONLY").as_deref() == Ok("ingest") {
+                return Ok(());
+            }
+            measured
+        }
         // Without the ingest table, the steady load is given (or a default).
         true => (
             std::env::var("BENCH_STEADY_RATE")
