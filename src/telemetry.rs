@@ -58,6 +58,7 @@ pub struct Telemetry {
     pub ingest_seconds: HistogramFamily<SourceLabel>,
     pub commit_batch_size: Histogram,
     pub commit_seconds: Histogram,
+    pub flush_seconds: Histogram,
     pub attempts: Family<DestinationOutcome, Counter>,
     pub delivered_seconds: HistogramFamily<DestinationLabel>,
     pub deliveries: Family<DestinationState, Gauge>,
@@ -88,6 +89,7 @@ impl Telemetry {
             ingest_seconds: Family::new_with_constructor(fast_latency),
             commit_batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 12)),
             commit_seconds: fast_latency(),
+            flush_seconds: fast_latency(),
             attempts: Family::default(),
             delivered_seconds: Family::new_with_constructor(latency),
             deliveries: Family::default(),
@@ -118,8 +120,13 @@ impl Telemetry {
         );
         r.register(
             "store_commit_duration_seconds",
-            "One group commit, fsync included",
+            "One group commit (its fsync is counted in store_flush_duration_seconds)",
             t.commit_seconds.clone(),
+        );
+        r.register(
+            "store_flush_duration_seconds",
+            "One fdatasync of the WAL; durable writes committed before it are answered after it",
+            t.flush_seconds.clone(),
         );
         r.register(
             "delivery_attempts",

@@ -18,12 +18,7 @@ struct Writer {
 
 impl Writer {
     fn new() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("hr.db");
-        identity::lock_database(&path).unwrap();
-        let mut conn = open_connection(&path).unwrap();
-        schema::migrate(&mut conn).unwrap();
-        let dedup = DedupIndex::load(&conn, 0).unwrap();
+        let (dir, _, conn, dedup) = super::tests::writer_connection();
         Self {
             _dir: dir,
             conn,
@@ -40,7 +35,9 @@ impl Writer {
             commands.push(Command::Insert(Box::new(event), reply));
             answers.push(answer);
         }
-        apply_batch(&mut self.conn, &mut commands, &mut self.dedup);
+        for durable in apply_batch(&mut self.conn, &mut commands, &mut self.dedup) {
+            durable(None);
+        }
         answers
             .into_iter()
             .map(|mut answer| answer.try_recv().expect("answered"))

@@ -47,7 +47,8 @@ pub fn persist_wal(conn: &rusqlite::Connection) {
     }
 }
 
-type Identity = (u64, u64);
+/// A file's device and inode.
+pub type Identity = (u64, u64);
 
 fn identity(path: &Path) -> std::io::Result<Identity> {
     let meta = std::fs::metadata(path)?;
@@ -71,6 +72,15 @@ impl Files {
             wal_id: identity(&wal).ok(),
             wal,
         })
+    }
+
+    pub fn wal_path(&self) -> &Path {
+        &self.wal
+    }
+
+    /// The WAL file as first seen (it exists once the first transaction ran).
+    pub fn wal_id(&self) -> Option<Identity> {
+        self.wal_id
     }
 
     /// Whether the files at the paths are still the ones being written. The WAL exists once

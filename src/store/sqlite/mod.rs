@@ -1,11 +1,12 @@
-//! Embedded store: SQLite in WAL mode with synchronous=FULL, one group-committing writer
-//! thread, a reader connection for delivery and another for inspection, and checkpoints kept
-//! off the commit path.
+//! Embedded store: SQLite in WAL mode, one group-committing writer thread whose durable
+//! answers wait for a flush thread's fsync of the WAL, a reader connection for delivery and
+//! another for inspection, and checkpoints kept off the commit path.
 
 mod admin;
 mod browse;
 mod checkpoint;
 mod dedup;
+mod flusher;
 mod identity;
 mod jobs;
 mod latest;
@@ -74,7 +75,8 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // FULL: the WAL is fsynced at every commit, so a 2xx survives power loss.
+    // FULL: the WAL is fsynced at every commit, so a 2xx survives power loss. The writer
+    // alone moves that fsync to the flush thread (`flusher.rs`).
     conn.pragma_update(None, "synchronous", "FULL")?;
     // Savepoint journals stay in memory instead of a temporary file.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -151,9 +153,11 @@ impl SqliteStore {
         let flag = finish_checkpoint.clone();
         let files =
             identity::Files::of(path).map_err(|err| StoreError::Backend(err.to_string()))?;
+        let flusher = flusher::Flusher::spawn(files.wal_path().to_owned())
+            .map_err(|err| StoreError::Backend(format!("cannot start flush thread: {err}")))?;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, queue, &flag, dedup, files))
+            .spawn(move || writer::run(conn, queue, &flag, dedup, files, flusher))
             .map_err(|err| StoreError::Backend(format!("cannot start writer thread: {err}")))?;
         let stop_checkpoints = match mode {
             OpenMode::Server => Some(checkpoint::spawn_checkpointer(path, finish_checkpoint)?),
@@ -240,6 +244,8 @@ impl Drop for SqliteStore {
 mod admin_tests;
 #[cfg(test)]
 mod batch_tests;
+#[cfg(test)]
+mod flusher_tests;
 #[cfg(test)]
 mod latest_tests;
 #[cfg(test)]

@@ -72,6 +72,24 @@ pub(super) fn done_with(claimed: &ClaimedDelivery, next: NextState, at: i64) -> 
     }
 }
 
+/// A locked, migrated database file and a writer's connection to it, without the threads
+/// around it (for tests that drive the writer's pieces themselves).
+pub(super) fn writer_connection() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Connection,
+    dedup::DedupIndex,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hr.db");
+    // Creates the file (the lock itself is not kept).
+    identity::lock_database(&path).unwrap();
+    let mut conn = open_connection(&path).unwrap();
+    schema::migrate(&mut conn).unwrap();
+    let dedup = dedup::DedupIndex::load(&conn, 0).unwrap();
+    (dir, path, conn, dedup)
+}
+
 pub(super) fn open_temp() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("hr.db"), OpenMode::Server).unwrap();

@@ -1,5 +1,6 @@
 //! The single writer thread: group commit. Every write waiting in the queue shares one
-//! transaction and one fsync; a failing command is isolated so it spoils no other.
+//! transaction; a failing command is isolated so it spoils no other. Answers that promise
+//! durability wait for the flush thread's fsync (`flusher.rs`) while the next batch runs.
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
@@ -7,6 +8,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::{mpsc, oneshot};
 
 use super::dedup::DedupIndex;
+use super::flusher::{Flusher, Reply};
 use super::identity::Files;
 use super::ops::{claim, complete, heartbeat, insert_event, release, replay};
 use crate::domain::{DeliveryId, UnixMillis};
@@ -63,8 +65,8 @@ impl Outcome {
 
 impl Command {
     /// Whether the command's caller relies on it being on disk when answered. Delivery
-    /// bookkeeping does not (see `Store::claim`): a batch of only that commits without an
-    /// fsync of its own, and the next durable commit (or checkpoint) flushes it.
+    /// bookkeeping does not (see `Store::claim`): it is answered at commit, and the next
+    /// flush (or checkpoint) takes it to the disk.
     fn needs_flush(&self) -> bool {
         match self {
             Command::Claim(request, _) => request.durable,
@@ -73,20 +75,6 @@ impl Command {
                 true
             }
         }
-    }
-}
-
-/// Sets `PRAGMA synchronous` for the next batch: FULL (the WAL is fsynced at commit) when
-/// any command needs it, NORMAL (committed, flushed later) for bookkeeping alone.
-fn set_flush(conn: &Connection, flushing: &mut bool, wanted: bool) {
-    if *flushing == wanted {
-        return;
-    }
-    let mode = if wanted { "FULL" } else { "NORMAL" };
-    match conn.pragma_update(None, "synchronous", mode) {
-        Ok(()) => *flushing = wanted,
-        // Staying on FULL is always safe; only a failure to go back to it matters.
-        Err(err) => tracing::error!(error = %err, mode, "could not set the commit mode"),
     }
 }
 
@@ -102,28 +90,34 @@ fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outc
     }
 }
 
-/// Sends a command its answer; a commit failure turns every success into an error.
+/// A command's answer, to send when its batch is decided: a commit (or flush) failure turns
+/// every success into an error. The event's body is dropped here, not kept until the flush.
 /// A caller that went away (client disconnected) no longer needs its answer.
-fn respond(command: Command, outcome: Outcome, commit_error: Option<&str>) {
-    fn settle<T>(
+fn reply(command: Command, outcome: Outcome) -> Reply {
+    fn send<T: Send + 'static>(
+        tx: oneshot::Sender<Result<T, StoreError>>,
         result: Result<T, StoreError>,
-        commit_error: Option<&str>,
-    ) -> Result<T, StoreError> {
-        match (result, commit_error) {
-            (Ok(_), Some(error)) => Err(StoreError::Unavailable(format!("commit failed: {error}"))),
-            (result, _) => result,
-        }
+    ) -> Reply {
+        Box::new(move |problem| {
+            let settled = match (result, problem) {
+                (Ok(_), Some(problem)) => Err(StoreError::Unavailable(problem.to_owned())),
+                (result, _) => result,
+            };
+            drop(tx.send(settled));
+        })
     }
-    let mismatch = || tracing::error!("store outcome does not match its command");
     match (command, outcome) {
-        (Command::Insert(_, tx), Outcome::Insert(r)) => drop(tx.send(settle(r, commit_error))),
-        (Command::Claim(_, tx), Outcome::Claim(r)) => drop(tx.send(settle(r, commit_error))),
+        (Command::Insert(_, tx), Outcome::Insert(r)) => send(tx, r),
+        (Command::Claim(_, tx), Outcome::Claim(r)) => send(tx, r),
         (Command::Complete(_, tx), Outcome::Unit(r))
         | (Command::Release(_, _, tx), Outcome::Unit(r))
-        | (Command::Ping(_, tx), Outcome::Unit(r)) => drop(tx.send(settle(r, commit_error))),
-        (Command::Replay(_, _, tx), Outcome::Replay(r)) => drop(tx.send(settle(r, commit_error))),
-        (Command::Write(_, tx), Outcome::Write(r)) => drop(tx.send(settle(r, commit_error))),
-        _ => mismatch(),
+        | (Command::Ping(_, tx), Outcome::Unit(r)) => send(tx, r),
+        (Command::Replay(_, _, tx), Outcome::Replay(r)) => send(tx, r),
+        (Command::Write(_, tx), Outcome::Write(r)) => send(tx, r),
+        _ => {
+            tracing::error!("store outcome does not match its command");
+            Box::new(|_| {})
+        }
     }
 }
 
@@ -133,13 +127,17 @@ pub fn run(
     finish_checkpoint: &AtomicBool,
     mut dedup: DedupIndex,
     mut files: Files,
+    flusher: Flusher,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Once the files are gone, nothing is acknowledged again until a restart: a commit to a
     // deleted file would be a 2xx for an event that no longer exists anywhere.
     let mut lost: Option<String> = None;
-    // The connection is opened with synchronous=FULL.
-    let mut flushing = true;
+    // Commits write the WAL without syncing it; the flusher syncs it before durable answers.
+    // Were this refused, commits would stay on FULL: slower, and as safe.
+    if let Err(err) = conn.pragma_update(None, "synchronous", "NORMAL") {
+        tracing::warn!(error = %err, "commits keep their own fsync");
+    }
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -154,22 +152,17 @@ pub fn run(
             tracing::error!(%problem, "store files changed under the server; refusing writes");
             lost = Some(problem);
         }
+        if lost.is_none() {
+            lost = flusher.failure();
+        }
         if let Some(problem) = &lost {
             for command in batch.drain(..) {
                 reject(command, problem);
             }
             continue;
         }
-        let flush = batch.iter().any(Command::needs_flush);
-        set_flush(&conn, &mut flushing, flush);
-        if flush && !flushing {
-            // Never acknowledge a durable write without its fsync.
-            for command in batch.drain(..) {
-                reject(command, "the store could not be set to flush its commits");
-            }
-            continue;
-        }
-        apply_batch(&mut conn, &mut batch, &mut dedup);
+        let durable = apply_batch(&mut conn, &mut batch, &mut dedup);
+        flusher.after_flush(durable, files.wal_id());
         if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
             finish_wal_checkpoint(&conn);
         }
@@ -195,8 +188,14 @@ fn finish_wal_checkpoint(conn: &Connection) {
 
 /// Runs the batch in one transaction. Commands almost never fail, so the fast path has no
 /// savepoints; if one does fail, the transaction is rolled back and the batch redone with a
-/// savepoint per command, so the failure spoils no other command.
-pub(super) fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup: &mut DedupIndex) {
+/// savepoint per command, so the failure spoils no other command. Answers everything at
+/// once except the committed commands that need a flush: those it returns.
+#[must_use = "durable answers wait for a flush"]
+pub(super) fn apply_batch(
+    conn: &mut Connection,
+    batch: &mut Vec<Command>,
+    dedup: &mut DedupIndex,
+) -> Vec<Reply> {
     let started = std::time::Instant::now();
     let mut result = run_in_transaction(conn, batch, false, dedup);
     if let Ok((outcomes, _)) = &result
@@ -219,9 +218,17 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup
             if let Some(error) = &commit_error {
                 tracing::error!(%error, "store commit failed; the whole batch is refused");
             }
+            let problem = commit_error.map(|error| format!("commit failed: {error}"));
+            let mut durable = Vec::new();
             for (command, outcome) in batch.drain(..).zip(outcomes) {
-                respond(command, outcome, commit_error.as_deref());
+                let waits = problem.is_none() && command.needs_flush() && !outcome.failed();
+                let answer = reply(command, outcome);
+                match waits {
+                    true => durable.push(answer),
+                    false => answer(problem.as_deref()),
+                }
             }
+            durable
         }
         Err(err) => {
             let error = err.to_string();
@@ -229,6 +236,7 @@ pub(super) fn apply_batch(conn: &mut Connection, batch: &mut Vec<Command>, dedup
             for command in batch.drain(..) {
                 reject(command, &error);
             }
+            Vec::new()
         }
     }
 }
