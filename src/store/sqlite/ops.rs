@@ -320,27 +320,30 @@ pub(super) fn replay(
     id: &DeliveryId,
     now: UnixMillis,
 ) -> Result<ReplayOutcome, StoreError> {
-    let state: Option<String> = tx
+    // One guarded statement: a delivery leased meanwhile (by any process) is never reset.
+    let changed = tx
+        .execute(
+            "UPDATE deliveries SET state = 'pending', due_at = ?2, attempts = 0, window_start = ?2,
+                    updated_at = ?2, dead_reason = NULL
+             WHERE id = ?1 AND state <> 'in_flight'",
+            params![id.as_str(), now],
+        )
+        .map_err(backend)?;
+    if changed == 1 {
+        return Ok(ReplayOutcome::Scheduled);
+    }
+    let exists = tx
         .query_row(
-            "SELECT state FROM deliveries WHERE id = ?1",
+            "SELECT 1 FROM deliveries WHERE id = ?1",
             params![id.as_str()],
-            |row| row.get(0),
+            |_| Ok(()),
         )
         .optional()
         .map_err(backend)?;
-    match state.as_deref() {
-        None => return Ok(ReplayOutcome::NotFound),
-        Some("in_flight") => return Ok(ReplayOutcome::InFlight),
-        Some(_) => {}
-    }
-    tx.execute(
-        "UPDATE deliveries SET state = 'pending', due_at = ?2, attempts = 0, window_start = ?2,
-                updated_at = ?2, dead_reason = NULL
-         WHERE id = ?1",
-        params![id.as_str(), now],
-    )
-    .map_err(backend)?;
-    Ok(ReplayOutcome::Scheduled)
+    Ok(match exists {
+        Some(()) => ReplayOutcome::InFlight,
+        None => ReplayOutcome::NotFound,
+    })
 }
 
 /// Rewrites the heartbeat row with 64 KiB, about a typical event's worth of WAL space: if
