@@ -297,6 +297,9 @@ pub fn redact_url(url: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod conformance;
+
+#[cfg(test)]
 mod url_tests {
     use super::redact_url;
 

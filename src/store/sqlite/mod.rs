@@ -241,12 +241,8 @@ impl Drop for SqliteStore {
 }
 
 #[cfg(test)]
-mod admin_tests;
-#[cfg(test)]
 mod batch_tests;
 #[cfg(test)]
 mod flusher_tests;
-#[cfg(test)]
-mod latest_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,140 @@
+//! What must hold when two handles (two replicas) act on the same deliveries at once: a claim,
+//! a replay and a `latest` supersede are each atomic, whoever runs them.
+
+use std::sync::Arc;
+
+use super::claims::{claim_latest, keyed};
+use super::{Backend, claim_request, done_with, event};
+use crate::domain::{DeliveryId, DeliveryState, Ordering};
+use crate::store::{Filter, NextState, ReplayOutcome, Store};
+
+/// Claims from `handle` until nothing is left, as one replica's worker would.
+async fn claim_until_empty(handle: Arc<dyn Store>, owner: &'static str) -> Vec<DeliveryId> {
+    let mut claimed = Vec::new();
+    loop {
+        let mut request = claim_request("a", Ordering::Parallel, 7, 100);
+        request.lease_owner = owner.into();
+        let got = handle.claim(request).await.unwrap().deliveries;
+        if got.is_empty() {
+            return claimed;
+        }
+        claimed.extend(got.into_iter().map(|delivery| delivery.id));
+    }
+}
+
+pub async fn two_handles_claiming_one_destination_at_once_never_share_a_delivery(
+    backend: &Backend,
+) {
+    let store = backend.store();
+    for at in 0..60 {
+        store.insert_event(event(None, &["a"], at)).await.unwrap();
+    }
+    let one = tokio::spawn(claim_until_empty(backend.shared(), "replica-a"));
+    let two = tokio::spawn(claim_until_empty(backend.second_handle(), "replica-b"));
+    let (one, two) = (one.await.unwrap(), two.await.unwrap());
+    let mut all: Vec<&str> = one.iter().chain(&two).map(DeliveryId::as_str).collect();
+    let claims = all.len();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), claims, "a delivery was leased to both handles");
+    assert_eq!(claims, 60, "every due delivery is claimed once");
+}
+
+pub async fn two_handles_claiming_a_fifo_destination_at_once_get_one_head(backend: &Backend) {
+    let store = backend.store();
+    for at in 0..5 {
+        store.insert_event(event(None, &["f"], at)).await.unwrap();
+    }
+    let (one, two) = (backend.shared(), backend.second_handle());
+    let (a, b) = tokio::join!(
+        one.claim(claim_request("f", Ordering::Fifo, 8, 10)),
+        two.claim(claim_request("f", Ordering::Fifo, 8, 10)),
+    );
+    let heads = a.unwrap().deliveries.len() + b.unwrap().deliveries.len();
+    assert_eq!(
+        heads, 1,
+        "fifo allows one delivery in flight, whoever claims"
+    );
+}
+
+pub async fn a_replay_racing_a_claim_leaves_one_live_lease(backend: &Backend) {
+    let store = backend.store();
+    store.insert_event(event(None, &["a"], 10)).await.unwrap();
+    let first = store
+        .claim(claim_request("a", Ordering::Parallel, 1, 10))
+        .await
+        .unwrap();
+    let mut running = first.deliveries[0].clone();
+    let id = running.id.clone();
+    let (one, two) = (backend.shared(), backend.second_handle());
+    for round in 0..20 {
+        let now = 100 + round * 10;
+        store
+            .complete(done_with(&running, NextState::Dead("gave up".into()), now))
+            .await
+            .unwrap();
+        let (replayed, claimed) = tokio::join!(
+            one.replay(&id, now),
+            two.claim(claim_request("a", Ordering::Parallel, 8, now)),
+        );
+        assert_eq!(replayed.unwrap(), ReplayOutcome::Scheduled);
+        running = match claimed.unwrap().deliveries.pop() {
+            // The replay came first and the claim took it.
+            Some(delivery) => delivery,
+            // The claim came first and found it dead; it is due now.
+            None => store
+                .claim(claim_request("a", Ordering::Parallel, 8, now))
+                .await
+                .unwrap()
+                .deliveries
+                .pop()
+                .expect("a replayed delivery is due"),
+        };
+        assert_eq!(running.id, id);
+        let again = store
+            .claim(claim_request("a", Ordering::Parallel, 8, now))
+            .await
+            .unwrap();
+        assert!(again.deliveries.is_empty(), "leased twice");
+        assert_eq!(
+            store.replay(&id, now).await.unwrap(),
+            ReplayOutcome::InFlight
+        );
+    }
+}
+
+pub async fn latest_racing_a_new_arrival_never_runs_two_for_one_key(backend: &Backend) {
+    let store = backend.store();
+    store.insert_event(keyed("main", 1)).await.unwrap();
+    let first = store.claim(claim_latest(2)).await.unwrap().deliveries;
+    assert_eq!(first.len(), 1);
+    let (one, two) = (backend.shared(), backend.second_handle());
+    for round in 0..10 {
+        let at = 10 + round * 10;
+        let (inserted, claimed) = tokio::join!(
+            one.insert_event(keyed("main", at)),
+            two.claim(claim_latest(at))
+        );
+        inserted.unwrap();
+        assert!(
+            claimed.unwrap().deliveries.is_empty(),
+            "a second delivery for main ran while one was in flight"
+        );
+    }
+    store
+        .complete(done_with(&first[0], NextState::Succeeded, 200))
+        .await
+        .unwrap();
+    let next = store.claim(claim_latest(201)).await.unwrap().deliveries;
+    assert_eq!(next.len(), 1, "only the newest waiting delivery runs");
+    let (newest, _) = store.delivery(&next[0].id).await.unwrap().unwrap();
+    assert_eq!(newest.created_at, 100, "the newest push runs");
+    let all = store
+        .list_deliveries(Filter::default(), None, 100)
+        .await
+        .unwrap()
+        .items;
+    let count = |state| all.iter().filter(|d| d.state == state).count();
+    assert_eq!(count(DeliveryState::Superseded), 9);
+    assert_eq!(count(DeliveryState::InFlight), 1);
+}
