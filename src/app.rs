@@ -83,15 +83,14 @@ impl App {
             owner.clone(),
             token.clone(),
         )?;
-        let jobs = crate::jobs::Runner {
+        crate::jobs::Runner {
             store: store.clone(),
             owner: owner.clone(),
             pause: config.server.bulk_step_pause,
-            wakers: engine.waker(),
             stop: token.clone(),
         }
         .spawn();
-        let state = http::AppState::new(&config, store.clone(), engine.waker(), engine.status());
+        let state = http::AppState::new(&config, store.clone(), engine.status());
         let api = ApiState {
             store: store.clone(),
             catalog: Arc::new(std::sync::RwLock::new(Arc::new(Catalog::from_config(
@@ -99,8 +98,6 @@ impl App {
             )))),
             controls: engine.controls(),
             counts: state.metrics.by_source.clone(),
-            wakers: engine.waker(),
-            jobs,
             reload: None,
         };
         Ok(App {

@@ -6,12 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
-use crate::delivery::Wakers;
-use crate::domain::{Name, Retention, UnixMillis, now_millis};
-use crate::store::{BulkScope, JobClaim, JobProgress, Store};
+use crate::domain::{Retention, UnixMillis, now_millis};
+use crate::store::{Change, JobClaim, JobProgress, Store};
 
 /// Deliveries one step changes: one short write transaction each, queued with ingest's.
 pub const STEP: usize = 200;
@@ -24,16 +23,6 @@ const POLL: Duration = Duration::from_secs(5);
 /// How long a failed step (the store unavailable) waits before it is tried again.
 const STEP_RETRY: Duration = Duration::from_secs(1);
 
-/// Tells the runner a job was just created, so it starts without waiting for its poll.
-#[derive(Clone, Default)]
-pub struct JobsHandle(Arc<Notify>);
-
-impl JobsHandle {
-    pub fn created(&self) {
-        self.0.notify_one();
-    }
-}
-
 /// What a runner needs besides the store.
 pub struct Runner {
     pub store: Arc<dyn Store>,
@@ -42,8 +31,6 @@ pub struct Runner {
     /// A pause between two steps of a job (`server.bulk_step_pause`): leaves the disk to
     /// ingest during a large replay.
     pub pause: Duration,
-    /// Replays wake the destinations they made due.
-    pub wakers: Wakers,
     pub stop: CancellationToken,
 }
 
@@ -52,15 +39,14 @@ fn lease_from(now: UnixMillis) -> UnixMillis {
 }
 
 impl Runner {
-    /// Runs jobs until `stop`; returns the handle that announces new ones.
-    pub fn spawn(self) -> JobsHandle {
-        let handle = JobsHandle::default();
-        let wake = handle.0.clone();
-        tokio::spawn(async move { self.run(wake).await });
-        handle
+    /// Runs jobs until `stop`: those left unfinished, and each new one the store's change
+    /// feed announces (created through any process on the store).
+    pub fn spawn(self) {
+        tokio::spawn(async move { self.run().await });
     }
 
-    async fn run(self, wake: Arc<Notify>) {
+    async fn run(self) {
+        let mut changes = self.store.changes();
         loop {
             if self.stop.is_cancelled() {
                 return;
@@ -79,10 +65,18 @@ impl Runner {
                 Ok(None) => {}
                 Err(err) => tracing::warn!(error = %err, "could not look for bulk jobs"),
             }
-            tokio::select! {
-                _ = wake.notified() => {}
-                _ = tokio::time::sleep(POLL) => {}
-                _ = self.stop.cancelled() => return,
+            let poll = tokio::time::sleep(POLL);
+            tokio::pin!(poll);
+            loop {
+                tokio::select! {
+                    change = changes.recv() => match change {
+                        Ok(Change::JobCreated) | Err(RecvError::Lagged(_)) => break,
+                        Ok(_) => continue,
+                        Err(RecvError::Closed) => return,
+                    },
+                    _ = &mut poll => break,
+                    _ = self.stop.cancelled() => return,
+                }
             }
         }
     }
@@ -96,9 +90,9 @@ impl Runner {
             }
             let now = now_millis();
             match self.store.job_step(job, STEP, now, lease_from(now)).await {
-                Ok(JobProgress::Continues { changed }) => self.woken(&job.scope, changed),
-                Ok(JobProgress::Finished { changed }) => {
-                    self.woken(&job.scope, changed);
+                // The store announces the deliveries a step made due.
+                Ok(JobProgress::Continues { .. }) => {}
+                Ok(JobProgress::Finished { .. }) => {
                     tracing::info!(job = %job.id, "bulk job finished");
                     return;
                 }
@@ -124,16 +118,6 @@ impl Runner {
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
             _ = self.stop.cancelled() => {}
-        }
-    }
-
-    fn woken(&self, scope: &BulkScope, changed: u64) {
-        if changed == 0 {
-            return;
-        }
-        match scope.filter.destination.as_deref().map(Name::parse) {
-            Some(Ok(name)) => self.wakers.wake(&[name]),
-            _ => self.wakers.wake_all(),
         }
     }
 }

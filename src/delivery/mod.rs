@@ -4,6 +4,7 @@
 pub mod address;
 mod attempt;
 pub mod breaker;
+mod changes;
 pub mod command;
 pub mod http;
 pub mod plan;
@@ -59,7 +60,7 @@ pub trait Destination: Send + Sync {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome;
 }
 
-/// Running delivery workers; ingest wakes them when it commits new deliveries. The set of
+/// Running delivery workers; the store's change feed wakes them when deliveries are due. The set of
 /// workers follows the config: [`Engine::apply`] starts, restarts and stops them on reload.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -181,6 +182,13 @@ impl Engine {
             breakers: Breakers::default(),
         };
         engine.apply(config, paused)?;
+        tokio::spawn(changes::follow(
+            engine.store.changes(),
+            engine.store.clone(),
+            engine.wakers.clone(),
+            engine.controls.clone(),
+            engine.shutdown.clone(),
+        ));
         Ok(engine)
     }
 
@@ -274,10 +282,6 @@ impl Engine {
         self.controls.clone()
     }
 
-    pub fn waker(&self) -> Wakers {
-        self.wakers.clone()
-    }
-
     pub fn status(&self) -> DeliveryStatus {
         DeliveryStatus {
             breakers: self.breakers.clone(),
@@ -313,7 +317,7 @@ fn build(
     })
 }
 
-/// Cheap handle ingest uses to tell workers that new deliveries are due.
+/// Each running destination's wake-up, which the change feed's follower pulls.
 #[derive(Clone, Default)]
 pub struct Wakers(Shared<Arc<Notify>>);
 

@@ -23,8 +23,8 @@ use crate::config::DestinationConfig;
 use crate::domain::{Name, Ordering, UnixMillis, now_millis};
 use crate::store::{ClaimRequest, ClaimedDelivery, Lease, Store, StoreError};
 
-/// How often an idle worker looks at the store anyway (changes made by other processes,
-/// such as `hookrelay replay`, do not wake it).
+/// How often an idle worker looks at the store anyway: the backstop for a wake-up the change
+/// feed could not carry (a follower that fell behind, a write no feed announced).
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 /// Time left on a lease, beyond the timeout, for an attempt to start under it.
 const LEASE_MARGIN: Duration = Duration::from_secs(2);

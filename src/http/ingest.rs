@@ -213,11 +213,6 @@ async fn receive_counted(
     {
         return Err(IngestError::RateLimited(wait));
     }
-    let woken: Vec<_> = admitted
-        .destinations
-        .iter()
-        .map(|routed| routed.destination.clone())
-        .collect();
     let event = NewEvent {
         id: EventId::generate(),
         source: source.clone(),
@@ -252,7 +247,6 @@ async fn receive_counted(
             .backlog
             .current
             .fetch_add(accepted.deliveries as u64, Relaxed);
-        state.wakers.wake(&woken);
     }
     let status = if accepted.duplicate {
         StatusCode::OK

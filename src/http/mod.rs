@@ -25,7 +25,7 @@ use axum::routing::{get, post};
 pub use metrics::Metrics;
 
 use crate::config::{Config, Rate, SourceConfig};
-use crate::delivery::{DeliveryStatus, Wakers};
+use crate::delivery::DeliveryStatus;
 use crate::domain::Name;
 use crate::ingest::{Provider, provider_for};
 use crate::routing::Route;
@@ -94,7 +94,6 @@ impl LiveRouting {
 pub struct AppState {
     pub routing: LiveRouting,
     pub store: Arc<dyn Store>,
-    pub wakers: Wakers,
     pub metrics: Arc<Metrics>,
     pub body_read_timeout: Duration,
     pub min_body_rate: u64,
@@ -112,12 +111,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        config: &Config,
-        store: Arc<dyn Store>,
-        wakers: Wakers,
-        delivery: DeliveryStatus,
-    ) -> Self {
+    pub fn new(config: &Config, store: Arc<dyn Store>, delivery: DeliveryStatus) -> Self {
         let largest_body = config
             .sources
             .values()
@@ -129,7 +123,6 @@ impl AppState {
                 Routing::from_config(config),
             )))),
             store,
-            wakers,
             metrics: Arc::default(),
             body_read_timeout: config.server.body_read_timeout,
             min_body_rate: config.server.min_body_rate,

@@ -132,8 +132,48 @@ pub struct AttemptRecord {
     pub next: NextState,
 }
 
+/// What a commit changed, announced to every subscriber after it committed (see
+/// [`Store::changes`]): the feed delivery wake-ups, pauses and the job runner follow, so a
+/// change made through any process reaches every process on the same store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Deliveries of these destinations became due (new events, a replay, a job's step).
+    Due(Vec<Name>),
+    /// Deliveries may have become due for any destination (a bulk step across several).
+    AnyDue,
+    /// An operator paused (true) or resumed (false) this destination.
+    Paused(String, bool),
+    /// A bulk job was created: a runner may take it.
+    JobCreated,
+}
+
+impl Change {
+    /// What a bulk job's step announces: a replay that changed deliveries made them due.
+    pub fn after_job_step(scope: &BulkScope, progress: &JobProgress) -> Option<Change> {
+        let changed = match progress {
+            JobProgress::Continues { changed } | JobProgress::Finished { changed } => *changed,
+            JobProgress::Failed(_) | JobProgress::Lost => 0,
+        };
+        if changed == 0 || scope.action != BulkAction::Replay {
+            return None;
+        }
+        Some(match scope.filter.destination.as_deref().map(Name::parse) {
+            Some(Ok(name)) => Change::Due(vec![name]),
+            _ => Change::AnyDue,
+        })
+    }
+}
+
+/// Subscribers' buffer of changes; one that falls further behind gets `Lagged` and must act
+/// as if everything changed (wake every destination, read the pauses again).
+pub const CHANGE_BUFFER: usize = 1024;
+
 #[async_trait::async_trait]
 pub trait Store: Send + Sync {
+    /// The change feed: every commit's changes, after the commit, at most one `Due` per
+    /// commit (a batch of events for one destination wakes it once). Nothing is announced for
+    /// delivery bookkeeping (claims, records, releases) or for a commit that failed.
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change>;
     /// Durably commits the event and one pending delivery per destination in one transaction,
     /// or finds the original when the source already has an event with this dedup key.
     async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError>;

@@ -127,8 +127,8 @@ async fn bulk(
         .store
         .create_job(id.clone(), scope.clone(), count, now)
         .await?;
-    // The job is a row: the runner takes it now (or, after a restart, at the next start).
-    state.jobs.created();
+    // The job is a row: a runner (in any process on the store) takes it now, told by the
+    // change feed, or after a restart at the next start.
     let job = state
         .store
         .job(&id)

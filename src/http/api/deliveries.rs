@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::params::{self, FilterParams, PageParams};
 use super::{ApiError, ApiResult, ApiState, ErrorBody};
-use crate::domain::{DeliveryId, Name, now_millis};
+use crate::domain::{DeliveryId, now_millis};
 use crate::store::{AttemptView, CancelOutcome, DeliverySummary, Page, ReplayOutcome};
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -86,17 +86,11 @@ pub async fn replay_delivery(
 ) -> ApiResult<StateChange> {
     let id = delivery_id(&id)?;
     match state.store.replay(&id, now_millis()).await? {
-        ReplayOutcome::Scheduled => {
-            if let Some((delivery, _)) = state.store.delivery(&id).await?
-                && let Ok(name) = Name::parse(&delivery.destination)
-            {
-                state.wakers.wake(&[name]);
-            }
-            Ok(Json(StateChange {
-                id: id.as_str().to_owned(),
-                state: "pending".into(),
-            }))
-        }
+        // The store's change feed wakes the destination's worker.
+        ReplayOutcome::Scheduled => Ok(Json(StateChange {
+            id: id.as_str().to_owned(),
+            state: "pending".into(),
+        })),
         ReplayOutcome::NotFound => Err(ApiError::not_found("delivery")),
         ReplayOutcome::InFlight => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -38,10 +38,6 @@ pub struct ApiState {
     pub catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
     pub controls: Controls,
     pub counts: Arc<SourceCounts>,
-    /// Wakes delivery workers after replays so they need not wait for their next poll.
-    pub wakers: crate::delivery::Wakers,
-    /// Tells the job runner a bulk job was created.
-    pub jobs: crate::jobs::JobsHandle,
     /// Re-reads the config file (`POST /api/v1/reload`), when the server has one.
     pub reload: Option<Arc<dyn Reload>>,
 }

@@ -2,6 +2,7 @@
 //! on every backend (`store_conformance!` in each backend's tests), so a guarantee one backend
 //! keeps by construction (SQLite's single writer) is one the next must keep too.
 
+pub mod changes;
 pub mod claims;
 pub mod operator;
 pub mod races;
@@ -134,6 +135,7 @@ macro_rules! store_conformance {
             operator::bulk_replay_changes_exactly_what_the_dry_run_counted,
             operator::cancel_stops_waiting_deliveries_only_and_pauses_are_kept,
             operator::retention_removes_old_finished_events_keeps_dead_longer_and_dedup_still_works,
+            changes::the_feed_announces_due_destinations_pauses_and_jobs_after_they_commit,
             races::two_handles_claiming_one_destination_at_once_never_share_a_delivery,
             races::two_handles_claiming_a_fifo_destination_at_once_get_one_head,
             races::a_replay_racing_a_claim_leaves_one_live_lease,

@@ -35,7 +35,7 @@ impl Writer {
             commands.push(Command::Insert(Box::new(event), reply));
             answers.push(answer);
         }
-        for durable in apply_batch(&mut self.conn, &mut commands, &mut self.dedup) {
+        for durable in apply_batch(&mut self.conn, &mut commands, &mut self.dedup).durable {
             durable(None);
         }
         answers

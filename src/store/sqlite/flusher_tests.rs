@@ -38,7 +38,8 @@ impl HeldWriter {
         let (commands, queue) = mpsc::channel(16);
         std::thread::spawn(move || {
             let finish = AtomicBool::new(false);
-            writer::run(conn, queue, &finish, dedup, files, flusher)
+            let (changes, _) = tokio::sync::broadcast::channel(8);
+            writer::run(conn, queue, &finish, dedup, files, flusher, changes)
         });
         Self {
             _dir: dir,

@@ -58,6 +58,9 @@ pub struct SqliteStore {
     /// Held for the life of a server: one server per database file.
     _lock: Option<File>,
     stop_checkpoints: Option<std::sync::mpsc::Sender<()>>,
+    /// The change feed: the writer announces commits; operator writes announce themselves
+    /// once committed.
+    changes: tokio::sync::broadcast::Sender<crate::store::Change>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -153,11 +156,13 @@ impl SqliteStore {
         let flag = finish_checkpoint.clone();
         let files =
             identity::Files::of(path).map_err(|err| StoreError::Backend(err.to_string()))?;
+        let (changes, _) = tokio::sync::broadcast::channel(crate::store::CHANGE_BUFFER);
+        let announcer = changes.clone();
         let flusher = flusher::Flusher::spawn(files.wal_path().to_owned())
             .map_err(|err| StoreError::Backend(format!("cannot start flush thread: {err}")))?;
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer::run(conn, queue, &flag, dedup, files, flusher))
+            .spawn(move || writer::run(conn, queue, &flag, dedup, files, flusher, announcer))
             .map_err(|err| StoreError::Backend(format!("cannot start writer thread: {err}")))?;
         let stop_checkpoints = match mode {
             OpenMode::Server => Some(checkpoint::spawn_checkpointer(path, finish_checkpoint)?),
@@ -170,7 +175,13 @@ impl SqliteStore {
             path: path.to_owned(),
             _lock: lock,
             stop_checkpoints,
+            changes,
         })
+    }
+
+    /// Announces an operator write's change, once it committed (no subscriber is fine).
+    fn announce(&self, change: crate::store::Change) {
+        let _ = self.changes.send(change);
     }
 
     async fn call<T>(

@@ -315,22 +315,26 @@ pub(super) fn release(
     Ok(())
 }
 
+/// Replays one delivery; when it is scheduled, also says for which destination (to wake it).
 pub(super) fn replay(
     tx: &Connection,
     id: &DeliveryId,
     now: UnixMillis,
-) -> Result<ReplayOutcome, StoreError> {
+) -> Result<(ReplayOutcome, Option<String>), StoreError> {
     // One guarded statement: a delivery leased meanwhile (by any process) is never reset.
-    let changed = tx
-        .execute(
+    let scheduled: Option<String> = tx
+        .query_row(
             "UPDATE deliveries SET state = 'pending', due_at = ?2, attempts = 0, window_start = ?2,
                     updated_at = ?2, dead_reason = NULL
-             WHERE id = ?1 AND state <> 'in_flight'",
+             WHERE id = ?1 AND state <> 'in_flight'
+             RETURNING destination",
             params![id.as_str(), now],
+            |row| row.get(0),
         )
+        .optional()
         .map_err(backend)?;
-    if changed == 1 {
-        return Ok(ReplayOutcome::Scheduled);
+    if let Some(destination) = scheduled {
+        return Ok((ReplayOutcome::Scheduled, Some(destination)));
     }
     let exists = tx
         .query_row(
@@ -340,10 +344,11 @@ pub(super) fn replay(
         )
         .optional()
         .map_err(backend)?;
-    Ok(match exists {
+    let outcome = match exists {
         Some(()) => ReplayOutcome::InFlight,
         None => ReplayOutcome::NotFound,
-    })
+    };
+    Ok((outcome, None))
 }
 
 /// Rewrites the heartbeat row with 64 KiB, about a typical event's worth of WAL space: if

@@ -3,6 +3,7 @@
 
 use super::{SqliteStore, admin, browse, jobs, read, retention, writer::Command};
 use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
+use crate::store::Change;
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, ClaimRequest, Claimed, Cursor,
     DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobClaim, JobProgress,
@@ -11,6 +12,10 @@ use crate::store::{
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
     async fn insert_event(&self, event: NewEvent) -> Result<Accepted, StoreError> {
         self.call(|reply| Command::Insert(Box::new(event), reply))
             .await
@@ -76,7 +81,9 @@ impl Store for SqliteStore {
         now: UnixMillis,
     ) -> Result<(), StoreError> {
         self.write(move |conn| jobs::create_job(conn, &id, &scope, matched, now))
-            .await
+            .await?;
+        self.announce(Change::JobCreated);
+        Ok(())
     }
 
     async fn claim_job(
@@ -97,9 +104,15 @@ impl Store for SqliteStore {
         now: UnixMillis,
         lease_until: UnixMillis,
     ) -> Result<JobProgress, StoreError> {
+        let scope = job.scope.clone();
         let job = job.clone();
-        self.write(move |conn| jobs::job_step(conn, &job, limit, now, lease_until))
-            .await
+        let progress = self
+            .write(move |conn| jobs::job_step(conn, &job, limit, now, lease_until))
+            .await?;
+        if let Some(change) = Change::after_job_step(&scope, &progress) {
+            self.announce(change);
+        }
+        Ok(progress)
     }
 
     async fn take_lease(
@@ -173,9 +186,11 @@ impl Store for SqliteStore {
         paused: bool,
         now: UnixMillis,
     ) -> Result<(), StoreError> {
-        let destination = destination.to_owned();
-        self.write(move |conn| admin::set_paused(conn, &destination, paused, now))
-            .await
+        let name = destination.to_owned();
+        self.write(move |conn| admin::set_paused(conn, &name, paused, now))
+            .await?;
+        self.announce(Change::Paused(destination.to_owned(), paused));
+        Ok(())
     }
 
     async fn delivery(

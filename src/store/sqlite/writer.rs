@@ -11,9 +11,9 @@ use super::dedup::DedupIndex;
 use super::flusher::{Flusher, Reply};
 use super::identity::Files;
 use super::ops::{claim, complete, heartbeat, insert_event, release, replay};
-use crate::domain::{DeliveryId, UnixMillis};
+use crate::domain::{DeliveryId, Name, UnixMillis};
 use crate::store::{
-    Accepted, AttemptRecord, ClaimRequest, Claimed, NewEvent, ReplayOutcome, StoreError,
+    Accepted, AttemptRecord, Change, ClaimRequest, Claimed, NewEvent, ReplayOutcome, StoreError,
 };
 
 /// Most commands one transaction takes; bounds the latency a batch adds to its first member.
@@ -47,7 +47,8 @@ enum Outcome {
     Insert(Result<Accepted, StoreError>),
     Claim(Result<Claimed, StoreError>),
     Unit(Result<(), StoreError>),
-    Replay(Result<ReplayOutcome, StoreError>),
+    /// The outcome, and the destination a scheduled replay made due.
+    Replay(Result<(ReplayOutcome, Option<String>), StoreError>),
     Write(Result<Answer, StoreError>),
 }
 
@@ -112,7 +113,7 @@ fn reply(command: Command, outcome: Outcome) -> Reply {
         (Command::Complete(_, tx), Outcome::Unit(r))
         | (Command::Release(_, _, tx), Outcome::Unit(r))
         | (Command::Ping(_, tx), Outcome::Unit(r)) => send(tx, r),
-        (Command::Replay(_, _, tx), Outcome::Replay(r)) => send(tx, r),
+        (Command::Replay(_, _, tx), Outcome::Replay(r)) => send(tx, r.map(|(outcome, _)| outcome)),
         (Command::Write(_, tx), Outcome::Write(r)) => send(tx, r),
         _ => {
             tracing::error!("store outcome does not match its command");
@@ -128,6 +129,7 @@ pub fn run(
     mut dedup: DedupIndex,
     mut files: Files,
     flusher: Flusher,
+    changes: tokio::sync::broadcast::Sender<Change>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     // Once the files are gone, nothing is acknowledged again until a restart: a commit to a
@@ -161,8 +163,9 @@ pub fn run(
             }
             continue;
         }
-        let durable = apply_batch(&mut conn, &mut batch, &mut dedup);
-        flusher.after_flush(durable, files.wal_id());
+        let applied = apply_batch(&mut conn, &mut batch, &mut dedup);
+        announce(&changes, applied.due);
+        flusher.after_flush(applied.durable, files.wal_id());
         if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
             finish_wal_checkpoint(&conn);
         }
@@ -186,16 +189,53 @@ fn finish_wal_checkpoint(conn: &Connection) {
     }
 }
 
+/// What a committed batch leaves to do: answers that wait for a flush, and the destinations
+/// it made due (announced on the change feed).
+#[must_use = "durable answers wait for a flush"]
+#[derive(Default)]
+pub(super) struct Applied {
+    pub durable: Vec<Reply>,
+    pub due: Vec<Name>,
+}
+
+/// Which destinations a committed command made due: a new event's, a scheduled replay's.
+fn made_due(command: &Command, outcome: &Outcome, due: &mut Vec<Name>) {
+    match (command, outcome) {
+        (Command::Insert(event, _), Outcome::Insert(Ok(accepted))) if !accepted.duplicate => {
+            due.extend(
+                event
+                    .destinations
+                    .iter()
+                    .map(|routed| routed.destination.clone()),
+            );
+        }
+        (Command::Replay(..), Outcome::Replay(Ok((_, Some(destination))))) => {
+            due.extend(Name::parse(destination).ok());
+        }
+        _ => {}
+    }
+}
+
+/// Announces a commit's due destinations, once each (a batch of a thousand events for one
+/// destination wakes it once). No subscriber is not an error.
+fn announce(changes: &tokio::sync::broadcast::Sender<Change>, mut due: Vec<Name>) {
+    if due.is_empty() {
+        return;
+    }
+    due.sort_unstable();
+    due.dedup();
+    let _ = changes.send(Change::Due(due));
+}
+
 /// Runs the batch in one transaction. Commands almost never fail, so the fast path has no
 /// savepoints; if one does fail, the transaction is rolled back and the batch redone with a
 /// savepoint per command, so the failure spoils no other command. Answers everything at
 /// once except the committed commands that need a flush: those it returns.
-#[must_use = "durable answers wait for a flush"]
 pub(super) fn apply_batch(
     conn: &mut Connection,
     batch: &mut Vec<Command>,
     dedup: &mut DedupIndex,
-) -> Vec<Reply> {
+) -> Applied {
     let started = std::time::Instant::now();
     let mut result = run_in_transaction(conn, batch, false, dedup);
     if let Ok((outcomes, _)) = &result
@@ -219,16 +259,19 @@ pub(super) fn apply_batch(
                 tracing::error!(%error, "store commit failed; the whole batch is refused");
             }
             let problem = commit_error.map(|error| format!("commit failed: {error}"));
-            let mut durable = Vec::new();
+            let mut applied = Applied::default();
             for (command, outcome) in batch.drain(..).zip(outcomes) {
+                if problem.is_none() {
+                    made_due(&command, &outcome, &mut applied.due);
+                }
                 let waits = problem.is_none() && command.needs_flush() && !outcome.failed();
                 let answer = reply(command, outcome);
                 match waits {
-                    true => durable.push(answer),
+                    true => applied.durable.push(answer),
                     false => answer(problem.as_deref()),
                 }
             }
-            durable
+            applied
         }
         Err(err) => {
             let error = err.to_string();
@@ -236,7 +279,7 @@ pub(super) fn apply_batch(
             for command in batch.drain(..) {
                 reject(command, &error);
             }
-            Vec::new()
+            Applied::default()
         }
     }
 }

@@ -1,0 +1,51 @@
+//! Follows the store's change feed: wakes the workers of destinations that have deliveries
+//! due and applies pauses, whichever process made the change.
+
+use std::sync::Arc;
+
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
+use super::{Controls, Wakers};
+use crate::store::{Change, Store};
+
+pub async fn follow(
+    mut changes: Receiver<Change>,
+    store: Arc<dyn Store>,
+    wakers: Wakers,
+    controls: Controls,
+    stop: CancellationToken,
+) {
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            _ = stop.cancelled() => return,
+        };
+        match change {
+            Ok(Change::Due(destinations)) => wakers.wake(&destinations),
+            Ok(Change::AnyDue) => wakers.wake_all(),
+            Ok(Change::Paused(destination, paused)) => {
+                if let Some(control) = controls.get(&destination) {
+                    control.set_paused(paused);
+                }
+            }
+            Ok(Change::JobCreated) => {}
+            // Changes were missed: act as if everything changed.
+            Err(RecvError::Lagged(missed)) => {
+                tracing::debug!(missed, "change feed fell behind; waking every destination");
+                wakers.wake_all();
+                match store.paused_destinations().await {
+                    Ok(pauses) => {
+                        for (destination, paused) in pauses {
+                            if let Some(control) = controls.get(&destination) {
+                                control.set_paused(paused);
+                            }
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %err, "could not read pauses again"),
+                }
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
