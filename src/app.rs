@@ -52,17 +52,19 @@ impl App {
             Some(files) => Some(http::tls::TlsAcceptor::load(&files.cert, &files.key)?),
             None => None,
         };
+        let roles = config.server.roles;
+        tracing::info!(roles = %roles.names().join(", "), "roles");
         let api_socket = match &config.api.socket {
-            Some(path) => Some(http::api::socket::ApiSocket::bind(path).await?),
-            None => None,
+            Some(path) if roles.api => Some(http::api::socket::ApiSocket::bind(path).await?),
+            _ => None,
         };
         let api_listener = match config.api.listen {
-            Some(addr) => Some(
+            Some(addr) if roles.api => Some(
                 TcpListener::bind(addr)
                     .await
                     .with_context(|| format!("cannot listen on {addr} (api.listen)"))?,
             ),
-            None => None,
+            _ => None,
         };
         let token = CancellationToken::new();
         let paused = store
@@ -83,13 +85,15 @@ impl App {
             owner.clone(),
             token.clone(),
         )?;
-        crate::jobs::Runner {
-            store: store.clone(),
-            owner: owner.clone(),
-            pause: config.server.bulk_step_pause,
-            stop: token.clone(),
+        if roles.sweep {
+            crate::jobs::Runner {
+                store: store.clone(),
+                owner: owner.clone(),
+                pause: config.server.bulk_step_pause,
+                stop: token.clone(),
+            }
+            .spawn();
         }
-        .spawn();
         let state = http::AppState::new(&config, store.clone(), engine.status());
         let api = ApiState {
             store: store.clone(),
@@ -171,16 +175,19 @@ impl App {
                 .clone()
                 .watch(self.store.clone(), self.token.clone()),
         );
-        tokio::spawn(crate::jobs::sweep(
-            self.store.clone(),
-            self.owner.clone(),
-            self.config.retention,
-            self.token.clone(),
-        ));
+        let roles = self.config.server.roles;
+        if roles.sweep {
+            tokio::spawn(crate::jobs::sweep(
+                self.store.clone(),
+                self.owner.clone(),
+                self.config.retention,
+                self.token.clone(),
+            ));
+        }
         let uncapped = state.trusted_proxies.to_vec();
         let tokens = Arc::new(self.config.api.tokens.clone());
-        let mut app = http::router(state);
-        if self.config.api.on_main_listener {
+        let mut app = http::router(state, roles.ingest);
+        if self.config.api.on_main_listener && roles.api {
             app = app.merge(http::api::router(self.api.clone(), Some(tokens.clone())));
         }
         let trigger = self.token.clone();

@@ -18,6 +18,7 @@ use std::time::Duration;
 pub use crate::domain::Secret;
 pub use error::{ConfigError, ConfigErrors};
 use error::{toml_error, without_values};
+pub use server::Roles;
 
 use crate::domain::RetryPolicy;
 use crate::domain::{Name, Ordering};
@@ -77,6 +78,8 @@ pub struct ServerConfig {
     /// Bytes of stored bodies the delivery workers may hold in memory at once.
     pub delivery_memory: u64,
     pub tls: Option<TlsFiles>,
+    /// What this process does; several processes on one (PostgreSQL) store may split them.
+    pub roles: Roles,
 }
 
 /// A request rate: `count` per `period`, in bursts of up to `count`.

@@ -41,6 +41,24 @@ pub struct RawServer {
     pub max_pending_deliveries: Option<i64>,
     pub delivery_memory: Option<RawSize>,
     pub tls: Option<RawTls>,
+    pub roles: Option<RawRoles>,
+}
+
+/// `roles = ["ingest", "api"]`, or `"ingest,api"` (as an environment variable gives it).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawRoles {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl RawRoles {
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            RawRoles::List(names) => names.clone(),
+            RawRoles::Text(text) => text.split(',').map(|name| name.trim().to_owned()).collect(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -38,6 +38,19 @@ pub(super) fn validate_server(c: &mut Checker, server: &RawServer) -> Option<Ser
             Some(text) => c.check(format!("server.{key}"), parse_duration_in(text, min, HOUR)),
             None => Some(default),
         };
+    let roles = match &server.roles {
+        None => Some(Roles::ALL),
+        Some(raw) => c.check("server.roles", Roles::parse(&raw.names())),
+    };
+    if let Some(roles) = roles
+        && !roles.deliver
+        && store.starts_with("sqlite://")
+    {
+        c.warn(
+            "server.roles",
+            "has no \"deliver\": one server at a time can use a SQLite store, so nothing will deliver its events",
+        );
+    }
     let shutdown_grace = duration(
         c,
         "shutdown_grace",
@@ -179,7 +192,73 @@ pub(super) fn validate_server(c: &mut Checker, server: &RawServer) -> Option<Ser
         max_pending_deliveries: max_pending_deliveries?,
         delivery_memory: delivery_memory?,
         tls: tls?,
+        roles: roles?,
     })
+}
+
+/// What one process does (`[server] roles`). Every role by default; with several processes
+/// on one store, a deployment can run ingest behind the public load balancer and delivery
+/// elsewhere. Health, readiness and metrics are served whatever the roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// `/hooks/{source}` on the main listener.
+    pub ingest: bool,
+    /// The management API (its socket, `api.listen`, or the main listener).
+    pub api: bool,
+    /// Delivery workers.
+    pub deliver: bool,
+    /// Background work taken by lease: bulk jobs and retention sweeps.
+    pub sweep: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        ingest: true,
+        api: true,
+        deliver: true,
+        sweep: true,
+    };
+
+    pub fn parse(names: &[String]) -> Result<Roles, String> {
+        let mut roles = Roles {
+            ingest: false,
+            api: false,
+            deliver: false,
+            sweep: false,
+        };
+        if names.is_empty() {
+            return Err("name at least one role: ingest, api, deliver, sweep".into());
+        }
+        for name in names {
+            let role = match name.as_str() {
+                "ingest" => &mut roles.ingest,
+                "api" => &mut roles.api,
+                "deliver" => &mut roles.deliver,
+                "sweep" => &mut roles.sweep,
+                other => {
+                    return Err(format!(
+                        "{other:?} is not a role (ingest, api, deliver or sweep)"
+                    ));
+                }
+            };
+            if std::mem::replace(role, true) {
+                return Err(format!("{name:?} is named twice"));
+            }
+        }
+        Ok(roles)
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            (self.ingest, "ingest"),
+            (self.api, "api"),
+            (self.deliver, "deliver"),
+            (self.sweep, "sweep"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
+    }
 }
 
 impl Rate {

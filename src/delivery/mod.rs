@@ -73,6 +73,9 @@ pub struct Engine {
     wakers: Wakers,
     controls: Controls,
     breakers: Breakers,
+    /// Whether this process delivers (`server.roles`); without it no worker runs, and
+    /// destinations are still built so a bad one is refused as anywhere.
+    deliver: bool,
 }
 
 /// A running destination's switches and state, shared by its worker and the API.
@@ -180,6 +183,7 @@ impl Engine {
             wakers: Wakers::default(),
             controls: Controls::default(),
             breakers: Breakers::default(),
+            deliver: config.server.roles.deliver,
         };
         engine.apply(config, paused)?;
         tokio::spawn(changes::follow(
@@ -215,6 +219,9 @@ impl Engine {
         }
         for (_, (stop, _)) in self.running.drain() {
             stop.cancel();
+        }
+        if !self.deliver {
+            built.clear();
         }
         let mut wakers = HashMap::new();
         let mut controls = HashMap::new();

@@ -186,9 +186,22 @@ impl Backlog {
     }
 }
 
-pub fn router(state: AppState) -> Router {
+/// The main listener's routes; `ingest` false (`server.roles` without it) answers `/hooks`
+/// with 404 and says why, for a load balancer sending webhooks to the wrong replicas.
+pub fn router(state: AppState, ingest: bool) -> Router {
+    let hooks = match ingest {
+        true => post(ingest::receive),
+        false => post(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                axum::Json(serde_json::json!({
+                    "error": "this hookrelay does not take webhooks (server.roles has no \"ingest\")"
+                })),
+            )
+        }),
+    };
     Router::new()
-        .route("/hooks/{source}", post(ingest::receive))
+        .route("/hooks/{source}", hooks)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(metrics::render))

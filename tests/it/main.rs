@@ -25,5 +25,6 @@ mod records;
 mod recovery;
 mod reload;
 mod robustness;
+mod roles;
 mod tidy;
 mod tls;

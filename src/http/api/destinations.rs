@@ -1,6 +1,6 @@
 //! `/api/v1/destinations` (live state, backlog, pause and resume) and `/api/v1/sources`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -58,12 +58,22 @@ pub async fn list_destinations(State(state): State<ApiState>) -> ApiResult<Vec<D
     let now = now_millis();
     let mut views = Vec::new();
     let catalog = state.catalog();
+    // A process that does not deliver (`server.roles`) has no workers: the stored pauses say.
+    let stored_pauses: HashMap<String, bool> = state
+        .store
+        .paused_destinations()
+        .await?
+        .into_iter()
+        .collect();
     for info in catalog.destinations.iter() {
         let stat = stats.remove(info.name.as_str()).unwrap_or_default();
-        let live = match state.controls.get(info.name.as_str()) {
+        let name = info.name.as_str();
+        let live = match state.controls.get(name) {
             Some(control) if control.is_paused() => "paused",
             Some(control) if control.is_failing() => "failing",
-            _ => "healthy",
+            Some(_) => "healthy",
+            None if stored_pauses.get(name).copied().unwrap_or(info.paused) => "paused",
+            None => "healthy",
         };
         let mut view = view(info.name.as_str(), live, stat, now);
         view.ordering = Some(format!("{:?}", info.ordering).to_lowercase());
@@ -116,13 +126,20 @@ pub async fn resume_destination(
 }
 
 async fn set_paused(state: ApiState, name: String, paused: bool) -> ApiResult<PauseState> {
-    let control = state
-        .controls
-        .get(&name)
-        .ok_or_else(|| ApiError::not_found("destination"))?;
-    // Stored first: once the answer says paused, a restart keeps it paused.
+    if !state
+        .catalog()
+        .destinations
+        .iter()
+        .any(|info| info.name.as_str() == name)
+    {
+        return Err(ApiError::not_found("destination"));
+    }
+    // Stored first: once the answer says paused, a restart keeps it paused. The change feed
+    // carries it to every process's workers; this one's are told at once.
     state.store.set_paused(&name, paused, now_millis()).await?;
-    control.set_paused(paused);
+    if let Some(control) = state.controls.get(&name) {
+        control.set_paused(paused);
+    }
     tracing::info!(destination = %name, paused, "destination {}", if paused { "paused" } else { "resumed" });
     Ok(Json(PauseState { name, paused }))
 }

@@ -71,6 +71,7 @@ impl Catalog {
                 .values()
                 .map(|d| DestinationInfo {
                     name: d.name.clone(),
+                    paused: d.paused,
                     ordering: d.ordering,
                     concurrency: d.concurrency,
                 })
@@ -88,6 +89,8 @@ impl Catalog {
 #[derive(Clone)]
 pub struct DestinationInfo {
     pub name: Name,
+    /// The config's `paused`, which a pause stored by an operator overrides.
+    pub paused: bool,
     pub ordering: Ordering,
     pub concurrency: usize,
 }
