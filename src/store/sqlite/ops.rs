@@ -131,9 +131,8 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
     let destination = request.destination.as_str();
     let candidates: Vec<i64> = match request.ordering {
         // The index gives the rows in order, so they stream and are taken as needed. The
-        // LIMIT is a literal on purpose: a bound LIMIT makes SQLite prepare the statement
-        // again at every claim (it reads a bound LIMIT's value when planning), which cost 5 %
-        // of all CPU in a backlog drain.
+        // LIMIT is a literal on purpose: SQLite reads a bound LIMIT's value when planning, so
+        // it prepares the statement again whenever that parameter is bound anew.
         Ordering::Parallel => tx
             .prepare_cached(
                 "SELECT seq FROM deliveries
