@@ -18,7 +18,7 @@ pub fn claimable(
     let newest: Vec<(Option<String>, i64)> = tx
         .prepare_cached(
             "SELECT coalesce_key, MAX(seq) FROM deliveries
-             WHERE destination = ?1 AND state = 'pending' AND due_at <= ?2
+             WHERE destination = CAST(?1 AS TEXT) AND state = 'pending' AND due_at <= ?2
              GROUP BY coalesce_key ORDER BY MIN(seq)",
         )?
         .query_map(params![destination, now], |row| {
@@ -33,7 +33,7 @@ pub fn claimable(
         let busy: bool = tx
             .prepare_cached(
                 "SELECT EXISTS (SELECT 1 FROM deliveries
-                 WHERE destination = ?1 AND coalesce_key IS ?2 AND state = 'in_flight'
+                 WHERE destination = CAST(?1 AS TEXT) AND coalesce_key IS ?2 AND state = 'in_flight'
                    AND due_at > ?3)",
             )?
             .query_row(params![destination, key, now], |row| row.get(0))?;
@@ -42,7 +42,7 @@ pub fn claimable(
         }
         tx.prepare_cached(
             "UPDATE deliveries SET state = 'superseded', due_at = NULL, updated_at = ?4
-             WHERE destination = ?1 AND coalesce_key IS ?2 AND state = 'pending' AND seq < ?3",
+             WHERE destination = CAST(?1 AS TEXT) AND coalesce_key IS ?2 AND state = 'pending' AND seq < ?3",
         )?
         .execute(params![destination, key, newest_seq, now])?;
         chosen.push(newest_seq);

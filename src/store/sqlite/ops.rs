@@ -127,28 +127,30 @@ pub(super) fn insert_event(
     })
 }
 
+/// The due deliveries of a parallel destination. Two things in the claim statements keep
+/// SQLite from preparing them again at every claim (it did: 5 % of all CPU in a drain): the
+/// destination is compared as `CAST(?1 AS TEXT)`, since a bare parameter compared with an
+/// indexed column marks the statement to be re-planned whenever its parameters are cleared
+/// (which the statement cache does after each use), and the LIMIT is a literal, since SQLite
+/// reads a bound LIMIT's value when planning.
+pub(super) const PARALLEL_DUE: &str = "SELECT seq FROM deliveries
+     WHERE destination = CAST(?1 AS TEXT) AND state IN ('pending', 'in_flight') AND due_at <= ?2
+     ORDER BY due_at, seq LIMIT 4096";
+
 pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, StoreError> {
     let destination = request.destination.as_str();
     let candidates: Vec<i64> = match request.ordering {
-        // The index gives the rows in order, so they stream and are taken as needed. The
-        // LIMIT is a literal on purpose: SQLite reads a bound LIMIT's value when planning, so
-        // it prepares the statement again whenever that parameter is bound anew.
-        Ordering::Parallel => tx
-            .prepare_cached(
-                "SELECT seq FROM deliveries
-                 WHERE destination = ?1 AND state IN ('pending', 'in_flight') AND due_at <= ?2
-                 ORDER BY due_at, seq LIMIT 4096",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![destination, request.now], |row| row.get(0))?
-                    .take(request.limit)
-                    .collect()
-            }),
+        // The index gives the rows in order, so they stream and are taken as needed.
+        Ordering::Parallel => tx.prepare_cached(PARALLEL_DUE).and_then(|mut stmt| {
+            stmt.query_map(params![destination, request.now], |row| row.get(0))?
+                .take(request.limit)
+                .collect()
+        }),
         // Only the oldest unfinished delivery may go; if it is not due, nothing goes.
         Ordering::Fifo => tx
             .prepare_cached(
                 "SELECT seq, due_at FROM deliveries
-                 WHERE destination = ?1 AND state IN ('pending', 'in_flight')
+                 WHERE destination = CAST(?1 AS TEXT) AND state IN ('pending', 'in_flight')
                  ORDER BY seq LIMIT 1",
             )
             .and_then(|mut stmt| {
@@ -228,7 +230,7 @@ pub(super) fn claim(tx: &Connection, request: &ClaimRequest) -> Result<Claimed, 
     let next_due = tx
         .prepare_cached(
             "SELECT MIN(due_at) FROM deliveries
-             WHERE destination = ?1 AND state IN ('pending', 'in_flight')",
+             WHERE destination = CAST(?1 AS TEXT) AND state IN ('pending', 'in_flight')",
         )
         .and_then(|mut stmt| stmt.query_row(params![destination], |row| row.get(0)))
         .map_err(backend)?;

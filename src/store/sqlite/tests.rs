@@ -110,3 +110,20 @@ async fn dedup_survives_a_restart_and_never_merges_different_keys() {
     elsewhere.source = Name::parse("github").unwrap();
     assert!(!store.insert_event(elsewhere).await.unwrap().duplicate);
 }
+
+#[test]
+fn claims_are_not_prepared_again_each_time() {
+    let (_dir, _path, conn, mut dedup) = writer_connection();
+    for at in 0..10 {
+        ops::insert_event(&conn, &event(None, &["a"], at), &mut dedup).unwrap();
+    }
+    for now in 0..5 {
+        ops::claim(&conn, &claim_request("a", Ordering::Parallel, 1, 100 + now)).unwrap();
+    }
+    let statement = conn.prepare_cached(ops::PARALLEL_DUE).unwrap();
+    assert_eq!(
+        statement.get_status(rusqlite::StatementStatus::RePrepare),
+        0,
+        "the claim's statement was prepared again"
+    );
+}
