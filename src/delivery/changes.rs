@@ -24,11 +24,7 @@ pub async fn follow(
         match change {
             Ok(Change::Due(destinations)) => wakers.wake(&destinations),
             Ok(Change::AnyDue) => wakers.wake_all(),
-            Ok(Change::Paused(destination, paused)) => {
-                if let Some(control) = controls.get(&destination) {
-                    control.set_paused(paused);
-                }
-            }
+            Ok(Change::Paused(destination, paused)) => pause(&controls, &destination, paused),
             Ok(Change::JobCreated) => {}
             // Changes were missed: act as if everything changed.
             Err(RecvError::Lagged(missed)) => {
@@ -37,9 +33,7 @@ pub async fn follow(
                 match store.paused_destinations().await {
                     Ok(pauses) => {
                         for (destination, paused) in pauses {
-                            if let Some(control) = controls.get(&destination) {
-                                control.set_paused(paused);
-                            }
+                            pause(&controls, &destination, paused);
                         }
                     }
                     Err(err) => tracing::warn!(error = %err, "could not read pauses again"),
@@ -47,5 +41,12 @@ pub async fn follow(
             }
             Err(RecvError::Closed) => return,
         }
+    }
+}
+
+/// Applies a pause to this process's worker of `destination`, if it runs one.
+fn pause(controls: &Controls, destination: &str, paused: bool) {
+    if let Some(control) = controls.get(destination) {
+        control.set_paused(paused);
     }
 }

@@ -2,7 +2,7 @@
 //! for delivery or the inspector for the API.
 
 use super::{SqliteStore, admin, browse, jobs, read, retention, writer::Command};
-use crate::domain::{DeliveryId, EventId, UnixMillis, now_millis};
+use crate::domain::{DeliveryId, EventId, Name, UnixMillis, now_millis};
 use crate::store::Change;
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, ClaimRequest, Claimed, Cursor,
@@ -203,7 +203,11 @@ impl Store for SqliteStore {
 
     async fn replay(&self, id: &DeliveryId, now: UnixMillis) -> Result<ReplayOutcome, StoreError> {
         let id = id.clone();
-        self.call(|reply| Command::Replay(id, now, reply)).await
+        let (outcome, destination) = self.call(|reply| Command::Replay(id, now, reply)).await?;
+        if let Some(name) = destination.as_deref().and_then(|d| Name::parse(d).ok()) {
+            self.announce(Change::Due(vec![name]));
+        }
+        Ok(outcome)
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -31,7 +31,8 @@ pub enum Command {
     Replay(
         DeliveryId,
         UnixMillis,
-        oneshot::Sender<Result<ReplayOutcome, StoreError>>,
+        // The outcome, and the destination a scheduled replay made due (to announce it).
+        oneshot::Sender<Result<(ReplayOutcome, Option<String>), StoreError>>,
     ),
     /// A tiny write that proves the commit path works (readiness).
     Ping(UnixMillis, oneshot::Sender<Result<(), StoreError>>),
@@ -47,7 +48,6 @@ enum Outcome {
     Insert(Result<Accepted, StoreError>),
     Claim(Result<Claimed, StoreError>),
     Unit(Result<(), StoreError>),
-    /// The outcome, and the destination a scheduled replay made due.
     Replay(Result<(ReplayOutcome, Option<String>), StoreError>),
     Write(Result<Answer, StoreError>),
 }
@@ -113,7 +113,7 @@ fn reply(command: Command, outcome: Outcome) -> Reply {
         (Command::Complete(_, tx), Outcome::Unit(r))
         | (Command::Release(_, _, tx), Outcome::Unit(r))
         | (Command::Ping(_, tx), Outcome::Unit(r)) => send(tx, r),
-        (Command::Replay(_, _, tx), Outcome::Replay(r)) => send(tx, r.map(|(outcome, _)| outcome)),
+        (Command::Replay(_, _, tx), Outcome::Replay(r)) => send(tx, r),
         (Command::Write(_, tx), Outcome::Write(r)) => send(tx, r),
         _ => {
             tracing::error!("store outcome does not match its command");
@@ -198,21 +198,18 @@ pub(super) struct Applied {
     pub due: Vec<Name>,
 }
 
-/// Which destinations a committed command made due: a new event's, a scheduled replay's.
+/// Which destinations a committed command made due: a new event's. (Operator writes, such
+/// as a replay, announce themselves once answered, see `SqliteStore::announce`.)
 fn made_due(command: &Command, outcome: &Outcome, due: &mut Vec<Name>) {
-    match (command, outcome) {
-        (Command::Insert(event, _), Outcome::Insert(Ok(accepted))) if !accepted.duplicate => {
-            due.extend(
-                event
-                    .destinations
-                    .iter()
-                    .map(|routed| routed.destination.clone()),
-            );
-        }
-        (Command::Replay(..), Outcome::Replay(Ok((_, Some(destination))))) => {
-            due.extend(Name::parse(destination).ok());
-        }
-        _ => {}
+    if let (Command::Insert(event, _), Outcome::Insert(Ok(accepted))) = (command, outcome)
+        && !accepted.duplicate
+    {
+        due.extend(
+            event
+                .destinations
+                .iter()
+                .map(|routed| routed.destination.clone()),
+        );
     }
 }
 
