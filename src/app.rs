@@ -36,7 +36,7 @@ impl App {
     /// Opens the store and starts delivery. Errors here mean the service cannot run at all;
     /// a full disk is not one of them (ingest answers 503 until space returns).
     pub async fn build(config: Config, listener: TcpListener) -> anyhow::Result<App> {
-        let store = store::open(&config.server.store).with_context(|| {
+        let store = store::open(&config.server.store).await.with_context(|| {
             format!(
                 "opening the store {} (server.store)",
                 store::redact_url(&config.server.store)

@@ -155,7 +155,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
                     println!("warning: {}: {}", warning.location, warning.message);
                 }
                 // The store, if there is one already: deliveries nothing would attempt.
-                if let Ok(store) = crate::store::open_existing(&config.server.store) {
+                if let Ok(store) = crate::store::open_existing(&config.server.store).await {
                     for warning in crate::orphaned_deliveries(&config, store.as_ref()).await {
                         println!("warning: server.store: {warning}");
                     }

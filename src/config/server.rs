@@ -27,10 +27,20 @@ pub(super) fn validate_server(c: &mut Checker, server: &RawServer) -> Option<Ser
         .store
         .clone()
         .unwrap_or_else(|| DEFAULT_STORE.to_owned());
-    if !store.starts_with("sqlite://") {
+    if crate::store::is_postgres(&store) {
+        #[cfg(feature = "postgres")]
+        if let Err(err) = crate::store::postgres::Settings::parse(&store) {
+            c.error("server.store", err.to_string());
+        }
+        #[cfg(not(feature = "postgres"))]
         c.error(
             "server.store",
-            "only sqlite://PATH is supported in this version",
+            "this hookrelay was built without PostgreSQL (the `postgres` feature)",
+        );
+    } else if !store.starts_with("sqlite://") {
+        c.error(
+            "server.store",
+            "expected sqlite://PATH or postgres://USER@HOST/DATABASE",
         );
     }
     let duration =

@@ -1,10 +1,14 @@
 //! The `Store` trait: a domain-shaped interface to durable state. Knows nothing of HTTP.
 //!
-//! One implementation today (`sqlite`), chosen once from the store URL by [`open`].
+//! Two implementations, chosen once from the store URL by [`open`]: `sqlite` (embedded, the
+//! default) and `postgres` (several replicas on one database).
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 mod views;
 
+pub use sqlite::schema::{decode_headers, encode_headers};
 pub use views::*;
 
 use std::sync::Arc;
@@ -23,8 +27,10 @@ pub enum StoreError {
     /// The caller asked for something malformed (a bad cursor): a 400, not a failure.
     #[error("{0}")]
     BadRequest(String),
-    #[error("invalid store url: expected sqlite://PATH")]
+    #[error("invalid store url: expected sqlite://PATH or postgres://USER@HOST/DATABASE")]
     BadUrl,
+    #[error("invalid store url: {0}")]
+    InvalidUrl(String),
     #[error("no store at {0}: check the path (CLI commands never create a store)")]
     Missing(String),
 }
@@ -297,7 +303,13 @@ pub trait Store: Send + Sync {
 /// Opens the store a server runs on, creating and migrating it if needed. Leases left by a
 /// process that is gone are recovered by expiry (a claim takes an expired lease); a backend
 /// that can prove their owner is dead (SQLite, holding the file's lock) may recover them at once.
-pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    #[cfg(feature = "postgres")]
+    if is_postgres(url) {
+        return Ok(Arc::new(
+            postgres::PgStore::open(url, postgres::OpenMode::Server).await?,
+        ));
+    }
     Ok(Arc::new(sqlite::SqliteStore::open(
         sqlite_path(url)?,
         sqlite::OpenMode::Server,
@@ -306,11 +318,22 @@ pub fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
 
 /// Opens an existing store to look at it next to a running server: never creates, never
 /// migrates, never takes the server's lock.
-pub fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    #[cfg(feature = "postgres")]
+    if is_postgres(url) {
+        return Ok(Arc::new(
+            postgres::PgStore::open(url, postgres::OpenMode::Client).await?,
+        ));
+    }
     Ok(Arc::new(sqlite::SqliteStore::open(
         sqlite_path(url)?,
         sqlite::OpenMode::Client,
     )?))
+}
+
+/// Whether the URL names a PostgreSQL database (`postgres://` or `postgresql://`).
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 fn sqlite_path(url: &str) -> Result<&std::path::Path, StoreError> {

@@ -228,3 +228,50 @@ pub struct DeliveryGauge {
     /// When the oldest of them was created.
     pub oldest: Option<UnixMillis>,
 }
+
+/// A filter's value in SQL: text or milliseconds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilterValue {
+    Text(String),
+    Millis(UnixMillis),
+}
+
+impl Filter {
+    /// What the filter asks of an event (alias `e`), in SQL both backends speak: each
+    /// condition has one value, and every `?` in it stands for that value.
+    pub fn event_conditions(&self) -> Vec<(&'static str, FilterValue)> {
+        let text = |value: &String| FilterValue::Text(value.clone());
+        let mut conditions = Vec::new();
+        if let Some(source) = &self.source {
+            conditions.push(("e.source = ?", text(source)));
+        }
+        if let Some(kind) = &self.event_type {
+            conditions.push(("e.event_type = ?", text(kind)));
+        }
+        if let Some(since) = self.since {
+            conditions.push(("e.received_at >= ?", FilterValue::Millis(since)));
+        }
+        if let Some(until) = self.until {
+            conditions.push(("e.received_at <= ?", FilterValue::Millis(until)));
+        }
+        if let Some(wanted) = &self.git_ref {
+            conditions.push(("(e.git_ref = ? OR e.branch = ? OR e.tag = ?)", text(wanted)));
+        }
+        if let Some(project) = &self.project {
+            conditions.push(("e.project = ?", text(project)));
+        }
+        conditions
+    }
+
+    /// What the filter asks of a delivery (alias `d`), in the same form.
+    pub fn delivery_conditions(&self) -> Vec<(&'static str, FilterValue)> {
+        let mut conditions = Vec::new();
+        if let Some(state) = self.state {
+            conditions.push(("d.state = ?", FilterValue::Text(state.as_str().to_owned())));
+        }
+        if let Some(destination) = &self.destination {
+            conditions.push(("d.destination = ?", FilterValue::Text(destination.clone())));
+        }
+        conditions
+    }
+}

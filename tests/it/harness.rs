@@ -358,6 +358,8 @@ struct SinkState {
     fail_next: Arc<AtomicUsize>,
     /// Milliseconds to wait before answering.
     delay_ms: Arc<AtomicU64>,
+    /// Every request whose arrival number is a multiple of this fails with 503 (0: none).
+    fail_every: Arc<AtomicUsize>,
 }
 
 /// The destination side: records every request and answers with a status the test controls.
@@ -381,6 +383,7 @@ impl Sink {
             status: Arc::new(AtomicU16::new(200)),
             fail_next: Arc::default(),
             delay_ms: Arc::default(),
+            fail_every: Arc::default(),
         };
         let app = axum::Router::new()
             .route("/deliver", axum::routing::post(record))
@@ -413,6 +416,11 @@ impl Sink {
 
     pub fn fail_next(&self, count: usize) {
         self.state.fail_next.store(count, Ordering::SeqCst);
+    }
+
+    /// Answers 503 to every `n`th request from now on (10: a tenth of them).
+    pub fn fail_every(&self, n: usize) {
+        self.state.fail_every.store(n, Ordering::SeqCst);
     }
 
     pub fn count(&self) -> usize {
@@ -459,12 +467,16 @@ async fn record(State(state): State<SinkState>, headers: HeaderMap, body: Bytes)
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
         .is_ok();
-    state
-        .received
-        .lock()
-        .unwrap()
-        .push(Received { headers, body });
+    let arrival = {
+        let mut received = state.received.lock().unwrap();
+        received.push(Received { headers, body });
+        received.len()
+    };
     state.arrived.notify_waiters();
+    let every = state.fail_every.load(Ordering::SeqCst);
+    if every > 0 && arrival % every == 0 {
+        return StatusCode::SERVICE_UNAVAILABLE;
+    }
     let delay = state.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;

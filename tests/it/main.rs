@@ -24,6 +24,7 @@ mod providers;
 mod records;
 mod recovery;
 mod reload;
+mod replicas;
 mod robustness;
 mod roles;
 mod tidy;

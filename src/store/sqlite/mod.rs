@@ -14,7 +14,7 @@ mod ops;
 mod query;
 mod read;
 mod retention;
-mod schema;
+pub(crate) mod schema;
 mod store_impl;
 mod writer;
 

@@ -3,7 +3,7 @@
 
 use rusqlite::types::Value;
 
-use crate::store::{Cursor, Filter};
+use crate::store::{Cursor, Filter, FilterValue};
 
 /// A `WHERE` clause with its parameters, built up condition by condition.
 #[derive(Default)]
@@ -38,29 +38,12 @@ impl Clause {
     }
 }
 
-/// Conditions on the event (alias `e`) shared by both listings.
-fn event_conditions(clause: &mut Clause, filter: &Filter) {
-    if let Some(source) = &filter.source {
-        clause.push("e.source = ?", source.clone());
-    }
-    if let Some(kind) = &filter.event_type {
-        clause.push("e.event_type = ?", kind.clone());
-    }
-    if let Some(since) = filter.since {
-        clause.push("e.received_at >= ?", since);
-    }
-    if let Some(until) = filter.until {
-        clause.push("e.received_at <= ?", until);
-    }
-    if let Some(wanted) = &filter.git_ref {
-        // Every `?` in a condition names the same parameter.
-        clause.push(
-            "(e.git_ref = ? OR e.branch = ? OR e.tag = ?)",
-            wanted.clone(),
-        );
-    }
-    if let Some(project) = &filter.project {
-        clause.push("e.project = ?", project.clone());
+impl From<FilterValue> for Value {
+    fn from(value: FilterValue) -> Self {
+        match value {
+            FilterValue::Text(text) => Value::Text(text),
+            FilterValue::Millis(millis) => Value::Integer(millis),
+        }
     }
 }
 
@@ -68,24 +51,20 @@ fn event_conditions(clause: &mut Clause, filter: &Filter) {
 /// of the event's deliveries.
 pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, String> {
     let mut clause = Clause::default();
-    event_conditions(&mut clause, filter);
-    match (filter.state, &filter.destination) {
-        (None, None) => {}
-        (state, destination) => {
-            let mut inner = vec!["d.event_seq = e.seq".to_owned()];
-            if let Some(state) = state {
-                clause.params.push(state.as_str().to_owned().into());
-                inner.push(format!("d.state = ?{}", clause.params.len()));
-            }
-            if let Some(destination) = destination {
-                clause.params.push(destination.clone().into());
-                inner.push(format!("d.destination = ?{}", clause.params.len()));
-            }
-            clause.push_fixed(&format!(
-                "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
-                inner.join(" AND ")
-            ));
+    for (condition, value) in filter.event_conditions() {
+        clause.push(condition, value);
+    }
+    let of_deliveries = filter.delivery_conditions();
+    if !of_deliveries.is_empty() {
+        let mut inner = vec!["d.event_seq = e.seq".to_owned()];
+        for (condition, value) in of_deliveries {
+            let placeholder = clause.next_param(value);
+            inner.push(condition.replace('?', &placeholder));
         }
+        clause.push_fixed(&format!(
+            "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
+            inner.join(" AND ")
+        ));
     }
     if let Some(cursor) = after {
         clause.push("e.seq < ?", decode(cursor)?);
@@ -96,12 +75,12 @@ pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, String>
 /// Deliveries (alias `d`, joined to their event `e`) matching the filter.
 pub fn deliveries(filter: &Filter) -> Clause {
     let mut clause = Clause::default();
-    event_conditions(&mut clause, filter);
-    if let Some(state) = filter.state {
-        clause.push("d.state = ?", state.as_str().to_owned());
-    }
-    if let Some(destination) = &filter.destination {
-        clause.push("d.destination = ?", destination.clone());
+    for (condition, value) in filter
+        .event_conditions()
+        .into_iter()
+        .chain(filter.delivery_conditions())
+    {
+        clause.push(condition, value);
     }
     clause
 }

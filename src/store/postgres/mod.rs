@@ -1,0 +1,228 @@
+//! PostgreSQL store, for several replicas on one database: a pool of connections, ingest
+//! group-committed per replica, claims that are each one guarded statement or transaction,
+//! and a change feed over `LISTEN/NOTIFY` with a slow poll behind it.
+
+mod browse;
+mod claims;
+mod feed;
+mod ingest;
+mod jobs;
+mod query;
+mod schema;
+mod store_impl;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::broadcast;
+
+use crate::store::{Change, StoreError};
+
+/// Connections per replica unless the URL says otherwise (`pool_size=N`).
+const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How the process will use the store (see `sqlite::OpenMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    Server,
+    Client,
+}
+
+/// What a `postgres://` URL configures beyond what the driver reads.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub connection: tokio_postgres::Config,
+    pub pool_size: usize,
+    /// No `LISTEN` (connection poolers in transaction mode cannot): changes made by other
+    /// replicas are seen by the poll alone.
+    pub poll_only: bool,
+    /// How often the feed polls behind `LISTEN` (or instead of it).
+    pub poll_interval: Duration,
+}
+
+impl Settings {
+    /// Reads `postgres://user:pass@host:port/db?...`; hookrelay's own parameters
+    /// (`pool_size`, `poll_only`, `poll_interval_ms`) are taken out before the driver reads
+    /// the rest. Errors never contain the password.
+    pub fn parse(url: &str) -> Result<Self, StoreError> {
+        let (base, query) = url.split_once('?').unwrap_or((url, ""));
+        let mut kept = Vec::new();
+        let mut settings = (DEFAULT_POOL_SIZE, false, Duration::from_secs(1));
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let bad = || StoreError::InvalidUrl(format!("{key}={value} is not valid"));
+            match key {
+                "pool_size" => {
+                    settings.0 = value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?
+                }
+                "poll_only" => settings.1 = value.parse().map_err(|_| bad())?,
+                "poll_interval_ms" => {
+                    let ms: u64 = value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
+                    settings.2 = Duration::from_millis(ms);
+                }
+                _ => kept.push(pair),
+            }
+        }
+        let driver_url = match kept.is_empty() {
+            true => base.to_owned(),
+            false => format!("{base}?{}", kept.join("&")),
+        };
+        let connection: tokio_postgres::Config = driver_url.parse().map_err(|err| {
+            // The driver's message names the part it could not read, never the password.
+            StoreError::InvalidUrl(format!("{err}"))
+        })?;
+        if connection.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
+            return Err(StoreError::InvalidUrl(
+                "sslmode=require is not supported by this build; connect over a private network or a local socket".into(),
+            ));
+        }
+        Ok(Self {
+            connection,
+            pool_size: settings.0,
+            poll_only: settings.1,
+            poll_interval: settings.2,
+        })
+    }
+}
+
+pub struct PgStore {
+    pool: Pool,
+    changes: broadcast::Sender<Change>,
+    inserts: ingest::Inserts,
+    notifier: feed::Notifier,
+    _feed: Option<feed::Feed>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").finish_non_exhaustive()
+    }
+}
+
+/// A driver error as the store's: connection trouble is `Unavailable` (ingest answers 503
+/// and the caller may try again); anything else is a failure. The text never holds the URL.
+pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
+    use tokio_postgres::error::SqlState;
+    let message = match err.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => err.to_string(),
+    };
+    let unavailable = err.is_closed()
+        || err.as_db_error().is_none()
+        || err.code().is_some_and(|code| {
+            [
+                SqlState::ADMIN_SHUTDOWN,
+                SqlState::CRASH_SHUTDOWN,
+                SqlState::CANNOT_CONNECT_NOW,
+                SqlState::TOO_MANY_CONNECTIONS,
+                SqlState::DISK_FULL,
+                SqlState::T_R_DEADLOCK_DETECTED,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::READ_ONLY_SQL_TRANSACTION,
+            ]
+            .contains(code)
+        });
+    match unavailable {
+        true => StoreError::Unavailable(message),
+        false => StoreError::Backend(message),
+    }
+}
+
+pub(super) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
+    match err {
+        deadpool_postgres::PoolError::Backend(err) => pg_error(err),
+        other => StoreError::Unavailable(format!("no database connection: {other}")),
+    }
+}
+
+impl PgStore {
+    pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
+        Self::open_with(Settings::parse(url)?, mode).await
+    }
+
+    pub async fn open_with(settings: Settings, mode: OpenMode) -> Result<Self, StoreError> {
+        let manager = Manager::from_config(
+            settings.connection.clone(),
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|err| StoreError::Backend(format!("cannot build the pool: {err}")))?;
+        {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            match mode {
+                OpenMode::Server => schema::migrate(&mut client).await?,
+                OpenMode::Client => {
+                    if schema::version(&client).await? == 0 {
+                        return Err(StoreError::Missing(
+                            "no hookrelay schema in this database (a server creates it)".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let schema: String = {
+            let client = pool.get().await.map_err(pool_error)?;
+            let row = client
+                .query_one("SELECT current_schema()", &[])
+                .await
+                .map_err(pg_error)?;
+            row.get(0)
+        };
+        // Tells this process's notifications apart from other replicas' (they come back on
+        // `LISTEN` too, and were announced here already).
+        let origin: Arc<str> = crate::domain::DeliveryId::generate().as_str().into();
+        let (changes, _) = broadcast::channel(crate::store::CHANGE_BUFFER);
+        let notifier = feed::Notifier::new(
+            pool.clone(),
+            changes.clone(),
+            origin,
+            feed::channel_of(&schema).into(),
+        );
+        let feed = match mode {
+            OpenMode::Server => {
+                let (listening, listens) = tokio::sync::oneshot::channel();
+                let feed = feed::Feed::start(&settings, &notifier, listening);
+                if !settings.poll_only
+                    && tokio::time::timeout(Duration::from_secs(5), listens)
+                        .await
+                        .is_err()
+                {
+                    tracing::warn!(
+                        "not listening for other replicas' changes yet; polling every {:?} until then",
+                        settings.poll_interval
+                    );
+                }
+                Some(feed)
+            }
+            OpenMode::Client => None,
+        };
+        Ok(Self {
+            inserts: ingest::Inserts::start(pool.clone(), notifier.clone()),
+            pool,
+            changes,
+            notifier,
+            _feed: feed,
+        })
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(pool_error)
+    }
+
+    /// Announces a committed change here at once and to the other replicas.
+    async fn announce(&self, change: Change) {
+        self.notifier.announce(change).await;
+    }
+}
+
+#[cfg(test)]
+mod tests;

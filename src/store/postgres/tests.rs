@@ -1,0 +1,116 @@
+//! The store contract (`store::conformance`) on the local PostgreSQL, each case in a schema
+//! of its own with two handles (two replicas), and what only this backend does.
+//!
+//! The database comes from `HOOKRELAY_TEST_POSTGRES` (default: the local service,
+//! `postgres://postgres@127.0.0.1:5432/test`). Without it the cases are skipped with a
+//! printed reason, unless `CI` is set: then they fail and say why.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::store::Store;
+use crate::store::conformance::{Backend, store_conformance};
+
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A schema dropped when the case ends (on a thread of its own: drop cannot wait).
+pub struct Schema {
+    config: tokio_postgres::Config,
+    name: String,
+}
+
+impl Drop for Schema {
+    fn drop(&mut self) {
+        let (config, name) = (self.config.clone(), self.name.clone());
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime");
+            runtime.block_on(async move {
+                if let Ok((client, connection)) = config.connect(tokio_postgres::NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP SCHEMA IF EXISTS {name} CASCADE"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// A fresh schema on the test database, and settings whose connections use it; `None`
+/// (with the reason printed) when there is no database and `CI` is not set.
+pub async fn fresh_schema(caller_clock: bool) -> Option<(Settings, Schema)> {
+    let url = std::env::var("HOOKRELAY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
+    let base = Settings::parse(&url).expect("HOOKRELAY_TEST_POSTGRES is a postgres:// URL");
+    let connected = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        base.connection.connect(tokio_postgres::NoTls),
+    )
+    .await;
+    let (client, connection) = match connected {
+        Ok(Ok(pair)) => pair,
+        failed => {
+            let why = match failed {
+                Ok(Err(err)) => err.to_string(),
+                _ => "no answer in 5 s".into(),
+            };
+            let message = format!(
+                "PostgreSQL at {} unreachable ({why}); set HOOKRELAY_TEST_POSTGRES or start it",
+                crate::store::redact_url(&url)
+            );
+            if std::env::var_os("CI").is_some() {
+                panic!("{message}");
+            }
+            eprintln!("skipped: {message}");
+            return None;
+        }
+    };
+    tokio::spawn(connection);
+    let name = format!("hr_test_{}", uuid::Uuid::now_v7().simple());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {name}"))
+        .await
+        .expect("create a test schema");
+    let mut settings = base.clone();
+    let clock = match caller_clock {
+        true => " -c hookrelay.clock=caller",
+        false => "",
+    };
+    settings
+        .connection
+        .options(format!("-c search_path={name}{clock}"));
+    settings.pool_size = 8;
+    settings.poll_interval = std::time::Duration::from_millis(200);
+    let schema = Schema {
+        config: base.connection,
+        name,
+    };
+    Some((settings, schema))
+}
+
+/// Two handles on one fresh schema, as two replicas hold it; the cases drive time.
+pub async fn two_replicas() -> Option<(PgStore, PgStore, Schema)> {
+    let (settings, schema) = fresh_schema(true).await?;
+    let first = PgStore::open_with(settings.clone(), OpenMode::Server)
+        .await
+        .expect("open the first handle");
+    let second = PgStore::open_with(settings, OpenMode::Server)
+        .await
+        .expect("open the second handle");
+    Some((first, second, schema))
+}
+
+async fn empty_backend() -> Option<Backend> {
+    let (first, second, schema) = two_replicas().await?;
+    let first: Arc<dyn Store> = Arc::new(first);
+    let second: Arc<dyn Store> = Arc::new(second);
+    Some(Backend::new(first, second, schema))
+}
+
+mod conformance {
+    use super::*;
+    store_conformance!(empty_backend());
+}
