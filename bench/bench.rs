@@ -6,6 +6,7 @@
 mod attack;
 mod delivery;
 mod floor;
+mod postgres;
 mod soak;
 mod support;
 
@@ -29,13 +30,25 @@ fn relay_config(
     server: &str,
     concurrency: Option<usize>,
 ) -> String {
+    let store = format!("sqlite://{}", db.display());
+    relay_config_on(&store, sink_url, paused, server, concurrency)
+}
+
+/// The same, on any store URL.
+fn relay_config_on(
+    store: &str,
+    sink_url: &str,
+    paused: bool,
+    server: &str,
+    concurrency: Option<usize>,
+) -> String {
     let concurrency = concurrency
         .map(|n| format!("concurrency = {n}"))
         .unwrap_or_default();
     format!(
         r#"
 [server]
-store = "sqlite://{db}"
+store = "{store}"
 shutdown_grace = "5s"
 {server}
 
@@ -59,8 +72,7 @@ retry = {{ initial_delay = "1s", max_delay = "10s" }}
 source = "gitlab"
 events = ["Push Hook"]
 destinations = ["sink"]
-"#,
-        db = db.display()
+"#
     )
 }
 
@@ -95,6 +107,11 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("retention") {
         let sink = support::Sink::start().await?;
         return retention_soak(&relay_bin, dir.path(), &sink.url, &body).await;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("postgres") {
+        let sink = support::Sink::start().await?;
+        return postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count)
+            .await;
     }
     println!(
         "hookrelay bench: {} cores, body {} bytes, {seconds} s per wrk run",
@@ -242,6 +259,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  peak resident memory under attack: {attack_rss:.1} MB");
 
     retention_soak(&relay_bin, dir.path(), &sink.url, &body).await?;
+    postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count).await?;
 
     println!();
     println!(

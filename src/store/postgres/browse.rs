@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{GenericClient, Row};
 
-use super::query;
+use super::{pg_error, query};
 use crate::domain::{
     Attempt, AttemptDetail, Classification, DeliveryId, DeliveryState, EventId, Name, Verdict,
 };
@@ -503,7 +503,7 @@ fn stored_request(row: &Row) -> StoredRequest {
 /// The stored requests of several events (a whole claim's bodies) in one query, in the
 /// order asked.
 pub async fn load_requests(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Object,
     events: &[EventId],
 ) -> Result<Vec<StoredRequest>, StoreError> {
     if events.is_empty() {
@@ -511,8 +511,11 @@ pub async fn load_requests(
     }
     let ids: Vec<&str> = events.iter().map(|id| id.as_str()).collect();
     let sql = format!("SELECT {REQUEST_COLUMNS} FROM events WHERE id = ANY($1)");
-    let found: HashMap<String, StoredRequest> = query::all(client, &sql, &[&ids])
-        .await?
+    let statement = client.prepare_cached(&sql).await.map_err(pg_error)?;
+    let found: HashMap<String, StoredRequest> = client
+        .query(&statement, &[&ids])
+        .await
+        .map_err(pg_error)?
         .iter()
         .map(stored_request)
         .map(|request| (request.event_id.as_str().to_owned(), request))
@@ -531,7 +534,7 @@ pub async fn load_requests(
 
 /// The stored request of an event, read for delivery.
 pub async fn load_request(
-    client: &impl GenericClient,
+    client: &deadpool_postgres::Object,
     event: &EventId,
 ) -> Result<StoredRequest, StoreError> {
     let mut loaded = load_requests(client, std::slice::from_ref(event)).await?;

@@ -1,9 +1,8 @@
-//! Delivery bookkeeping on PostgreSQL: claims (each one transaction, atomic across
-//! replicas), attempt records, releases, and an operator's replay, cancel and pause, each
-//! one guarded statement. Bookkeeping commits without waiting for its WAL flush (as on
-//! SQLite, it reaches the disk with the next durable commit); durable claims wait.
-
-use tokio_postgres::Transaction;
+//! Delivery bookkeeping on PostgreSQL: claims (each one statement or transaction, atomic
+//! across replicas), attempt records, releases, and an operator's replay, cancel and pause,
+//! each one guarded statement. Bookkeeping runs on its own pool whose commits do not wait
+//! for their WAL flush (as on SQLite, it reaches the disk with the next durable commit);
+//! durable claims use the main pool and wait.
 
 use super::pg_error;
 use crate::domain::{DeliveryId, EventId, Ordering, UnixMillis};
@@ -45,44 +44,71 @@ RETURNING d.seq, d.lease_token, d.id, d.attempts, d.window_start, d.interrupted,
 const LOCK_DESTINATION: &str =
     "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.destination.' || $1, 0))";
 
-pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Claimed, StoreError> {
-    if !request.durable {
-        tx.batch_execute("SET LOCAL synchronous_commit = off")
-            .await
-            .map_err(pg_error)?;
-    }
+const NEXT_DUE: &str = "SELECT MIN(due_at) FROM deliveries
+     WHERE destination = $1 AND state IN ('pending', 'in_flight')";
+
+/// Claims on `client`: the bookkeeping pool's (commits that do not wait for their WAL
+/// flush), or the main pool's for a durable claim.
+pub async fn claim(
+    client: &mut deadpool_postgres::Object,
+    request: &ClaimRequest,
+) -> Result<Claimed, StoreError> {
     let destination = request.destination.as_str();
     let lease = request.lease_until - request.now;
     let limit = request.limit.min(4096) as i64;
-    let rows = match request.ordering {
-        Ordering::Parallel => tx
-            .query(
-                CLAIM_PARALLEL,
-                &[
-                    &destination,
-                    &request.now,
-                    &limit,
-                    &lease,
-                    &request.lease_owner,
-                ],
-            )
-            .await
-            .map_err(pg_error)?,
-        ordered => {
-            tx.execute(LOCK_DESTINATION, &[&destination])
+    let (rows, next_due) = match request.ordering {
+        Ordering::Parallel => {
+            let claim = client
+                .prepare_cached(CLAIM_PARALLEL)
                 .await
                 .map_err(pg_error)?;
+            let next = client.prepare_cached(NEXT_DUE).await.map_err(pg_error)?;
+            // Sent together, answered in order: the second sees what the first committed.
+            let claim_params: [&(dyn tokio_postgres::types::ToSql + Sync); 5] = [
+                &destination,
+                &request.now,
+                &limit,
+                &lease,
+                &request.lease_owner,
+            ];
+            let next_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destination];
+            let (rows, next_due) = tokio::join!(
+                client.query(&claim, &claim_params),
+                client.query_one(&next, &next_params)
+            );
+            (rows.map_err(pg_error)?, next_due.map_err(pg_error)?.get(0))
+        }
+        ordered => {
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let lock = tx
+                .prepare_cached(LOCK_DESTINATION)
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&lock, &[&destination]).await.map_err(pg_error)?;
             let chosen = match ordered {
-                Ordering::Fifo => fifo_head(tx, destination, request.now, limit).await?,
-                _ => latest_claimable(tx, destination, request.now, limit).await?,
+                Ordering::Fifo => fifo_head(&tx, destination, request.now, limit).await?,
+                _ => latest_claimable(&tx, destination, request.now, limit).await?,
             };
-            match chosen.is_empty() {
+            let rows = match chosen.is_empty() {
                 true => Vec::new(),
-                false => tx
-                    .query(TAKE, &[&chosen, &request.now, &lease, &request.lease_owner])
+                false => {
+                    let take = tx.prepare_cached(TAKE).await.map_err(pg_error)?;
+                    tx.query(
+                        &take,
+                        &[&chosen, &request.now, &lease, &request.lease_owner],
+                    )
                     .await
-                    .map_err(pg_error)?,
-            }
+                    .map_err(pg_error)?
+                }
+            };
+            let next = tx.prepare_cached(NEXT_DUE).await.map_err(pg_error)?;
+            let next_due = tx
+                .query_one(&next, &[&destination])
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            tx.commit().await.map_err(pg_error)?;
+            (rows, next_due)
         }
     };
     let mut deliveries: Vec<ClaimedDelivery> = rows
@@ -102,15 +128,6 @@ pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Claim
         })
         .collect();
     deliveries.sort_by_key(|d| d.lease.row);
-    let next_due = tx
-        .query_one(
-            "SELECT MIN(due_at) FROM deliveries
-             WHERE destination = $1 AND state IN ('pending', 'in_flight')",
-            &[&destination],
-        )
-        .await
-        .map_err(pg_error)?
-        .get(0);
     Ok(Claimed {
         deliveries,
         next_due,
@@ -119,7 +136,7 @@ pub async fn claim(tx: &Transaction<'_>, request: &ClaimRequest) -> Result<Claim
 
 /// Only the oldest unfinished delivery may go; if it is not due, nothing goes.
 async fn fifo_head(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     destination: &str,
     now: UnixMillis,
     limit: i64,
@@ -142,7 +159,7 @@ async fn fifo_head(
 /// Per coalescing key one delivery in flight at a time; of several waiting, only the newest
 /// goes and the older ones become `superseded`, in the claim's transaction.
 async fn latest_claimable(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Transaction<'_>,
     destination: &str,
     now: UnixMillis,
     limit: i64,
@@ -176,10 +193,28 @@ async fn latest_claimable(
     Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
-pub async fn complete(tx: &Transaction<'_>, record: &AttemptRecord) -> Result<(), StoreError> {
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .map_err(pg_error)?;
+/// The delivery moved on (if the lease is still ours) and the attempt recorded, in one
+/// statement on the bookkeeping pool.
+const COMPLETE: &str = "
+WITH t AS (SELECT hookrelay_now($5) AS now),
+moved AS (
+    UPDATE deliveries SET state = $3,
+           due_at = CASE WHEN $4::bigint IS NULL THEN NULL ELSE t.now + $4 END,
+           attempts = attempts + 1, lease_owner = NULL, updated_at = t.now,
+           last_status = $6, last_error = $7, dead_reason = $8, interrupted = false,
+           last_verdict = $9, last_summary = $10
+    FROM t WHERE seq = $1 AND lease_token = $2 AND state = 'in_flight'
+    RETURNING 1)
+INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
+                      response_excerpt, verdict, class, summary)
+VALUES ($1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = $1), $11, $12, $6, $7,
+        $13, $9, $14, $10)
+RETURNING (SELECT count(*) FROM moved)";
+
+pub async fn complete(
+    client: &deadpool_postgres::Object,
+    record: &AttemptRecord,
+) -> Result<(), StoreError> {
     let attempt = &record.attempt;
     let finished = attempt.finished_at();
     let (state, retry_in, dead_reason) = match &record.next {
@@ -191,15 +226,10 @@ pub async fn complete(tx: &Transaction<'_>, record: &AttemptRecord) -> Result<()
     };
     let detail = &attempt.detail;
     let status = detail.status.map(i32::from);
-    let updated = tx
-        .execute(
-            "UPDATE deliveries SET state = $3,
-                    due_at = CASE WHEN $4::bigint IS NULL THEN NULL
-                                  ELSE hookrelay_now($5) + $4 END,
-                    attempts = attempts + 1, lease_owner = NULL, updated_at = hookrelay_now($5),
-                    last_status = $6, last_error = $7, dead_reason = $8, interrupted = false,
-                    last_verdict = $9, last_summary = $10
-             WHERE seq = $1 AND lease_token = $2 AND state = 'in_flight'",
+    let statement = client.prepare_cached(COMPLETE).await.map_err(pg_error)?;
+    let moved: i64 = client
+        .query_one(
+            &statement,
             &[
                 &record.lease.row,
                 &record.lease.token,
@@ -211,46 +241,29 @@ pub async fn complete(tx: &Transaction<'_>, record: &AttemptRecord) -> Result<()
                 &dead_reason,
                 &attempt.verdict.as_str(),
                 &detail.summary,
+                &attempt.started_at,
+                &attempt.duration_ms,
+                &detail.response_excerpt,
+                &attempt.class,
             ],
         )
         .await
-        .map_err(pg_error)?;
-    if updated == 0 {
+        .map_err(pg_error)?
+        .get(0);
+    if moved == 0 {
         tracing::warn!(
             delivery = record.lease.row,
             "attempt finished after its lease was taken over; recorded, state left alone"
         );
     }
-    tx.execute(
-        "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
-                               response_excerpt, verdict, class, summary)
-         VALUES ($1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = $1), $2, $3, $4,
-                 $5, $6, $7, $8, $9)",
-        &[
-            &record.lease.row,
-            &attempt.started_at,
-            &attempt.duration_ms,
-            &status,
-            &detail.error,
-            &detail.response_excerpt,
-            &attempt.verdict.as_str(),
-            &attempt.class,
-            &detail.summary,
-        ],
-    )
-    .await
-    .map_err(pg_error)?;
     Ok(())
 }
 
 pub async fn release(
-    tx: &Transaction<'_>,
+    tx: &deadpool_postgres::Object,
     leases: &[Lease],
     now: UnixMillis,
 ) -> Result<(), StoreError> {
-    tx.batch_execute("SET LOCAL synchronous_commit = off")
-        .await
-        .map_err(pg_error)?;
     let rows: Vec<i64> = leases.iter().map(|lease| lease.row).collect();
     let tokens: Vec<i64> = leases.iter().map(|lease| lease.token).collect();
     tx.execute(

@@ -58,10 +58,13 @@ impl Notifier {
         let payload = encode(&self.origin, &change);
         let _ = self.changes.send(change);
         let sent = match self.pool.get().await {
-            Ok(client) => client
-                .execute("SELECT pg_notify($1, $2)", &[&&*self.channel, &payload])
-                .await
-                .map(|_| ()),
+            Ok(client) => match client.prepare_cached("SELECT pg_notify($1, $2)").await {
+                Ok(statement) => client
+                    .execute(&statement, &[&&*self.channel, &payload])
+                    .await
+                    .map(|_| ()),
+                Err(err) => Err(err),
+            },
             Err(err) => {
                 tracing::debug!(error = %err, "change not sent to other replicas; they poll");
                 return;

@@ -13,9 +13,9 @@ use crate::domain::{DEDUP_WINDOW_MS, DeliveryId, EventId, Name};
 use crate::store::{Accepted, Change, NewEvent, StoreError};
 
 /// Events in one transaction at most; more waiting go in the next.
-const MAX_BATCH: usize = 256;
+const MAX_BATCH: usize = 1024;
 /// Transactions of one replica committing at once (each waits for its WAL flush).
-const COMMITS_IN_FLIGHT: usize = 4;
+const COMMITS_IN_FLIGHT: usize = 1;
 /// Requests waiting for a batch; a full queue makes ingest wait (backpressure), not fail.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -68,6 +68,7 @@ async fn batcher(
         let (pool, notifier) = (pool.clone(), notifier.clone());
         tokio::spawn(async move {
             let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
+            let started = std::time::Instant::now();
             let mut result = commit(&pool, &events).await;
             // Two replicas' batches may wait on each other's keys: the database aborts one,
             // which is tried once more.
@@ -75,6 +76,11 @@ async fn batcher(
                 result = commit(&pool, &events).await;
             }
             drop(slot);
+            let telemetry = crate::telemetry::get();
+            telemetry.commit_batch_size.observe(events.len() as f64);
+            telemetry
+                .commit_seconds
+                .observe(started.elapsed().as_secs_f64());
             match result {
                 Ok(answers) => {
                     let due = due_destinations(&events, &answers);

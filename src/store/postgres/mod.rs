@@ -88,6 +88,8 @@ impl Settings {
 
 pub struct PgStore {
     pool: Pool,
+    /// Claims, attempt records and releases: commits that do not wait for the WAL flush.
+    bookkeeping: Pool,
     changes: broadcast::Sender<Change>,
     inserts: ingest::Inserts,
     notifier: feed::Notifier,
@@ -136,26 +138,39 @@ pub(super) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
+fn build_pool(connection: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        connection,
+        tokio_postgres::NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(size)
+        .wait_timeout(Some(Duration::from_secs(10)))
+        .create_timeout(Some(Duration::from_secs(10)))
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|err| StoreError::Backend(format!("cannot build the pool: {err}")))
+}
+
 impl PgStore {
     pub async fn open(url: &str, mode: OpenMode) -> Result<Self, StoreError> {
         Self::open_with(Settings::parse(url)?, mode).await
     }
 
     pub async fn open_with(settings: Settings, mode: OpenMode) -> Result<Self, StoreError> {
-        let manager = Manager::from_config(
-            settings.connection.clone(),
-            tokio_postgres::NoTls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
+        let pool = build_pool(settings.connection.clone(), settings.pool_size)?;
+        // Delivery bookkeeping commits without waiting for its WAL flush, as on SQLite: a
+        // session setting on connections of their own, so ingest keeps waiting for its.
+        let mut relaxed = settings.connection.clone();
+        let options = format!(
+            "{} -c synchronous_commit=off",
+            settings.connection.get_options().unwrap_or_default()
         );
-        let pool = Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .wait_timeout(Some(Duration::from_secs(10)))
-            .create_timeout(Some(Duration::from_secs(10)))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|err| StoreError::Backend(format!("cannot build the pool: {err}")))?;
+        relaxed.options(options.trim_start());
+        let bookkeeping = build_pool(relaxed, settings.pool_size)?;
         {
             let mut client = pool.get().await.map_err(pool_error)?;
             match mode {
@@ -208,6 +223,7 @@ impl PgStore {
         Ok(Self {
             inserts: ingest::Inserts::start(pool.clone(), notifier.clone()),
             pool,
+            bookkeeping,
             changes,
             notifier,
             _feed: feed,
@@ -216,6 +232,10 @@ impl PgStore {
 
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    async fn bookkeeping(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.bookkeeping.get().await.map_err(pool_error)
     }
 
     /// Announces a committed change here at once and to the other replicas.

@@ -40,6 +40,9 @@ CREATE TABLE events (
     commit_after  text
 );
 CREATE INDEX events_by_received ON events (received_at);
+-- Bodies are stored as they came, out of line and uncompressed: compressing every body
+-- costs the commit path CPU, and delivery reads them whole.
+ALTER TABLE events ALTER COLUMN body SET STORAGE EXTERNAL;
 
 -- Senders' delivery ids: the unique key makes a repeat posted to two replicas at once
 -- one event. Kept apart from events, so retention can prune an event and keep its key
@@ -80,6 +83,11 @@ CREATE TABLE deliveries (
     -- before commit, so "the highest seq" is no snapshot when replicas commit out of order).
     created_xid  xid8 NOT NULL DEFAULT pg_current_xact_id()
 );
+-- The hot table: every delivery is updated a few times within seconds, and claims scan
+-- its partial indexes, whose dead entries only a vacuum removes; vacuum it early and often.
+ALTER TABLE deliveries SET (autovacuum_vacuum_scale_factor = 0.01,
+                            autovacuum_vacuum_insert_scale_factor = 0.05,
+                            autovacuum_vacuum_cost_delay = 0);
 CREATE INDEX deliveries_due ON deliveries (destination, due_at)
     WHERE state IN ('pending', 'in_flight');
 CREATE INDEX deliveries_active_order ON deliveries (destination, seq)

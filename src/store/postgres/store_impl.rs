@@ -32,20 +32,22 @@ impl Store for PgStore {
     }
 
     async fn claim(&self, request: ClaimRequest) -> Result<Claimed, StoreError> {
-        Ok(in_transaction!(self, |tx| claims::claim(&tx, &request).await?))
+        let mut client = match request.durable {
+            true => self.client().await?,
+            false => self.bookkeeping().await?,
+        };
+        claims::claim(&mut client, &request).await
     }
 
     async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError> {
-        in_transaction!(self, |tx| claims::complete(&tx, &record).await?);
-        Ok(())
+        claims::complete(&self.bookkeeping().await?, &record).await
     }
 
     async fn release(&self, leases: Vec<Lease>, now: UnixMillis) -> Result<(), StoreError> {
         if leases.is_empty() {
             return Ok(());
         }
-        in_transaction!(self, |tx| claims::release(&tx, &leases, now).await?);
-        Ok(())
+        claims::release(&self.bookkeeping().await?, &leases, now).await
     }
 
     async fn list_events(
@@ -200,11 +202,11 @@ impl Store for PgStore {
     }
 
     async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError> {
-        browse::load_request(&**self.client().await?, event).await
+        browse::load_request(&self.client().await?, event).await
     }
 
     async fn load_requests(&self, events: &[EventId]) -> Result<Vec<StoredRequest>, StoreError> {
-        browse::load_requests(&**self.client().await?, events).await
+        browse::load_requests(&self.client().await?, events).await
     }
 
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {

@@ -1,0 +1,272 @@
+//! (f) PostgreSQL beside SQLite in one run: durable ingest with 1, 2 and 3 replicas on one
+//! database (WAL flushes per accepted event from `pg_stat_wal`, to show the group commit),
+//! and a stored backlog forwarded by 1 and 3 replicas.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Process, WrkResult, run_wrk, write_wrk_script};
+use crate::{ONE_LOAD_CLIENT, TOKEN, relay_config, relay_config_on};
+
+const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A schema of the bench database for one measurement, dropped after.
+struct Schema {
+    admin: tokio_postgres::Client,
+    name: String,
+    url: String,
+}
+
+impl Schema {
+    async fn fresh(admin: tokio_postgres::Client, base: &str, label: &str) -> anyhow::Result<Self> {
+        let name = format!("hr_bench_{label}");
+        admin
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"
+            ))
+            .await?;
+        let separator = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{separator}options=-c%20search_path%3D{name}");
+        Ok(Self { admin, name, url })
+    }
+
+    async fn wal_syncs(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .admin
+            .query_one("SELECT wal_sync FROM pg_stat_wal", &[])
+            .await?
+            .get(0))
+    }
+
+    async fn drop(self) -> anyhow::Result<tokio_postgres::Client> {
+        self.admin
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", self.name))
+            .await?;
+        Ok(self.admin)
+    }
+}
+
+async fn connect(base: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+fn start_replicas(
+    relay_bin: &Path,
+    dir: &Path,
+    label: &str,
+    count: usize,
+    config: &str,
+) -> anyhow::Result<Vec<Process>> {
+    (0..count)
+        .map(|i| {
+            let path = dir.join(format!("{label}-{i}.toml"));
+            let config = format!(
+                "{config}\n[api]\nsocket = \"{}\"\n",
+                dir.join(format!("{label}-{i}.sock")).display()
+            );
+            std::fs::write(&path, config)?;
+            Process::start(
+                relay_bin,
+                &[
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--config",
+                    path.to_str().unwrap(),
+                ],
+                dir,
+                &format!("{label}-{i}"),
+            )
+        })
+        .collect()
+}
+
+/// wrk against every replica at once, the connections split between them; the sum of the
+/// rates and the worst p99.
+fn wrk_all(
+    replicas: &[Process],
+    script: &Path,
+    connections: usize,
+    seconds: u64,
+) -> anyhow::Result<WrkResult> {
+    let each = (connections / replicas.len()).max(1);
+    let runs: Vec<anyhow::Result<WrkResult>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = replicas
+            .iter()
+            .map(|replica| {
+                let url = format!("{}/hooks/gitlab", replica.url);
+                scope.spawn(move || run_wrk(&url, script, each, seconds))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("wrk thread"))
+            .collect()
+    });
+    let mut total = WrkResult {
+        requests: 0,
+        requests_per_sec: 0.0,
+        p50: Duration::ZERO,
+        p99: Duration::ZERO,
+        non_2xx: 0,
+    };
+    for run in runs {
+        let run = run?;
+        total.requests += run.requests;
+        total.requests_per_sec += run.requests_per_sec;
+        total.p50 = total.p50.max(run.p50);
+        total.p99 = total.p99.max(run.p99);
+        total.non_2xx += run.non_2xx;
+    }
+    Ok(total)
+}
+
+pub async fn compare(
+    relay_bin: &Path,
+    dir: &Path,
+    body: &str,
+    sink: &support::Sink,
+    seconds: u64,
+    forward_count: usize,
+) -> anyhow::Result<()> {
+    let base = std::env::var("BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
+    let mut admin = match connect(&base).await {
+        Ok(admin) => admin,
+        Err(err) => {
+            println!("\npostgres: skipped, {base} unreachable ({err}); set BENCH_POSTGRES");
+            return Ok(());
+        }
+    };
+    let server = ONE_LOAD_CLIENT;
+    println!();
+    println!(
+        "postgres ({base}): ingest with the destination paused, wrk split across the replicas; WAL flushes from pg_stat_wal"
+    );
+    println!(
+        "{:>6}  {:>22}  {:>9} {:>9}  {:>8}  {:>12}  {:>7}",
+        "conns", "store", "req/s", "p99", "÷sqlite", "WAL flushes", "non-2xx"
+    );
+    for connections in [32usize, 256] {
+        let script = write_wrk_script(dir, body, TOKEN, &format!("pg{connections}"))?;
+        let sqlite_config = relay_config(
+            &dir.join(format!("pg-sqlite-{connections}.db")),
+            &sink.url,
+            true,
+            server,
+            Some(64),
+        );
+        let sqlite = start_replicas(
+            relay_bin,
+            dir,
+            &format!("sqlite{connections}"),
+            1,
+            &sqlite_config,
+        )?;
+        let on_sqlite = wrk_all(&sqlite, &script, connections, seconds)?;
+        sqlite.into_iter().for_each(Process::stop);
+        println!(
+            "{:>6}  {:>22}  {:>9.0} {:>9}  {:>8}  {:>12}  {:>7}",
+            connections,
+            "sqlite",
+            on_sqlite.requests_per_sec,
+            support::ms(on_sqlite.p99),
+            "1.00",
+            "-",
+            on_sqlite.non_2xx
+        );
+        for replicas in [1usize, 2, 3] {
+            let schema =
+                Schema::fresh(admin, &base, &format!("ingest{connections}x{replicas}")).await?;
+            let config = relay_config_on(&schema.url, &sink.url, true, server, Some(64));
+            let running = start_replicas(
+                relay_bin,
+                dir,
+                &format!("pg{connections}x{replicas}"),
+                replicas,
+                &config,
+            )?;
+            let before = schema.wal_syncs().await?;
+            let result = wrk_all(&running, &script, connections, seconds)?;
+            let flushes = schema.wal_syncs().await? - before;
+            running.into_iter().for_each(Process::stop);
+            let accepted = result.requests.saturating_sub(result.non_2xx).max(1);
+            println!(
+                "{:>6}  {:>22}  {:>9.0} {:>9}  {:>8.2}  {:>12}  {:>7}",
+                connections,
+                format!(
+                    "postgres, {replicas} replica{}",
+                    if replicas == 1 { "" } else { "s" }
+                ),
+                result.requests_per_sec,
+                support::ms(result.p99),
+                result.requests_per_sec / on_sqlite.requests_per_sec,
+                format!("{:.3}/event", flushes as f64 / accepted as f64),
+                result.non_2xx
+            );
+            admin = schema.drop().await?;
+        }
+    }
+    println!(
+        "  targets (issue 14): postgres ingest >= 0.5 x sqlite; p99 at 32 connections < 20 ms; < 0.1 WAL flushes per event at 32 connections"
+    );
+
+    println!("postgres: a backlog of {forward_count} stored events forwarded to an instant sink");
+    let sqlite_db = dir.join("pg-forward-sqlite.db");
+    let sqlite_rate = forward(relay_bin, dir, sink, body, forward_count, 1, &|paused| {
+        relay_config(&sqlite_db, &sink.url, paused, server, None)
+    })
+    .await?;
+    println!("  sqlite:                 {sqlite_rate:>7.0} deliveries/s");
+    for replicas in [1usize, 3] {
+        let schema = Schema::fresh(admin, &base, &format!("forward{replicas}")).await?;
+        let url = schema.url.clone();
+        let rate = forward(
+            relay_bin,
+            dir,
+            sink,
+            body,
+            forward_count,
+            replicas,
+            &|paused| relay_config_on(&url, &sink.url, paused, server, None),
+        )
+        .await?;
+        println!(
+            "  postgres, {replicas} replica{}:   {rate:>7.0} deliveries/s   (target >= 5000/s)",
+            if replicas == 1 { " " } else { "s" }
+        );
+        admin = schema.drop().await?;
+    }
+    Ok(())
+}
+
+/// Stores `count` events with the destination paused, then starts `replicas` forwarding
+/// and times the drain.
+async fn forward(
+    relay_bin: &Path,
+    dir: &Path,
+    sink: &support::Sink,
+    body: &str,
+    count: usize,
+    replicas: usize,
+    config: &dyn Fn(bool) -> String,
+) -> anyhow::Result<f64> {
+    let label = format!("forward{replicas}-{}", support::micros_now());
+    let loader = start_replicas(relay_bin, dir, &format!("{label}-load"), 1, &config(true))?;
+    support::post_many(&loader[0].url, body, TOKEN, count, 64).await?;
+    loader.into_iter().for_each(Process::stop);
+    sink.reset();
+    let started = Instant::now();
+    let running = start_replicas(relay_bin, dir, &label, replicas, &config(false))?;
+    let drained = sink.wait_for(count as u64, Duration::from_secs(180)).await;
+    let seconds = started.elapsed().as_secs_f64();
+    running.into_iter().for_each(Process::stop);
+    if !drained {
+        println!(
+            "  (did not drain within 180 s: {} of {count})",
+            sink.count()
+        );
+    }
+    Ok(sink.count() as f64 / seconds)
+}
