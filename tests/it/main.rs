@@ -7,6 +7,7 @@ mod cli;
 mod command;
 mod command_life;
 mod crash;
+mod database_restart;
 mod delivery;
 mod faults;
 mod frontdoor;

@@ -1,0 +1,238 @@
+//! The database stopped and started under load, on a PostgreSQL cluster of the test's own
+//! (initdb in a temporary directory, run as the `postgres` user): ingest answers 503 while
+//! it is down and never 2xx for what was not committed, `/readyz` says so, and everything
+//! resumes by itself.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use crate::harness::*;
+
+/// A PostgreSQL cluster for one test, stopped and removed at the end.
+struct Cluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Cluster {
+    /// `None` (with the reason printed) when this machine cannot run one and `CI` is unset.
+    fn create() -> Option<Cluster> {
+        let unavailable = |why: String| {
+            let message = format!("no private PostgreSQL cluster: {why}");
+            assert!(std::env::var_os("CI").is_none(), "{message}");
+            eprintln!("skipped: {message}");
+            None
+        };
+        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|dir| {
+                dir.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        versions.sort();
+        let Some(bin) = versions.pop().filter(|bin| bin.join("initdb").exists()) else {
+            return unavailable(
+                "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)".into(),
+            );
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let owned = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(dir.path())
+            .status();
+        if !owned.is_ok_and(|s| s.success()) {
+            return unavailable("cannot give a directory to the postgres user (needs root)".into());
+        }
+        let port = free_port().port();
+        let cluster = Cluster { bin, dir, port };
+        let init = cluster.as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        if !init {
+            return unavailable("initdb failed".into());
+        }
+        assert!(cluster.start(), "the private cluster did not start");
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) -> bool {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn start(&self) -> bool {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.as_postgres(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        )
+    }
+
+    fn stop(&self) -> bool {
+        self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres?poll_interval_ms=250",
+            self.port
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+async fn ready(client: &reqwest::Client, relay: &Relay) -> bool {
+    match client.get(format!("{}/readyz", relay.url)).send().await {
+        Ok(response) => response.status().is_success(),
+        Err(_) => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_load_answers_503_meanwhile_and_loses_nothing_acknowledged() {
+    let Some(cluster) = Cluster::create() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let text = config(
+        dir.path(),
+        &sink.url,
+        "retry = { initial_delay = \"50ms\", max_delay = \"500ms\" }",
+    );
+    let store_line = text
+        .lines()
+        .find(|l| l.starts_with("store = "))
+        .unwrap()
+        .to_owned();
+    let text = text.replace(&store_line, &format!("store = \"{}\"", cluster.url()))
+        + &format!(
+            "\n[api]\nsocket = \"{}\"\n",
+            dir.path().join("api.sock").display()
+        );
+    let relay = Relay::child(dir.path(), &text);
+    let client = reqwest::Client::new();
+
+    let acknowledged = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let refused = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut senders = tokio::task::JoinSet::new();
+    let next = Arc::new(AtomicUsize::new(0));
+    for _ in 0..8 {
+        let (client, url) = (client.clone(), relay.hook_url("gitlab"));
+        let (acknowledged, refused, stop, next) = (
+            acknowledged.clone(),
+            refused.clone(),
+            stop.clone(),
+            next.clone(),
+        );
+        senders.spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                match post_push_to(&client, &url, n).await.as_u16() {
+                    202 => {
+                        acknowledged.lock().unwrap().insert(n);
+                    }
+                    503 => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    other => panic!("push {n} answered {other}"),
+                }
+            }
+        });
+    }
+    let acked = || acknowledged.lock().unwrap().len();
+    eventually("200 events acknowledged", || async {
+        (acked() >= 200).then_some(())
+    })
+    .await;
+    assert!(cluster.stop(), "the cluster did not stop");
+    eventually("/readyz to say 503", || async {
+        (!ready(&client, &relay).await).then_some(())
+    })
+    .await;
+    let before = acked();
+    eventually("ingest to answer 503", || async {
+        (refused.load(Ordering::SeqCst) >= 20).then_some(())
+    })
+    .await;
+    // Nothing was acknowledged while the database was down (beyond what was committing).
+    assert!(
+        acked() <= before + 8,
+        "acknowledged while the database was down"
+    );
+    assert!(cluster.start(), "the cluster did not start again");
+    eventually("/readyz to say 200", || async {
+        ready(&client, &relay).await.then_some(())
+    })
+    .await;
+    let back = acked();
+    eventually("200 more acknowledged", || async {
+        (acked() >= back + 200).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    while senders.join_next().await.is_some() {}
+    let acknowledged = acknowledged.lock().unwrap().clone();
+    sink.wait_until("every acknowledged event", |received| {
+        let seen: BTreeSet<usize> = received
+            .iter()
+            .map(|r| {
+                let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+                body["n"].as_u64().unwrap() as usize
+            })
+            .collect();
+        acknowledged.is_subset(&seen)
+    })
+    .await;
+    eprintln!(
+        "{} acknowledged, {} refused while the database was down",
+        acknowledged.len(),
+        refused.load(Ordering::SeqCst)
+    );
+}
