@@ -26,6 +26,7 @@ mod records;
 mod recovery;
 mod reload;
 mod replicas;
+mod replicas_latest;
 mod robustness;
 mod roles;
 mod tidy;

@@ -19,7 +19,7 @@ use crate::harness::*;
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
 /// A schema for one test, dropped at the end.
-struct Database {
+pub struct Database {
     admin: tokio_postgres::Client,
     schema: String,
     /// The store URL replicas use: the test database with the schema as search path.
@@ -27,7 +27,7 @@ struct Database {
 }
 
 impl Database {
-    async fn fresh() -> Option<Database> {
+    pub async fn fresh() -> Option<Database> {
         let base = std::env::var("HOOKRELAY_TEST_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
         let connected = tokio::time::timeout(
             Duration::from_secs(5),
@@ -61,7 +61,7 @@ impl Database {
         Some(Database { admin, schema, url })
     }
 
-    async fn count(&self, sql: &str) -> i64 {
+    pub async fn count(&self, sql: &str) -> i64 {
         let sql = sql.replace("{s}", &self.schema);
         self.admin.query_one(&sql, &[]).await.unwrap().get(0)
     }
@@ -84,7 +84,11 @@ fn futures_lite_block<F: std::future::Future>(future: F) -> Option<F::Output> {
 
 /// A replica's config: the shared store, its own API socket, the sink as destination.
 fn replica_config(dir: &Path, database: &Database, sink_url: &str, extra: &str) -> String {
-    let text = config(dir, sink_url, extra);
+    on_database(&config(dir, sink_url, extra), dir, database)
+}
+
+/// A config moved onto the shared store, with an API socket of the replica's own.
+pub fn on_database(text: &str, dir: &Path, database: &Database) -> String {
     let sqlite_line = text
         .lines()
         .find(|line| line.starts_with("store = "))
@@ -99,7 +103,7 @@ fn replica_config(dir: &Path, database: &Database, sink_url: &str, extra: &str) 
     ) + &format!("\n[api]\nsocket = \"{}\"\n", dir.join("api.sock").display())
 }
 
-struct Replicas {
+pub struct Replicas {
     dirs: Vec<tempfile::TempDir>,
     relays: Vec<Option<Relay>>,
     config: Vec<String>,
@@ -107,12 +111,14 @@ struct Replicas {
 
 impl Replicas {
     fn start(count: usize, database: &Database, sink_url: &str, extra: &str) -> Replicas {
+        Self::start_with(count, |dir| replica_config(dir, database, sink_url, extra))
+    }
+
+    /// `count` replicas, each with the config `make` writes for its directory.
+    pub fn start_with(count: usize, make: impl Fn(&Path) -> String) -> Replicas {
         let dirs: Vec<tempfile::TempDir> =
             (0..count).map(|_| tempfile::tempdir().unwrap()).collect();
-        let config: Vec<String> = dirs
-            .iter()
-            .map(|dir| replica_config(dir.path(), database, sink_url, extra))
-            .collect();
+        let config: Vec<String> = dirs.iter().map(|dir| make(dir.path())).collect();
         let relays = dirs
             .iter()
             .zip(&config)
@@ -125,7 +131,7 @@ impl Replicas {
         }
     }
 
-    fn url(&self, index: usize) -> Option<String> {
+    pub fn url(&self, index: usize) -> Option<String> {
         self.relays[index]
             .as_ref()
             .map(|relay| relay.hook_url("gitlab"))
