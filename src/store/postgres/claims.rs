@@ -7,8 +7,7 @@
 use super::pg_error;
 use crate::domain::{DeliveryId, EventId, Ordering, UnixMillis};
 use crate::store::{
-    AttemptRecord, CancelOutcome, ClaimRequest, Claimed, ClaimedDelivery, Lease, NextState,
-    ReplayOutcome, StoreError,
+    CancelOutcome, ClaimRequest, Claimed, ClaimedDelivery, Lease, ReplayOutcome, StoreError,
 };
 
 /// Takes the due deliveries of a parallel destination: rows another replica is claiming
@@ -191,72 +190,6 @@ async fn latest_claimable(
         .await
         .map_err(pg_error)?;
     Ok(rows.iter().map(|row| row.get(0)).collect())
-}
-
-/// The delivery moved on (if the lease is still ours) and the attempt recorded, in one
-/// statement on the bookkeeping pool.
-const COMPLETE: &str = "
-WITH t AS (SELECT hookrelay_now($5) AS now),
-moved AS (
-    UPDATE deliveries SET state = $3,
-           due_at = CASE WHEN $4::bigint IS NULL THEN NULL ELSE t.now + $4 END,
-           attempts = attempts + 1, lease_owner = NULL, updated_at = t.now,
-           last_status = $6, last_error = $7, dead_reason = $8, interrupted = false,
-           last_verdict = $9, last_summary = $10
-    FROM t WHERE seq = $1 AND lease_token = $2 AND state = 'in_flight'
-    RETURNING 1)
-INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
-                      response_excerpt, verdict, class, summary)
-VALUES ($1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = $1), $11, $12, $6, $7,
-        $13, $9, $14, $10)
-RETURNING (SELECT count(*) FROM moved)";
-
-pub async fn complete(
-    client: &deadpool_postgres::Object,
-    record: &AttemptRecord,
-) -> Result<(), StoreError> {
-    let attempt = &record.attempt;
-    let finished = attempt.finished_at();
-    let (state, retry_in, dead_reason) = match &record.next {
-        NextState::Succeeded => ("succeeded", None, None),
-        // The caller's retry time, as a delay from when it finished: the store's clock
-        // decides when that is.
-        NextState::RetryAt(at) => ("pending", Some(at - finished), None),
-        NextState::Dead(reason) => ("dead", None, Some(reason.as_str())),
-    };
-    let detail = &attempt.detail;
-    let status = detail.status.map(i32::from);
-    let statement = client.prepare_cached(COMPLETE).await.map_err(pg_error)?;
-    let moved: i64 = client
-        .query_one(
-            &statement,
-            &[
-                &record.lease.row,
-                &record.lease.token,
-                &state,
-                &retry_in,
-                &finished,
-                &status,
-                &detail.error,
-                &dead_reason,
-                &attempt.verdict.as_str(),
-                &detail.summary,
-                &attempt.started_at,
-                &attempt.duration_ms,
-                &detail.response_excerpt,
-                &attempt.class,
-            ],
-        )
-        .await
-        .map_err(pg_error)?
-        .get(0);
-    if moved == 0 {
-        tracing::warn!(
-            delivery = record.lease.row,
-            "attempt finished after its lease was taken over; recorded, state left alone"
-        );
-    }
-    Ok(())
 }
 
 pub async fn release(

@@ -8,6 +8,7 @@ mod feed;
 mod ingest;
 mod jobs;
 mod query;
+mod records;
 mod schema;
 mod store_impl;
 
@@ -92,6 +93,7 @@ pub struct PgStore {
     bookkeeping: Pool,
     changes: broadcast::Sender<Change>,
     inserts: ingest::Inserts,
+    records: records::Records,
     notifier: feed::Notifier,
     _feed: Option<feed::Feed>,
 }
@@ -222,6 +224,7 @@ impl PgStore {
         };
         Ok(Self {
             inserts: ingest::Inserts::start(pool.clone(), notifier.clone()),
+            records: records::Records::start(bookkeeping.clone()),
             pool,
             bookkeeping,
             changes,

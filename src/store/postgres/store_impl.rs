@@ -40,7 +40,7 @@ impl Store for PgStore {
     }
 
     async fn complete(&self, record: AttemptRecord) -> Result<(), StoreError> {
-        claims::complete(&self.bookkeeping().await?, &record).await
+        self.records.record(record).await
     }
 
     async fn release(&self, leases: Vec<Lease>, now: UnixMillis) -> Result<(), StoreError> {
