@@ -140,6 +140,7 @@ macro_rules! store_conformance {
             races::two_handles_claiming_a_fifo_destination_at_once_get_one_head,
             races::a_replay_racing_a_claim_leaves_one_live_lease,
             races::latest_racing_a_new_arrival_never_runs_two_for_one_key,
+            races::repeats_of_one_sender_id_at_once_make_one_event,
         }
     };
 }

@@ -138,3 +138,49 @@ pub async fn latest_racing_a_new_arrival_never_runs_two_for_one_key(backend: &Ba
     assert_eq!(count(DeliveryState::Superseded), 9);
     assert_eq!(count(DeliveryState::InFlight), 1);
 }
+
+/// The same sender id many times at once (likely in one group commit), through both
+/// handles: one event, and every answer names it.
+pub async fn repeats_of_one_sender_id_at_once_make_one_event(backend: &Backend) {
+    let handles = [backend.shared(), backend.second_handle()];
+    let mut inserts = tokio::task::JoinSet::new();
+    for n in 0..20 {
+        let store = handles[n % 2].clone();
+        inserts.spawn(async move {
+            let key = if n % 5 == 4 {
+                format!("other-{n}")
+            } else {
+                "same".into()
+            };
+            store
+                .insert_event(event(Some(&key), &["a"], 10))
+                .await
+                .unwrap()
+        });
+    }
+    let answers: Vec<_> = inserts.join_all().await;
+    let originals: std::collections::HashSet<_> = answers
+        .iter()
+        .filter(|a| !a.duplicate)
+        .map(|a| a.event_id.clone())
+        .collect();
+    // "same" once, and the four other keys.
+    assert_eq!(originals.len(), 5, "{answers:?}");
+    let repeats: std::collections::HashSet<_> = answers
+        .iter()
+        .filter(|a| a.duplicate)
+        .map(|a| a.event_id.clone())
+        .collect();
+    assert_eq!(
+        repeats.len(),
+        1,
+        "repeats named different originals: {answers:?}"
+    );
+    assert!(originals.is_superset(&repeats));
+    let claimed = backend
+        .store()
+        .claim(claim_request("a", Ordering::Parallel, 100, 20))
+        .await
+        .unwrap();
+    assert_eq!(claimed.deliveries.len(), 5);
+}

@@ -9,7 +9,7 @@ use tokio_postgres::error::SqlState;
 
 use super::feed::Notifier;
 use super::{pg_error, pool_error};
-use crate::domain::{DEDUP_WINDOW_MS, DeliveryId, EventId, Name};
+use crate::domain::Name;
 use crate::store::{Accepted, Change, NewEvent, StoreError};
 
 /// Events in one transaction at most; more waiting go in the next.
@@ -135,34 +135,6 @@ fn due_destinations(events: &[NewEvent], answers: &[Accepted]) -> Vec<Name> {
     due
 }
 
-/// One event: its dedup key claimed (or taken over once its window ended), the event and
-/// its deliveries inserted only if the key was new, in one statement.
-const INSERT_EVENT: &str = "
-WITH key AS (
-    INSERT INTO dedup_keys (source, key, event_id, received_at)
-    SELECT $2, $6, $1, $3 WHERE $6::text IS NOT NULL
-    ON CONFLICT (source, key) DO UPDATE
-        SET event_id = excluded.event_id, received_at = excluded.received_at
-        WHERE dedup_keys.received_at < $18
-    RETURNING 1
-), ev AS (
-    INSERT INTO events (id, source, received_at, remote_addr, event_type, dedup_key,
-                        content_type, headers, body, action, git_ref, branch, tag, project,
-                        sender, commit_before, commit_after)
-    SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17
-    WHERE $6::text IS NULL OR EXISTS (SELECT 1 FROM key)
-    RETURNING seq
-), made AS (
-    INSERT INTO deliveries (id, event_seq, destination, state, due_at, window_start,
-                            created_at, updated_at, coalesce_key)
-    SELECT d.id, ev.seq, d.destination, 'pending', t.now, t.now, t.now, t.now, d.key
-    FROM ev, (SELECT hookrelay_now($3) AS now) t,
-         unnest($19::text[], $20::text[], $21::text[]) AS d (id, destination, key)
-    RETURNING 1
-)
-SELECT EXISTS (SELECT 1 FROM ev), (SELECT count(*) FROM made),
-       (SELECT event_id FROM dedup_keys WHERE source = $2 AND key = $6)";
-
 /// Serialises the batches that add deliveries to the same destination, across replicas,
 /// from before their rows take sequence values until they commit: so a destination's
 /// deliveries are numbered in commit order, which `fifo` and `latest` claims rely on.
@@ -175,171 +147,53 @@ async fn commit(
     pool: &deadpool_postgres::Pool,
     events: &[NewEvent],
 ) -> Result<Vec<Accepted>, Retry> {
+    let batch = super::batch::Batch::of(events);
     let mut client = pool
         .get()
         .await
         .map_err(|err| Retry::Never(pool_error(err)))?;
     let tx = client.transaction().await.map_err(classify)?;
-    let mut destinations: Vec<&str> = events
-        .iter()
-        .flat_map(|event| event.destinations.iter().map(|r| r.destination.as_str()))
-        .collect();
-    destinations.sort_unstable();
-    destinations.dedup();
-    tx.query_one(LOCK_DESTINATIONS, &[&destinations])
+    let lock = tx
+        .prepare_cached(LOCK_DESTINATIONS)
         .await
         .map_err(classify)?;
-    let statement = tx.prepare_cached(INSERT_EVENT).await.map_err(classify)?;
-    // Each event's row values, kept alive while the pipelined statements run.
-    let rows: Vec<EventRow> = events.iter().map(EventRow::of).collect();
-    let pending = rows.iter().map(|row| {
-        let params = row.params();
-        let statement = &statement;
-        let tx = &tx;
-        async move { tx.query_one(statement, &params).await }
-    });
-    let results = futures_join_all(pending).await;
-    let mut answers = Vec::with_capacity(events.len());
-    for (event, result) in events.iter().zip(results) {
-        let row = result.map_err(classify)?;
-        let (inserted, made, original): (bool, i64, Option<String>) =
-            (row.get(0), row.get(1), row.get(2));
-        answers.push(match inserted {
-            true => Accepted {
-                event_id: event.id.clone(),
-                deliveries: made.max(0) as usize,
-                duplicate: false,
-            },
-            false => Accepted {
-                event_id: match original {
-                    Some(id) => EventId::from_stored(id),
-                    // The original committed while this statement waited for its key:
-                    // a new statement sees it.
-                    None => original_of(&tx, event).await.map_err(classify)?,
-                },
-                deliveries: 0,
-                duplicate: true,
-            },
-        });
+    tx.query_one(&lock, &[&batch.destinations()])
+        .await
+        .map_err(classify)?;
+    let insert = tx
+        .prepare_cached(super::batch::INSERT_BATCH)
+        .await
+        .map_err(classify)?;
+    let inserted: std::collections::HashSet<String> = tx
+        .query(&insert, &batch.params())
+        .await
+        .map_err(classify)?
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    // The originals of keyed events that were not inserted: a new statement sees keys
+    // committed while the insert waited for them.
+    let missing = batch.keys_not_in(&inserted);
+    let mut originals = std::collections::HashMap::new();
+    if !missing.0.is_empty() {
+        let find = tx
+            .prepare_cached(
+                "SELECT k.source, k.key, k.event_id FROM dedup_keys k
+                 JOIN unnest($1::text[], $2::text[]) AS m (source, key)
+                   ON k.source = m.source AND k.key = m.key",
+            )
+            .await
+            .map_err(classify)?;
+        for row in tx
+            .query(&find, &[&missing.0, &missing.1])
+            .await
+            .map_err(classify)?
+        {
+            let (source, key, id): (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            originals.insert((source, key), id);
+        }
     }
+    let answers = batch.answers(events, &inserted, &originals);
     tx.commit().await.map_err(classify)?;
-    Ok(answers)
-}
-
-async fn original_of(
-    tx: &deadpool_postgres::Transaction<'_>,
-    event: &NewEvent,
-) -> Result<EventId, tokio_postgres::Error> {
-    let row = tx
-        .query_one(
-            "SELECT event_id FROM dedup_keys WHERE source = $1 AND key = $2",
-            &[&event.source.as_str(), &event.classification.dedup_key],
-        )
-        .await?;
-    Ok(EventId::from_stored(row.get(0)))
-}
-
-/// Runs the futures at once, so their statements are pipelined on the one connection.
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<F::Output> {
-    let mut set = Vec::new();
-    for future in futures {
-        set.push(Box::pin(future));
-    }
-    let mut outputs: Vec<Option<F::Output>> = set.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut done = true;
-        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => *output = Some(value),
-                    std::task::Poll::Pending => done = false,
-                }
-            }
-        }
-        match done {
-            true => std::task::Poll::Ready(()),
-            false => std::task::Poll::Pending,
-        }
-    })
-    .await;
-    outputs
-        .into_iter()
-        .map(|o| o.expect("every future finished"))
-        .collect()
-}
-
-/// One event's parameters, owned.
-struct EventRow {
-    id: String,
-    source: String,
-    received_at: i64,
-    remote_addr: Option<String>,
-    class: crate::domain::Classification,
-    content_type: Option<String>,
-    headers: Vec<u8>,
-    body: Vec<u8>,
-    dedup_cutoff: i64,
-    delivery_ids: Vec<String>,
-    destinations: Vec<String>,
-    keys: Vec<Option<String>>,
-}
-
-impl EventRow {
-    fn of(event: &NewEvent) -> Self {
-        Self {
-            id: event.id.as_str().to_owned(),
-            source: event.source.as_str().to_owned(),
-            received_at: event.received_at,
-            remote_addr: event.remote_addr.clone(),
-            class: event.classification.clone(),
-            content_type: event.content_type.clone(),
-            headers: crate::store::encode_headers(&event.headers),
-            body: event.body.to_vec(),
-            dedup_cutoff: event.received_at - DEDUP_WINDOW_MS,
-            delivery_ids: event
-                .destinations
-                .iter()
-                .map(|_| DeliveryId::generate().as_str().to_owned())
-                .collect(),
-            destinations: event
-                .destinations
-                .iter()
-                .map(|r| r.destination.as_str().to_owned())
-                .collect(),
-            keys: event
-                .destinations
-                .iter()
-                .map(|r| r.coalesce_key.clone())
-                .collect(),
-        }
-    }
-
-    fn params(&self) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
-        let c = &self.class;
-        vec![
-            &self.id,
-            &self.source,
-            &self.received_at,
-            &self.remote_addr,
-            &c.event_type,
-            &c.dedup_key,
-            &self.content_type,
-            &self.headers,
-            &self.body,
-            &c.action,
-            &c.git_ref,
-            &c.branch,
-            &c.tag,
-            &c.project,
-            &c.sender,
-            &c.commit_before,
-            &c.commit_after,
-            &self.dedup_cutoff,
-            &self.delivery_ids,
-            &self.destinations,
-            &self.keys,
-        ]
-    }
+    answers.map_err(Retry::Never)
 }

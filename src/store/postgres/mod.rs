@@ -2,6 +2,7 @@
 //! group-committed per replica, claims that are each one guarded statement or transaction,
 //! and a change feed over `LISTEN/NOTIFY` with a slow poll behind it.
 
+mod batch;
 mod browse;
 mod claims;
 mod feed;
