@@ -114,3 +114,77 @@ mod conformance {
     use super::*;
     store_conformance!(empty_backend());
 }
+
+/// Two replicas whose clocks disagree by an hour agree on what is due, since the database's
+/// clock decides: a delivery stored through the fast one is claimable through the slow one
+/// at once, and the lease the slow one took is not expired for the fast one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_with_skewed_clocks_agree_on_what_is_due() {
+    let Some((settings, _schema)) = fresh_schema(false).await else {
+        return;
+    };
+    let fast = PgStore::open_with(settings.clone(), OpenMode::Server)
+        .await
+        .unwrap();
+    let slow = PgStore::open_with(settings, OpenMode::Server)
+        .await
+        .unwrap();
+    let now = crate::domain::now_millis();
+    let hour = 3_600_000;
+    fast.insert_event(crate::store::conformance::event(None, &["a"], now + hour))
+        .await
+        .unwrap();
+    let mut request = crate::store::conformance::claim_request(
+        "a",
+        crate::domain::Ordering::Parallel,
+        5,
+        now - hour,
+    );
+    request.lease_until = now - hour + 60_000;
+    let claimed = slow.claim(request).await.unwrap();
+    assert_eq!(
+        claimed.deliveries.len(),
+        1,
+        "the slow replica saw nothing due"
+    );
+    let again = fast
+        .claim(crate::store::conformance::claim_request(
+            "a",
+            crate::domain::Ordering::Parallel,
+            5,
+            now + hour,
+        ))
+        .await
+        .unwrap();
+    assert!(
+        again.deliveries.is_empty(),
+        "the fast replica took a delivery whose lease has 60 s to run"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_newer_than_this_hookrelay_is_refused() {
+    let Some((settings, _schema)) = fresh_schema(true).await else {
+        return;
+    };
+    drop(
+        PgStore::open_with(settings.clone(), OpenMode::Server)
+            .await
+            .unwrap(),
+    );
+    let (client, connection) = settings
+        .connection
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute("UPDATE hookrelay_schema SET version = 99")
+        .await
+        .unwrap();
+    let err = PgStore::open_with(settings, OpenMode::Server)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("newer than this hookrelay"), "{err}");
+}
