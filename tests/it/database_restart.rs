@@ -4,126 +4,12 @@
 //! resumes by itself.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::cluster::Cluster;
 use crate::harness::*;
-
-/// A PostgreSQL cluster for one test, stopped and removed at the end.
-struct Cluster {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
-
-impl Cluster {
-    /// `None` (with the reason printed) when this machine cannot run one and `CI` is unset.
-    fn create() -> Option<Cluster> {
-        let unavailable = |why: String| {
-            let message = format!("no private PostgreSQL cluster: {why}");
-            assert!(std::env::var_os("CI").is_none(), "{message}");
-            eprintln!("skipped: {message}");
-            None
-        };
-        let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-            .map(|dir| {
-                dir.filter_map(|e| e.ok())
-                    .map(|e| e.path().join("bin"))
-                    .collect()
-            })
-            .unwrap_or_default();
-        versions.sort();
-        let Some(bin) = versions.pop().filter(|bin| bin.join("initdb").exists()) else {
-            return unavailable(
-                "no /usr/lib/postgresql/*/bin/initdb (apt-get install postgresql)".into(),
-            );
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let owned = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .status();
-        if !owned.is_ok_and(|s| s.success()) {
-            return unavailable("cannot give a directory to the postgres user (needs root)".into());
-        }
-        let port = free_port().port();
-        let cluster = Cluster { bin, dir, port };
-        let init = cluster.as_postgres(
-            "initdb",
-            &[
-                "-D",
-                &cluster.data(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
-        if !init {
-            return unavailable("initdb failed".into());
-        }
-        assert!(cluster.start(), "the private cluster did not start");
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    fn as_postgres(&self, tool: &str, args: &[&str]) -> bool {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join(tool))
-            .args(args)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    }
-
-    fn start(&self) -> bool {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("postgres.log").display().to_string();
-        self.as_postgres(
-            "pg_ctl",
-            &[
-                "-D",
-                &self.data(),
-                "-o",
-                &options,
-                "-l",
-                &log,
-                "-w",
-                "start",
-            ],
-        )
-    }
-
-    fn stop(&self) -> bool {
-        self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres?poll_interval_ms=250",
-            self.port
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 async fn ready(client: &reqwest::Client, relay: &Relay) -> bool {
     match client.get(format!("{}/readyz", relay.url)).send().await {

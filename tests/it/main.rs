@@ -4,10 +4,12 @@
 mod api;
 mod bulk;
 mod cli;
+mod cluster;
 mod command;
 mod command_life;
 mod crash;
 mod database_restart;
+mod database_tls;
 mod delivery;
 mod faults;
 mod frontdoor;

@@ -142,6 +142,7 @@ impl Feed {
         if !settings.poll_only {
             tasks.push(tokio::spawn(listen(
                 settings.connection.clone(),
+                settings.tls.clone(),
                 changes,
                 notifier.origin.clone(),
                 notifier.channel.clone(),
@@ -156,6 +157,7 @@ impl Feed {
 /// goes, and then says that anything may have changed (notifications were missed).
 async fn listen(
     config: tokio_postgres::Config,
+    tls: Option<super::tls::MakeRustls>,
     changes: broadcast::Sender<Change>,
     origin: Arc<str>,
     channel: Arc<str>,
@@ -164,57 +166,101 @@ async fn listen(
     let mut listening = Some(listening);
     let mut delay = Duration::from_millis(100);
     loop {
-        match config.connect(tokio_postgres::NoTls).await {
-            Ok((client, mut connection)) => {
-                let (sender, mut notes) = tokio::sync::mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    while let Some(message) =
-                        std::future::poll_fn(|cx| connection.poll_message(cx)).await
-                    {
-                        match message {
-                            Ok(AsyncMessage::Notification(note)) => {
-                                let _ = sender.send(note.payload().to_owned());
-                            }
-                            Ok(_) => {}
-                            Err(err) => {
-                                tracing::warn!(error = %err, "change feed connection lost");
-                                return;
-                            }
-                        }
-                    }
-                });
-                match client
-                    .batch_execute(&format!("LISTEN {}", quoted(&channel)))
-                    .await
-                {
-                    Ok(()) => {
-                        delay = Duration::from_millis(100);
-                        if let Some(listening) = listening.take() {
-                            let _ = listening.send(());
-                        }
-                        // Whatever was announced while no one listened may be due.
-                        let _ = changes.send(Change::AnyDue);
-                        while let Some(payload) = notes.recv().await {
-                            match decode(&origin, &payload) {
-                                None => {}
-                                Some(Some(change)) => {
-                                    let _ = changes.send(change);
-                                }
-                                Some(None) => {
-                                    let _ = changes.send(Change::AnyDue);
-                                }
-                            }
-                        }
-                    }
-                    Err(err) => tracing::warn!(error = %err, "cannot LISTEN for changes"),
-                }
-                driver.abort();
+        let ended = match &tls {
+            Some(tls) => {
+                follow(
+                    &config,
+                    tls.clone(),
+                    &changes,
+                    &origin,
+                    &channel,
+                    &mut listening,
+                )
+                .await
             }
-            Err(err) => tracing::debug!(error = %err, "change feed cannot connect yet"),
+            None => {
+                follow(
+                    &config,
+                    tokio_postgres::NoTls,
+                    &changes,
+                    &origin,
+                    &channel,
+                    &mut listening,
+                )
+                .await
+            }
+        };
+        if ended {
+            delay = Duration::from_millis(100);
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// One `LISTEN` connection until it goes; true once it listened (the retry delay resets).
+async fn follow<T>(
+    config: &tokio_postgres::Config,
+    tls: T,
+    changes: &broadcast::Sender<Change>,
+    origin: &str,
+    channel: &str,
+    listening: &mut Option<tokio::sync::oneshot::Sender<()>>,
+) -> bool
+where
+    T: tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>,
+    T::Stream: Send + 'static,
+{
+    let mut listened = false;
+    match config.connect(tls).await {
+        Ok((client, mut connection)) => {
+            let (sender, mut notes) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                while let Some(message) =
+                    std::future::poll_fn(|cx| connection.poll_message(cx)).await
+                {
+                    match message {
+                        Ok(AsyncMessage::Notification(note)) => {
+                            let _ = sender.send(note.payload().to_owned());
+                        }
+                        Ok(_) => {}
+                        Err(err) => {
+                            tracing::warn!(error = %err, "change feed connection lost");
+                            return;
+                        }
+                    }
+                }
+            });
+            match client
+                .batch_execute(&format!("LISTEN {}", quoted(channel)))
+                .await
+            {
+                Ok(()) => {
+                    listened = true;
+                    if let Some(listening) = listening.take() {
+                        let _ = listening.send(());
+                    }
+                    // Whatever was announced while no one listened may be due.
+                    let _ = changes.send(Change::AnyDue);
+                    while let Some(payload) = notes.recv().await {
+                        match decode(origin, &payload) {
+                            None => {}
+                            Some(Some(change)) => {
+                                let _ = changes.send(change);
+                            }
+                            Some(None) => {
+                                let _ = changes.send(Change::AnyDue);
+                            }
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot LISTEN for changes"),
+            }
+            driver.abort();
+        }
+        Err(err) => tracing::debug!(error = %err, "change feed cannot connect yet"),
+    }
+    listened
 }
 
 /// The backstop: every interval, anything may be due (a retry time came, a notification

@@ -12,6 +12,7 @@ mod query;
 mod records;
 mod schema;
 mod store_impl;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,16 +42,25 @@ pub struct Settings {
     pub poll_only: bool,
     /// How often the feed polls behind `LISTEN` (or instead of it).
     pub poll_interval: Duration,
+    /// TLS to the database (`sslmode=require`), the server's certificate verified.
+    pub tls: Option<tls::MakeRustls>,
+}
+
+impl std::fmt::Debug for tls::MakeRustls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MakeRustls")
+    }
 }
 
 impl Settings {
     /// Reads `postgres://user:pass@host:port/db?...`; hookrelay's own parameters
-    /// (`pool_size`, `poll_only`, `poll_interval_ms`) are taken out before the driver reads
-    /// the rest. Errors never contain the password.
+    /// (`pool_size`, `poll_only`, `poll_interval_ms`, `sslrootcert`) are taken out before
+    /// the driver reads the rest. Errors never contain the password.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         let (base, query) = url.split_once('?').unwrap_or((url, ""));
         let mut kept = Vec::new();
         let mut settings = (DEFAULT_POOL_SIZE, false, Duration::from_secs(1));
+        let mut root_file: Option<String> = None;
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             let bad = || StoreError::InvalidUrl(format!("{key}={value} is not valid"));
@@ -63,6 +73,13 @@ impl Settings {
                     let ms: u64 = value.parse().ok().filter(|n| *n > 0).ok_or_else(bad)?;
                     settings.2 = Duration::from_millis(ms);
                 }
+                "sslrootcert" => {
+                    let path: String = form_urlencoded::parse(format!("p={value}").as_bytes())
+                        .map(|(_, v)| v.into_owned())
+                        .next()
+                        .unwrap_or_default();
+                    root_file = Some(path).filter(|p| !p.is_empty());
+                }
                 _ => kept.push(pair),
             }
         }
@@ -74,16 +91,25 @@ impl Settings {
             // The driver's message names the part it could not read, never the password.
             StoreError::InvalidUrl(format!("{err}"))
         })?;
-        if connection.get_ssl_mode() == tokio_postgres::config::SslMode::Require {
-            return Err(StoreError::InvalidUrl(
-                "sslmode=require is not supported by this build; connect over a private network or a local socket".into(),
-            ));
-        }
+        // `require` verifies the server's certificate (as libpq's `verify-full` does); the
+        // driver's `prefer` (its default) and `disable` connect without TLS.
+        let tls = match connection.get_ssl_mode() {
+            tokio_postgres::config::SslMode::Require => {
+                Some(tls::MakeRustls::new(root_file.as_deref())?)
+            }
+            _ if root_file.is_some() => {
+                return Err(StoreError::InvalidUrl(
+                    "sslrootcert is given but sslmode is not require".into(),
+                ));
+            }
+            _ => None,
+        };
         Ok(Self {
             connection,
             pool_size: settings.0,
             poll_only: settings.1,
             poll_interval: settings.2,
+            tls,
         })
     }
 }
@@ -111,7 +137,16 @@ pub(super) fn pg_error(err: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
     let message = match err.as_db_error() {
         Some(db) => format!("{}: {}", db.code().code(), db.message()),
-        None => err.to_string(),
+        // The cause says what went wrong ("invalid peer certificate: UnknownIssuer").
+        None => {
+            let mut message = err.to_string();
+            let mut source = std::error::Error::source(&err);
+            while let Some(cause) = source {
+                message.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            message
+        }
     };
     let unavailable = err.is_closed()
         || err.as_db_error().is_none()
@@ -141,14 +176,18 @@ pub(super) fn pool_error(err: deadpool_postgres::PoolError) -> StoreError {
     }
 }
 
-fn build_pool(connection: tokio_postgres::Config, size: usize) -> Result<Pool, StoreError> {
-    let manager = Manager::from_config(
-        connection,
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+fn build_pool(
+    connection: tokio_postgres::Config,
+    size: usize,
+    tls: &Option<tls::MakeRustls>,
+) -> Result<Pool, StoreError> {
+    let config = ManagerConfig {
+        recycling_method: RecyclingMethod::Fast,
+    };
+    let manager = match tls {
+        Some(tls) => Manager::from_config(connection, tls.clone(), config),
+        None => Manager::from_config(connection, tokio_postgres::NoTls, config),
+    };
     Pool::builder(manager)
         .max_size(size)
         .wait_timeout(Some(Duration::from_secs(10)))
@@ -164,7 +203,11 @@ impl PgStore {
     }
 
     pub async fn open_with(settings: Settings, mode: OpenMode) -> Result<Self, StoreError> {
-        let pool = build_pool(settings.connection.clone(), settings.pool_size)?;
+        let pool = build_pool(
+            settings.connection.clone(),
+            settings.pool_size,
+            &settings.tls,
+        )?;
         // Delivery bookkeeping commits without waiting for its WAL flush, as on SQLite: a
         // session setting on connections of their own, so ingest keeps waiting for its.
         let mut relaxed = settings.connection.clone();
@@ -173,7 +216,7 @@ impl PgStore {
             settings.connection.get_options().unwrap_or_default()
         );
         relaxed.options(options.trim_start());
-        let bookkeeping = build_pool(relaxed, settings.pool_size)?;
+        let bookkeeping = build_pool(relaxed, settings.pool_size, &settings.tls)?;
         {
             let mut client = pool.get().await.map_err(pool_error)?;
             match mode {
