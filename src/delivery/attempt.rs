@@ -84,6 +84,9 @@ pub(super) async fn attempt(
         (changed, open)
     };
     if changed {
+        // Other replicas' breakers for this destination follow (a no-op on one process).
+        let (store, name) = (ctx.store.clone(), ctx.name.as_str().to_owned());
+        tokio::spawn(async move { store.share_breaker(&name, open).await });
         if open {
             tracing::warn!(destination = %ctx.name, "circuit breaker open: only probing until a delivery succeeds");
         } else {

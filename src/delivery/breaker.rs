@@ -97,6 +97,22 @@ impl Breaker {
     }
 }
 
+impl Breaker {
+    /// Another replica's breaker for this destination opened: probe from now on, as if it
+    /// had opened here (a closed one opens with the shortest interval; an open one stays).
+    pub fn opened_elsewhere(&mut self, now: Instant) {
+        if !self.is_open() {
+            self.interval = self.policy.min_probe_interval;
+            self.next_probe = Some(now + self.interval);
+        }
+    }
+
+    /// Another replica's probe got through: deliver again.
+    pub fn closed_elsewhere(&mut self) {
+        self.record(false, Instant::now());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -123,6 +139,31 @@ mod tests {
             }
             assert_eq!(breaker.allowance(now), *expected, "row {i} (t = {at})");
         }
+    }
+
+    #[test]
+    fn another_replicas_breaker_opens_and_closes_this_one() {
+        let policy = BreakerPolicy {
+            failures: 1000,
+            probe_interval: Duration::from_secs(10),
+            min_probe_interval: Duration::from_secs(1),
+        };
+        let t0 = Instant::now();
+        let mut breaker = Breaker::new(policy);
+        breaker.opened_elsewhere(t0);
+        assert_eq!(
+            breaker.allowance(t0),
+            Allowance::WaitUntil(t0 + Duration::from_secs(1))
+        );
+        // Already open: a second word from elsewhere does not push the probe further out.
+        breaker.opened_elsewhere(t0 + Duration::from_millis(500));
+        assert_eq!(
+            breaker.allowance(t0 + Duration::from_secs(1)),
+            Allowance::Probe
+        );
+        breaker.closed_elsewhere();
+        assert!(!breaker.is_open());
+        assert_eq!(breaker.allowance(t0), Allowance::Any);
     }
 
     #[test]

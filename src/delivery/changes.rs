@@ -1,5 +1,5 @@
 //! Follows the store's change feed: wakes the workers of destinations that have deliveries
-//! due and applies pauses, whichever process made the change.
+//! due and applies pauses and other replicas' breakers, whichever process made the change.
 
 use std::sync::Arc;
 
@@ -26,6 +26,11 @@ pub async fn follow(
             Ok(Change::AnyDue) => wakers.wake_all(),
             Ok(Change::Paused(destination, paused)) => pause(&controls, &destination, paused),
             Ok(Change::JobCreated) => {}
+            Ok(Change::Breaker(destination, open)) => {
+                if let Some(control) = controls.get(&destination) {
+                    control.breaker_elsewhere(open);
+                }
+            }
             // Changes were missed: act as if everything changed.
             Err(RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "change feed fell behind; waking every destination");

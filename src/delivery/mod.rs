@@ -82,6 +82,7 @@ pub struct Engine {
 pub struct DestinationControl {
     paused: std::sync::atomic::AtomicBool,
     breaker_open: Arc<std::sync::atomic::AtomicBool>,
+    breaker: Arc<std::sync::Mutex<breaker::Breaker>>,
     waker: Arc<Notify>,
 }
 
@@ -92,6 +93,21 @@ impl DestinationControl {
 
     pub fn is_failing(&self) -> bool {
         self.breaker_open.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Another replica's breaker for this destination opened (true) or closed (false).
+    pub fn breaker_elsewhere(&self, open: bool) {
+        let mut breaker = self.breaker.lock().unwrap_or_else(|p| p.into_inner());
+        match open {
+            true => breaker.opened_elsewhere(std::time::Instant::now()),
+            false => breaker.closed_elsewhere(),
+        }
+        self.breaker_open
+            .store(breaker.is_open(), std::sync::atomic::Ordering::Relaxed);
+        drop(breaker);
+        if !open {
+            self.waker.notify_one();
+        }
     }
 
     /// Holds (true) or lets go (false) the destination's deliveries; attempts already in
@@ -239,15 +255,19 @@ impl Engine {
             }
             let waker = Arc::new(Notify::new());
             let breaker_open = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let breaker = Arc::new(std::sync::Mutex::new(breaker::Breaker::new(
+                destination.breaker,
+            )));
             let control = Arc::new(DestinationControl {
                 paused: is_paused.into(),
                 breaker_open: breaker_open.clone(),
+                breaker: breaker.clone(),
                 waker: waker.clone(),
             });
             let stop = self.shutdown.child_token();
             let ctx = worker::WorkerContext {
                 name: name.clone(),
-                breaker: std::sync::Mutex::new(breaker::Breaker::new(destination.breaker)),
+                breaker,
                 config: destination,
                 destination: target,
                 store: self.store.clone(),

@@ -39,7 +39,7 @@ pub struct WorkerContext {
     pub grace: Duration,
     pub lease_owner: String,
     pub requests: Arc<Requests>,
-    pub breaker: Mutex<Breaker>,
+    pub breaker: Arc<Mutex<Breaker>>,
     /// Mirrors the breaker's state for `/metrics`.
     pub breaker_open: Arc<AtomicBool>,
     pub control: Arc<super::DestinationControl>,

@@ -151,6 +151,8 @@ pub enum Change {
     Paused(String, bool),
     /// A bulk job was created: a runner may take it.
     JobCreated,
+    /// Another replica's circuit breaker for this destination opened (true) or closed.
+    Breaker(String, bool),
 }
 
 impl Change {
@@ -298,6 +300,10 @@ pub trait Store: Send + Sync {
     }
     /// Destinations that have deliveries waiting or in flight, with how many.
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
+    /// Tells the other processes on this store that this one's breaker for `destination`
+    /// opened or closed, so they probe (or deliver) too. Nothing is stored; a backend that
+    /// serves one process does nothing.
+    async fn share_breaker(&self, _destination: &str, _open: bool) {}
 }
 
 /// Opens the store a server runs on, creating and migrating it if needed. Leases left by a

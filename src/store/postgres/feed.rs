@@ -55,8 +55,13 @@ impl Notifier {
     /// Announces a committed change: to this process now, to the others by notification.
     /// A notification that cannot be sent is left to the other replicas' poll.
     pub async fn announce(&self, change: Change) {
-        let payload = encode(&self.origin, &change);
-        let _ = self.changes.send(change);
+        let _ = self.changes.send(change.clone());
+        self.notify_others(&change).await;
+    }
+
+    /// Tells the other replicas only (this process knows already).
+    pub async fn notify_others(&self, change: &Change) {
+        let payload = encode(&self.origin, change);
         let sent = match self.pool.get().await {
             Ok(client) => match client.prepare_cached("SELECT pg_notify($1, $2)").await {
                 Ok(statement) => client
@@ -85,6 +90,7 @@ fn encode(origin: &str, change: &Change) -> String {
         Change::AnyDue => "any".to_owned(),
         Change::Paused(name, paused) => format!("paused\t{name}\t{}", u8::from(*paused)),
         Change::JobCreated => "job".to_owned(),
+        Change::Breaker(name, open) => format!("breaker\t{name}\t{}", u8::from(*open)),
     };
     match body.len() > MAX_PAYLOAD {
         true => format!("{origin}\tany"),
@@ -106,6 +112,10 @@ fn decode(own: &str, payload: &str) -> Option<Option<Change>> {
             Change::Paused(name, parts.next() == Some("1"))
         }
         Some("job") => Change::JobCreated,
+        Some("breaker") => {
+            let name = parts.next().unwrap_or_default().to_owned();
+            Change::Breaker(name, parts.next() == Some("1"))
+        }
         Some("any") => Change::AnyDue,
         _ => return Some(None),
     };
@@ -332,6 +342,8 @@ mod tests {
             Change::Paused("ci".into(), true),
             Change::Paused("ci".into(), false),
             Change::JobCreated,
+            Change::Breaker("ci".into(), true),
+            Change::Breaker("ci".into(), false),
         ] {
             let payload = encode("a", &change);
             assert_eq!(decode("b", &payload), Some(Some(change.clone())));

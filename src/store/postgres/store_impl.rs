@@ -212,4 +212,10 @@ impl Store for PgStore {
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         browse::waiting_by_destination(&**self.client().await?).await
     }
+
+    async fn share_breaker(&self, destination: &str, open: bool) {
+        self.notifier
+            .notify_others(&Change::Breaker(destination.to_owned(), open))
+            .await;
+    }
 }
