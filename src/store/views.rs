@@ -126,6 +126,19 @@ pub enum BulkAction {
     Cancel,
 }
 
+impl BulkAction {
+    /// The states the action may change, as SQL on a delivery aliased `d`: replay anything
+    /// not in flight; cancel what waits.
+    pub fn eligible_sql(self) -> &'static str {
+        match self {
+            BulkAction::Replay => {
+                "d.state IN ('pending', 'succeeded', 'dead', 'superseded', 'cancelled')"
+            }
+            BulkAction::Cancel => "d.state = 'pending'",
+        }
+    }
+}
+
 /// What a bulk change covers: deliveries matching the filter among those that existed at
 /// `snapshot` (a mark the store hands out with a count), so a dry run and the real run that
 /// follows it with the same snapshot cover the same deliveries.
@@ -261,6 +274,26 @@ impl Filter {
             conditions.push(("e.project = ?", text(project)));
         }
         conditions
+    }
+
+    /// For an event listing: "one of the event's deliveries matches" as one condition, each
+    /// value's placeholder made by `placeholder`; `None` when the filter asks nothing of them.
+    pub fn any_delivery_condition(
+        &self,
+        mut placeholder: impl FnMut(FilterValue) -> String,
+    ) -> Option<String> {
+        let of_deliveries = self.delivery_conditions();
+        if of_deliveries.is_empty() {
+            return None;
+        }
+        let mut inner = vec!["d.event_seq = e.seq".to_owned()];
+        for (condition, value) in of_deliveries {
+            inner.push(condition.replace('?', &placeholder(value)));
+        }
+        Some(format!(
+            "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
+            inner.join(" AND ")
+        ))
     }
 
     /// What the filter asks of a delivery (alias `d`), in the same form.

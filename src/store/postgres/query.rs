@@ -53,12 +53,18 @@ impl Clause {
 }
 
 impl Clause {
-    /// Adds a filter's condition (see [`Filter::event_conditions`]).
-    fn push_filter(&mut self, condition: &str, value: FilterValue) {
+    /// The placeholder of a filter's value (see [`Filter::event_conditions`]).
+    fn filter_param(&mut self, value: FilterValue) -> String {
         match value {
-            FilterValue::Text(text) => self.push(condition, text),
-            FilterValue::Millis(millis) => self.push(condition, millis),
+            FilterValue::Text(text) => self.next_param(text),
+            FilterValue::Millis(millis) => self.next_param(millis),
         }
+    }
+
+    /// Adds a filter's condition; every `?` in it names its one value.
+    fn push_filter(&mut self, condition: &str, value: FilterValue) {
+        let placeholder = self.filter_param(value);
+        self.conditions.push(condition.replace('?', &placeholder));
     }
 }
 
@@ -69,20 +75,8 @@ pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, StoreEr
     for (condition, value) in filter.event_conditions() {
         clause.push_filter(condition, value);
     }
-    let of_deliveries = filter.delivery_conditions();
-    if !of_deliveries.is_empty() {
-        let mut inner = vec!["d.event_seq = e.seq".to_owned()];
-        for (condition, value) in of_deliveries {
-            let placeholder = match value {
-                FilterValue::Text(text) => clause.next_param(text),
-                FilterValue::Millis(millis) => clause.next_param(millis),
-            };
-            inner.push(condition.replace('?', &placeholder));
-        }
-        clause.push_fixed(&format!(
-            "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
-            inner.join(" AND ")
-        ));
+    if let Some(condition) = filter.any_delivery_condition(|value| clause.filter_param(value)) {
+        clause.push_fixed(&condition);
     }
     if let Some(cursor) = after {
         clause.push("e.seq < ?", decode(cursor)?);

@@ -10,8 +10,8 @@ use super::read::{
 use super::schema::decode_headers;
 use crate::domain::{Classification, DeliveryId, DeliveryState, EventId};
 use crate::store::{
-    BulkAction, BulkScope, Cursor, DeliveryBrief, DeliverySummary, DestinationStats, EventDetail,
-    EventSummary, Filter, JobState, JobView, Page,
+    BulkScope, Cursor, DeliveryBrief, DeliverySummary, DestinationStats, EventDetail, EventSummary,
+    Filter, JobState, JobView, Page,
 };
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.source, e.received_at, e.remote_addr,
@@ -104,21 +104,11 @@ pub fn event(conn: &Connection, id: &EventId) -> rusqlite::Result<Option<EventDe
     }))
 }
 
-/// The states a bulk action may change: replay anything not in flight; cancel what waits.
-pub(super) fn eligible(action: BulkAction) -> &'static str {
-    match action {
-        BulkAction::Replay => {
-            "d.state IN ('pending', 'succeeded', 'dead', 'superseded', 'cancelled')"
-        }
-        BulkAction::Cancel => "d.state = 'pending'",
-    }
-}
-
 /// The scope as SQL; only deliveries up to the snapshot (row ids only grow).
 pub(super) fn scope_clause(scope: &BulkScope, snapshot: i64) -> query::Clause {
     let mut clause = query::deliveries(&scope.filter);
     clause.push("d.seq <= ?", snapshot);
-    clause.push_fixed(eligible(scope.action));
+    clause.push_fixed(scope.action.eligible_sql());
     clause
 }
 

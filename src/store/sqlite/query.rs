@@ -54,17 +54,8 @@ pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, String>
     for (condition, value) in filter.event_conditions() {
         clause.push(condition, value);
     }
-    let of_deliveries = filter.delivery_conditions();
-    if !of_deliveries.is_empty() {
-        let mut inner = vec!["d.event_seq = e.seq".to_owned()];
-        for (condition, value) in of_deliveries {
-            let placeholder = clause.next_param(value);
-            inner.push(condition.replace('?', &placeholder));
-        }
-        clause.push_fixed(&format!(
-            "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
-            inner.join(" AND ")
-        ));
+    if let Some(condition) = filter.any_delivery_condition(|value| clause.next_param(value)) {
+        clause.push_fixed(&condition);
     }
     if let Some(cursor) = after {
         clause.push("e.seq < ?", decode(cursor)?);
