@@ -10,33 +10,37 @@ use crate::store::{
     CancelOutcome, ClaimRequest, Claimed, ClaimedDelivery, Lease, ReplayOutcome, StoreError,
 };
 
-/// Takes the due deliveries of a parallel destination: rows another replica is claiming
-/// right now are skipped, not waited for.
-const CLAIM_PARALLEL: &str = "
-WITH t AS (SELECT hookrelay_now($2) AS now),
-chosen AS (
-    SELECT seq FROM deliveries, t
-    WHERE destination = $1 AND state IN ('pending', 'in_flight') AND due_at <= t.now
-    ORDER BY due_at, seq LIMIT $3
-    FOR UPDATE OF deliveries SKIP LOCKED)
+/// Takes the deliveries of destination `$1` that `$chosen` names (a query that may read `t`,
+/// the store's time) under a lease until `t.now + $4`, for owner `$5`: one statement shape
+/// for both claim paths.
+macro_rules! take_chosen {
+    ($chosen:literal) => {
+        concat!(
+            "WITH t AS (SELECT hookrelay_now($2) AS now), chosen AS (",
+            $chosen,
+            ")
 UPDATE deliveries d SET state = 'in_flight', due_at = t.now + $4, lease_owner = $5,
        lease_token = d.lease_token + 1, updated_at = t.now,
        interrupted = d.interrupted OR d.state = 'in_flight'
 FROM chosen, t, events e
-WHERE d.seq = chosen.seq AND e.seq = d.event_seq
+WHERE d.seq = chosen.seq AND d.destination = $1 AND e.seq = d.event_seq
 RETURNING d.seq, d.lease_token, d.id, d.attempts, d.window_start, d.interrupted, e.id,
-          octet_length(e.body)::bigint";
+          octet_length(e.body)::bigint"
+        )
+    };
+}
 
-/// The same, for rows chosen under the destination's lock (`fifo`, `latest`).
-const TAKE: &str = "
-WITH t AS (SELECT hookrelay_now($2) AS now)
-UPDATE deliveries d SET state = 'in_flight', due_at = t.now + $3, lease_owner = $4,
-       lease_token = d.lease_token + 1, updated_at = t.now,
-       interrupted = d.interrupted OR d.state = 'in_flight'
-FROM t, events e
-WHERE d.seq = ANY($1) AND e.seq = d.event_seq
-RETURNING d.seq, d.lease_token, d.id, d.attempts, d.window_start, d.interrupted, e.id,
-          octet_length(e.body)::bigint";
+/// The due deliveries of a parallel destination: rows another replica is claiming right
+/// now are skipped, not waited for.
+const CLAIM_PARALLEL: &str = take_chosen!(
+    "SELECT seq FROM deliveries, t
+    WHERE destination = $1 AND state IN ('pending', 'in_flight') AND due_at <= t.now
+    ORDER BY due_at, seq LIMIT $3
+    FOR UPDATE OF deliveries SKIP LOCKED"
+);
+
+/// The rows chosen under the destination's lock (`fifo`, `latest`), as `$3`.
+const TAKE: &str = take_chosen!("SELECT unnest($3::bigint[]) AS seq");
 
 /// One destination's `fifo` and `latest` claims, and its ingest batches, one at a time
 /// across replicas (the lock ends with the transaction).
@@ -94,7 +98,13 @@ pub async fn claim(
                     let take = tx.prepare_cached(TAKE).await.map_err(pg_error)?;
                     tx.query(
                         &take,
-                        &[&chosen, &request.now, &lease, &request.lease_owner],
+                        &[
+                            &destination,
+                            &request.now,
+                            &chosen,
+                            &lease,
+                            &request.lease_owner,
+                        ],
                     )
                     .await
                     .map_err(pg_error)?
