@@ -1,7 +1,7 @@
 //! The `Store` trait on PostgreSQL: ingest through the group commit, bookkeeping and
 //! operator writes as short transactions on pooled connections, reads on the pool.
 
-use super::{PgStore, browse, claims, jobs, pg_error};
+use super::{PgStore, browse, claims, figures, jobs, load, pg_error};
 use crate::domain::{DeliveryId, EventId, Name, UnixMillis, now_millis};
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, Change, ClaimRequest, Claimed,
@@ -147,15 +147,15 @@ impl Store for PgStore {
     }
 
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
-        browse::job(&**self.client().await?, id).await
+        figures::job(&**self.client().await?, id).await
     }
 
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError> {
-        browse::list_jobs(&**self.client().await?, limit).await
+        figures::list_jobs(&**self.client().await?, limit).await
     }
 
     async fn destination_stats(&self) -> Result<Vec<DestinationStats>, StoreError> {
-        browse::destination_stats(&**self.client().await?).await
+        figures::destination_stats(&**self.client().await?).await
     }
 
     async fn prune_step(
@@ -174,11 +174,11 @@ impl Store for PgStore {
     }
 
     async fn delivery_gauges(&self) -> Result<Vec<DeliveryGauge>, StoreError> {
-        browse::delivery_gauges(&**self.client().await?).await
+        figures::delivery_gauges(&**self.client().await?).await
     }
 
     async fn paused_destinations(&self) -> Result<Vec<(String, bool)>, StoreError> {
-        browse::paused_destinations(&**self.client().await?).await
+        figures::paused_destinations(&**self.client().await?).await
     }
 
     async fn set_paused(
@@ -198,19 +198,19 @@ impl Store for PgStore {
     }
 
     async fn backlog(&self, cap: u64) -> Result<u64, StoreError> {
-        browse::backlog(&**self.client().await?, cap).await
+        figures::backlog(&**self.client().await?, cap).await
     }
 
     async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError> {
-        browse::load_request(&self.client().await?, event).await
+        load::load_request(&self.client().await?, event).await
     }
 
     async fn load_requests(&self, events: &[EventId]) -> Result<Vec<StoredRequest>, StoreError> {
-        browse::load_requests(&self.client().await?, events).await
+        load::load_requests(&self.client().await?, events).await
     }
 
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        browse::waiting_by_destination(&**self.client().await?).await
+        figures::waiting_by_destination(&**self.client().await?).await
     }
 
     async fn share_breaker(&self, destination: &str, open: bool) {
