@@ -39,14 +39,7 @@ async fn every_acknowledged_webhook_is_delivered_after_kill_9() {
         let (client, url) = (client.clone(), relay.hook_url("gitlab"));
         let (acknowledged, count, enough) = (acknowledged.clone(), count.clone(), enough.clone());
         requests.spawn(async move {
-            let response = client
-                .post(url)
-                .header("x-gitlab-event", "Push Hook")
-                .header("x-gitlab-token", TOKEN)
-                .header("idempotency-key", format!("key-{n}"))
-                .body(push_body(n))
-                .send()
-                .await;
+            let response = send_push(&client, &url, n, Some(&format!("key-{n}"))).await;
             if let Ok(response) = response
                 && response.status().is_success()
             {

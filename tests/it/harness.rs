@@ -502,16 +502,27 @@ pub fn push_body(n: usize) -> String {
 
 /// Posts push `n` to a hook URL (for tasks that hold no `Relay`); its status.
 pub async fn post_push_to(client: &reqwest::Client, url: &str, n: usize) -> reqwest::StatusCode {
-    client
+    send_push(client, url, n, None).await.unwrap().status()
+}
+
+/// Posts push `n` to a hook URL, with `key` as its Idempotency-Key; the answer, or the error
+/// when the relay went away before answering.
+pub async fn send_push(
+    client: &reqwest::Client,
+    url: &str,
+    n: usize,
+    key: Option<&str>,
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = client
         .post(url)
         .header("content-type", "application/json")
         .header("x-gitlab-event", "Push Hook")
         .header("x-gitlab-token", TOKEN)
-        .body(push_body(n))
-        .send()
-        .await
-        .unwrap()
-        .status()
+        .body(push_body(n));
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    request.send().await
 }
 
 pub async fn post_push(

@@ -95,14 +95,7 @@ async fn a_crash_between_the_answer_and_its_record_repeats_the_attempt_with_the_
         // Delivery starts once the event is committed, while its answer waits for the WAL
         // flush: the kill may come before the 202 reaches us. The event is committed
         // either way (a killed process loses nothing the kernel has).
-        let answer = client
-            .post(relay.hook_url("gitlab"))
-            .header("content-type", "application/json")
-            .header("x-gitlab-event", "Push Hook")
-            .header("x-gitlab-token", TOKEN)
-            .body(push_body(1))
-            .send()
-            .await;
+        let answer = send_push(&client, &relay.hook_url("gitlab"), 1, None).await;
         match answer {
             Ok(response) => assert!(response.status().is_success(), "{}", response.status()),
             Err(err) => assert!(err.is_request(), "{err}"),

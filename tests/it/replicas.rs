@@ -219,14 +219,7 @@ async fn three_replicas_lose_nothing_acknowledged_when_two_are_killed_in_turn() 
                         return;
                     }
                     let url = &urls[(n + sender) % urls.len()];
-                    let response = client
-                        .post(url)
-                        .header("x-gitlab-event", "Push Hook")
-                        .header("x-gitlab-token", TOKEN)
-                        .header("idempotency-key", format!("key-{n}"))
-                        .body(push_body(n))
-                        .send()
-                        .await;
+                    let response = send_push(&client, url, n, Some(&format!("key-{n}"))).await;
                     if let Ok(response) = response
                         && response.status().is_success()
                     {
@@ -401,15 +394,7 @@ async fn one_sender_id_posted_to_two_replicas_at_once_makes_one_event() {
         let post = |index: usize| {
             let (client, url, key) = (client.clone(), replicas.url(index).unwrap(), key.clone());
             async move {
-                let response = client
-                    .post(url)
-                    .header("x-gitlab-event", "Push Hook")
-                    .header("x-gitlab-token", TOKEN)
-                    .header("idempotency-key", key)
-                    .body(push_body(round))
-                    .send()
-                    .await
-                    .unwrap();
+                let response = send_push(&client, &url, round, Some(&key)).await.unwrap();
                 assert!(response.status().is_success());
                 response.json::<Value>().await.unwrap()
             }
