@@ -141,6 +141,7 @@ macro_rules! store_conformance {
             races::a_replay_racing_a_claim_leaves_one_live_lease,
             races::latest_racing_a_new_arrival_never_runs_two_for_one_key,
             races::repeats_of_one_sender_id_at_once_make_one_event,
+            races::listings_show_commits_in_order_while_two_handles_ingest,
         }
     };
 }

@@ -184,3 +184,80 @@ pub async fn repeats_of_one_sender_id_at_once_make_one_event(backend: &Backend) 
         .unwrap();
     assert_eq!(claimed.deliveries.len(), 5);
 }
+
+/// Two handles ingesting for different destinations at once while a reader lists newest
+/// first, over and over: nothing may appear below a row the reader already saw at the top.
+/// A late commit that did would be skipped by a walker already past it, and "the highest
+/// row" would mark no point in time.
+pub async fn listings_show_commits_in_order_while_two_handles_ingest(backend: &Backend) {
+    const EACH: usize = 300;
+    let mut ingest = tokio::task::JoinSet::new();
+    for (handle, destination) in [(backend.shared(), "a"), (backend.second_handle(), "b")] {
+        // A few requests in flight per handle, as a replica under load batches them.
+        for lane in 0..4 {
+            let handle = handle.clone();
+            ingest.spawn(async move {
+                for at in 0..EACH / 4 {
+                    let at = (lane * EACH + at) as i64;
+                    handle
+                        .insert_event(event(None, &[destination], at))
+                        .await
+                        .unwrap();
+                }
+            });
+        }
+    }
+    let store = backend.store();
+    let mut before: Option<(Vec<String>, Vec<String>)> = None;
+    let mut reads = 0;
+    loop {
+        // One more read once every insert has been answered.
+        let finished = ingest.is_empty();
+        let events = store
+            .list_events(Filter::default(), None, 2 * EACH + 1)
+            .await
+            .unwrap();
+        let deliveries = store
+            .list_deliveries(Filter::default(), None, 2 * EACH + 1)
+            .await
+            .unwrap();
+        let now: (Vec<String>, Vec<String>) = (
+            events
+                .items
+                .iter()
+                .map(|e| e.id.as_str().to_owned())
+                .collect(),
+            deliveries
+                .items
+                .iter()
+                .map(|d| d.id.as_str().to_owned())
+                .collect(),
+        );
+        if let Some((events_before, deliveries_before)) = &before {
+            appear_only_above(events_before, &now.0, "event");
+            appear_only_above(deliveries_before, &now.1, "delivery");
+        }
+        before = Some(now);
+        reads += 1;
+        if finished && reads > 2 {
+            break;
+        }
+        while let Some(done) = ingest.try_join_next() {
+            done.unwrap();
+        }
+    }
+    let (events, deliveries) = before.unwrap();
+    assert_eq!((events.len(), deliveries.len()), (2 * EACH, 2 * EACH));
+}
+
+/// Every row of `now` (newest first) below the newest row of `before` was in `before`.
+fn appear_only_above(before: &[String], now: &[String], what: &str) {
+    let Some(top) = before.first() else {
+        return;
+    };
+    let seen: std::collections::HashSet<&String> = before.iter().collect();
+    let mut below = now.iter().skip_while(|id| *id != top);
+    if let Some(late) = below.find(|id| !seen.contains(id)) {
+        panic!("{what} {late} committed below {top}, which a reader had already seen");
+    }
+}

@@ -44,8 +44,9 @@ const TAKE: &str = take_chosen!("SELECT unnest($3::bigint[]) AS seq");
 
 /// One destination's `fifo` and `latest` claims, and its ingest batches, one at a time
 /// across replicas (the lock ends with the transaction).
-const LOCK_DESTINATION: &str =
-    "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.destination.' || $1, 0))";
+/// Named per schema: two hookrelay deployments sharing a database never wait on each other.
+const LOCK_DESTINATION: &str = "SELECT pg_advisory_xact_lock(
+    hashtextextended('hookrelay.destination.' || current_schema() || '.' || $1, 0))";
 
 const NEXT_DUE: &str = "SELECT MIN(due_at) FROM deliveries
      WHERE destination = $1 AND state IN ('pending', 'in_flight')";

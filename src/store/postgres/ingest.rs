@@ -70,8 +70,9 @@ async fn batcher(
             let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
             let started = std::time::Instant::now();
             let mut result = commit(&pool, &events).await;
-            // Two replicas' batches may wait on each other's keys: the database aborts one,
-            // which is tried once more.
+            // A deadlock or serialization failure aborts the whole batch; it is tried once
+            // more (batches of different replicas no longer wait on each other's keys: they
+            // take the ingest order lock first).
             if matches!(&result, Err(Retry::Again(_))) {
                 result = commit(&pool, &events).await;
             }
@@ -135,12 +136,22 @@ fn due_destinations(events: &[NewEvent], answers: &[Accepted]) -> Vec<Name> {
     due
 }
 
-/// Serialises the batches that add deliveries to the same destination, across replicas,
-/// from before their rows take sequence values until they commit: so a destination's
-/// deliveries are numbered in commit order, which `fifo` and `latest` claims rely on.
+/// Serialises the ingest batches of every replica on this schema, from before their rows
+/// take sequence values until they commit (the lock ends with the transaction): so events
+/// and deliveries are numbered in commit order, a reader that sees a row sees every row
+/// numbered before it, and a walker paging by number never passes a row that commits late.
+/// The replicas' batches still share WAL flushes with everything else; under load a batch
+/// waiting here grows, so it costs throughput little.
+const LOCK_INGEST_ORDER: &str =
+    "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.ingest.' || current_schema(), 0))";
+
+/// Taken after [`LOCK_INGEST_ORDER`]: the destinations a batch adds deliveries to, which a
+/// `fifo` or `latest` claim locks too (`claims::LOCK_DESTINATION`), so it never passes over
+/// a delivery that has its number but has not committed.
 const LOCK_DESTINATIONS: &str = "
 SELECT count(pg_advisory_xact_lock(k)) FROM (
-    SELECT DISTINCT hashtextextended('hookrelay.destination.' || d, 0) AS k
+    SELECT DISTINCT hashtextextended('hookrelay.destination.' || current_schema() || '.' || d, 0)
+        AS k
     FROM unnest($1::text[]) AS d ORDER BY k) locks";
 
 async fn commit(
@@ -153,13 +164,21 @@ async fn commit(
         .await
         .map_err(|err| Retry::Never(pool_error(err)))?;
     let tx = client.transaction().await.map_err(classify)?;
+    let order = tx
+        .prepare_cached(LOCK_INGEST_ORDER)
+        .await
+        .map_err(classify)?;
     let lock = tx
         .prepare_cached(LOCK_DESTINATIONS)
         .await
         .map_err(classify)?;
-    tx.query_one(&lock, &[&batch.destinations()])
-        .await
-        .map_err(classify)?;
+    let destinations = batch.destinations();
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destinations];
+    // Pipelined, answered in order: the order lock is held before the destinations'.
+    let (ordered, locked) =
+        tokio::join!(tx.execute(&order, &[]), tx.query_one(&lock, &lock_params));
+    ordered.map_err(classify)?;
+    locked.map_err(classify)?;
     let insert = tx
         .prepare_cached(super::batch::INSERT_BATCH)
         .await
