@@ -108,7 +108,7 @@ async fn main() -> anyhow::Result<()> {
         let sink = support::Sink::start().await?;
         return retention_soak(&relay_bin, dir.path(), &sink.url, &body).await;
     }
-    if std::env::var("BENCH_ONLY").as_deref() == Ok("postgres") {
+    if let Ok("postgres" | "postgres-forward") = std::env::var("BENCH_ONLY").as_deref() {
         let sink = support::Sink::start().await?;
         return postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count)
             .await;

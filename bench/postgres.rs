@@ -148,7 +148,12 @@ pub async fn compare(
         "{:>6}  {:>22}  {:>9} {:>9}  {:>8}  {:>12}  {:>7}",
         "conns", "store", "req/s", "p99", "÷sqlite", "WAL flushes", "non-2xx"
     );
-    for connections in [32usize, 256] {
+    // `BENCH_ONLY=postgres-forward`: the forwarding part alone (to profile it).
+    let connection_counts: &[usize] = match std::env::var("BENCH_ONLY").as_deref() {
+        Ok("postgres-forward") => &[],
+        _ => &[32, 256],
+    };
+    for &connections in connection_counts {
         let script = write_wrk_script(dir, body, TOKEN, &format!("pg{connections}"))?;
         let sqlite_config = relay_config(
             &dir.join(format!("pg-sqlite-{connections}.db")),

@@ -32,9 +32,9 @@ RETURNING d.seq, d.lease_token, d.id, d.attempts, d.window_start, d.interrupted,
 
 /// The due deliveries of a parallel destination: rows another replica is claiming right
 /// now are skipped, not waited for.
-const CLAIM_PARALLEL: &str = take_chosen!(
-    "SELECT seq FROM deliveries, t
-    WHERE destination = $1 AND state IN ('pending', 'in_flight') AND due_at <= t.now
+pub(super) const CLAIM_PARALLEL: &str = take_chosen!(
+    "SELECT seq FROM deliveries
+    WHERE destination = $1 AND state IN ('pending', 'in_flight') AND due_at <= (SELECT now FROM t)
     ORDER BY due_at, seq LIMIT $3
     FOR UPDATE OF deliveries SKIP LOCKED"
 );

@@ -10,7 +10,8 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x686f_6f6b_7265_6c61;
 
 /// Each entry moves the schema from version `index` to `index + 1`. Never edit a shipped one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 -- The clock every decision reads (due, lease expiry, retention ages): the database's, so
 -- replicas with skewed clocks agree. Tests that drive time themselves set the session
 -- setting `hookrelay.clock = caller`, and the caller's reading is used instead.
@@ -150,7 +151,16 @@ CREATE TABLE destination_state (
     paused     boolean NOT NULL,
     updated_at bigint NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Claims take the due deliveries in (due_at, seq) order: with seq in the index the scan
+-- stops after the rows it takes, instead of reading and sorting every due delivery
+-- (10 ms a claim with a backlog of 17,000).
+CREATE INDEX deliveries_due_in_order ON deliveries (destination, due_at, seq)
+    WHERE state IN ('pending', 'in_flight');
+DROP INDEX deliveries_due;
+"#,
+];
 
 /// Applies what is missing, one replica at a time; refuses a schema newer than this binary.
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {

@@ -188,3 +188,55 @@ async fn a_schema_newer_than_this_hookrelay_is_refused() {
         .to_string();
     assert!(err.contains("newer than this hookrelay"), "{err}");
 }
+
+/// A parallel claim reads only the rows it takes, in index order: with a backlog, a plan
+/// that reads every due delivery and sorts them costs milliseconds a claim.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_reads_the_due_index_in_order_without_sorting_the_backlog() {
+    let Some((settings, _schema)) = fresh_schema(false).await else {
+        return;
+    };
+    let store = Arc::new(
+        PgStore::open_with(settings.clone(), OpenMode::Server)
+            .await
+            .unwrap(),
+    );
+    let mut inserts = tokio::task::JoinSet::new();
+    for at in 0..2_000 {
+        let store = store.clone();
+        inserts.spawn(async move {
+            let event = crate::store::conformance::event(None, &["a"], at);
+            store.insert_event(event).await.unwrap();
+        });
+    }
+    inserts.join_all().await;
+    let (client, connection) = settings
+        .connection
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "PREPARE claim (text, bigint, bigint, bigint, text) AS {}",
+            claims::CLAIM_PARALLEL
+        ))
+        .await
+        .unwrap();
+    // Before the statistics know the backlog, and after.
+    for analyze in ["", "ANALYZE deliveries"] {
+        client.batch_execute(analyze).await.unwrap();
+        let plan: Vec<String> = client
+            .query("EXPLAIN EXECUTE claim ('a', 0, 48, 1000, 'test')", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(
+            !plan.contains("Sort"),
+            "{analyze:?}: the claim sorts:\n{plan}"
+        );
+    }
+}
