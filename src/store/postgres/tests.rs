@@ -172,12 +172,7 @@ async fn a_schema_newer_than_this_hookrelay_is_refused() {
             .await
             .unwrap(),
     );
-    let (client, connection) = settings
-        .connection
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = plain_client(&settings).await;
     client
         .batch_execute("UPDATE hookrelay_schema SET version = 99")
         .await
@@ -210,12 +205,7 @@ async fn a_claim_reads_the_due_index_in_order_without_sorting_the_backlog() {
         });
     }
     inserts.join_all().await;
-    let (client, connection) = settings
-        .connection
-        .connect(tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let client = plain_client(&settings).await;
     client
         .batch_execute(&format!(
             "PREPARE claim (text, bigint, bigint, bigint, text) AS {}",
@@ -239,4 +229,15 @@ async fn a_claim_reads_the_due_index_in_order_without_sorting_the_backlog() {
             "{analyze:?}: the claim sorts:\n{plan}"
         );
     }
+}
+
+/// A connection of its own on the case's schema, for what the store does not offer.
+async fn plain_client(settings: &Settings) -> tokio_postgres::Client {
+    let (client, connection) = settings
+        .connection
+        .connect(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
 }
