@@ -128,6 +128,30 @@ impl Cluster {
         self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
     }
 
+    /// `sql`'s rows, one line each (fields separated by `|`), through `psql`.
+    pub fn query(&self, sql: &str) -> String {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-d",
+                "postgres",
+            ])
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     pub fn url(&self) -> String {
         format!(
             "postgres://postgres@127.0.0.1:{}/postgres?poll_interval_ms=250",
