@@ -159,60 +159,73 @@ async fn commit(
     events: &[NewEvent],
 ) -> Result<Vec<Accepted>, Retry> {
     let batch = super::batch::Batch::of(events);
-    let mut client = pool
+    let client = pool
         .get()
         .await
         .map_err(|err| Retry::Never(pool_error(err)))?;
-    let tx = client.transaction().await.map_err(classify)?;
-    let order = tx
+    let order = client
         .prepare_cached(LOCK_INGEST_ORDER)
         .await
         .map_err(classify)?;
-    let lock = tx
+    let lock = client
         .prepare_cached(LOCK_DESTINATIONS)
+        .await
+        .map_err(classify)?;
+    let insert = client
+        .prepare_cached(super::batch::INSERT_BATCH)
         .await
         .map_err(classify)?;
     let destinations = batch.destinations();
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destinations];
-    // Pipelined, answered in order: the order lock is held before the destinations'.
-    let (ordered, locked) =
-        tokio::join!(tx.execute(&order, &[]), tx.query_one(&lock, &lock_params));
+    let params = batch.params();
+    // The whole transaction in one round trip, answered in order: the order lock is held
+    // before the destinations', both before the rows take their numbers. When a statement
+    // fails the rest fail with it and the COMMIT rolls back, so the connection goes back to
+    // the pool outside any transaction either way.
+    let (begun, ordered, locked, rows, committed) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.execute(&order, &[]),
+        client.query_one(&lock, &lock_params),
+        client.query(&insert, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begun.map_err(classify)?;
     ordered.map_err(classify)?;
     locked.map_err(classify)?;
-    let insert = tx
-        .prepare_cached(super::batch::INSERT_BATCH)
-        .await
-        .map_err(classify)?;
-    let inserted: std::collections::HashSet<String> = tx
-        .query(&insert, &batch.params())
-        .await
+    let inserted: std::collections::HashSet<String> = rows
         .map_err(classify)?
         .iter()
         .map(|row| row.get(0))
         .collect();
-    // The originals of keyed events that were not inserted: a new statement sees keys
-    // committed while the insert waited for them.
+    committed.map_err(classify)?;
+    // The originals of keyed events that were not inserted, committed before this batch
+    // (the insert waited for any it met uncommitted).
     let missing = batch.keys_not_in(&inserted);
     let mut originals = std::collections::HashMap::new();
     if !missing.0.is_empty() {
-        let find = tx
+        let find = client
             .prepare_cached(
                 "SELECT k.source, k.key, k.event_id FROM dedup_keys k
                  JOIN unnest($1::text[], $2::text[]) AS m (source, key)
                    ON k.source = m.source AND k.key = m.key",
             )
             .await
-            .map_err(classify)?;
-        for row in tx
+            .map_err(committed_already)?;
+        for row in client
             .query(&find, &[&missing.0, &missing.1])
             .await
-            .map_err(classify)?
+            .map_err(committed_already)?
         {
             let (source, key, id): (String, String, String) = (row.get(0), row.get(1), row.get(2));
             originals.insert((source, key), id);
         }
     }
-    let answers = batch.answers(events, &inserted, &originals);
-    tx.commit().await.map_err(classify)?;
-    answers.map_err(Retry::Never)
+    batch
+        .answers(events, &inserted, &originals)
+        .map_err(Retry::Never)
+}
+
+/// An error after the batch committed: never tried again (its events would be stored twice).
+fn committed_already(err: tokio_postgres::Error) -> Retry {
+    Retry::Never(pg_error(err))
 }
