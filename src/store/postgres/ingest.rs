@@ -58,6 +58,10 @@ async fn batcher(
         let Some(first) = waiting.recv().await else {
             return;
         };
+        let started = std::time::Instant::now();
+        // The batch is gathered once this replica holds the ingest order lock: whatever
+        // arrived while another replica's batch held it goes into this one.
+        let opened = open_in_order(&pool).await;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match waiting.try_recv() {
@@ -68,13 +72,18 @@ async fn batcher(
         let (pool, notifier) = (pool.clone(), notifier.clone());
         tokio::spawn(async move {
             let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
-            let started = std::time::Instant::now();
-            let mut result = commit(&pool, &events).await;
+            let mut result = match opened {
+                Ok(client) => insert_and_commit(&client, &events).await,
+                Err(err) => Err(err),
+            };
             // A deadlock or serialization failure aborts the whole batch; it is tried once
-            // more (batches of different replicas no longer wait on each other's keys: they
+            // more (batches of different replicas never wait on each other's keys: they
             // take the ingest order lock first).
             if matches!(&result, Err(Retry::Again(_))) {
-                result = commit(&pool, &events).await;
+                result = match open_in_order(&pool).await {
+                    Ok(client) => insert_and_commit(&client, &events).await,
+                    Err(err) => Err(err),
+                };
             }
             drop(slot);
             let telemetry = crate::telemetry::get();
@@ -154,11 +163,10 @@ SELECT count(pg_advisory_xact_lock(k)) FROM (
         AS k
     FROM unnest($1::text[]) AS d ORDER BY k) locks";
 
-async fn commit(
-    pool: &deadpool_postgres::Pool,
-    events: &[NewEvent],
-) -> Result<Vec<Accepted>, Retry> {
-    let batch = super::batch::Batch::of(events);
+/// A connection in a transaction that holds the ingest order lock (BEGIN and the lock in
+/// one round trip). On failure the transaction is rolled back before the connection goes
+/// back to the pool.
+async fn open_in_order(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgres::Object, Retry> {
     let client = pool
         .get()
         .await
@@ -167,30 +175,43 @@ async fn commit(
         .prepare_cached(LOCK_INGEST_ORDER)
         .await
         .map_err(classify)?;
-    let lock = client
-        .prepare_cached(LOCK_DESTINATIONS)
-        .await
-        .map_err(classify)?;
-    let insert = client
-        .prepare_cached(super::batch::INSERT_BATCH)
-        .await
-        .map_err(classify)?;
+    let (begun, ordered) = tokio::join!(client.batch_execute("BEGIN"), client.execute(&order, &[]));
+    if let Err(err) = begun.and(ordered.map(|_| ())) {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(classify(err));
+    }
+    Ok(client)
+}
+
+/// The rest of the transaction [`open_in_order`] began, in one round trip, answered in
+/// order: the destinations' locks before the rows take their numbers, the insert, COMMIT.
+/// When a statement fails the rest fail with it and the COMMIT rolls back, so the
+/// connection goes back to the pool outside any transaction either way.
+async fn insert_and_commit(
+    client: &deadpool_postgres::Object,
+    events: &[NewEvent],
+) -> Result<Vec<Accepted>, Retry> {
+    let batch = super::batch::Batch::of(events);
+    let prepared = async {
+        let lock = client.prepare_cached(LOCK_DESTINATIONS).await?;
+        let insert = client.prepare_cached(super::batch::INSERT_BATCH).await?;
+        Ok((lock, insert))
+    };
+    let (lock, insert) = match prepared.await {
+        Ok(statements) => statements,
+        Err(err) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(classify(err));
+        }
+    };
     let destinations = batch.destinations();
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destinations];
     let params = batch.params();
-    // The whole transaction in one round trip, answered in order: the order lock is held
-    // before the destinations', both before the rows take their numbers. When a statement
-    // fails the rest fail with it and the COMMIT rolls back, so the connection goes back to
-    // the pool outside any transaction either way.
-    let (begun, ordered, locked, rows, committed) = tokio::join!(
-        client.batch_execute("BEGIN"),
-        client.execute(&order, &[]),
+    let (locked, rows, committed) = tokio::join!(
         client.query_one(&lock, &lock_params),
         client.query(&insert, &params),
         client.batch_execute("COMMIT"),
     );
-    begun.map_err(classify)?;
-    ordered.map_err(classify)?;
     locked.map_err(classify)?;
     let inserted: std::collections::HashSet<String> = rows
         .map_err(classify)?
