@@ -118,7 +118,9 @@ pub struct ClaimedDelivery {
 #[derive(Debug, Default)]
 pub struct Claimed {
     pub deliveries: Vec<ClaimedDelivery>,
-    /// When the destination's next delivery becomes claimable, if any is waiting.
+    /// When the destination's next delivery becomes claimable, if any is waiting. A backend
+    /// may leave it `None` when the claim got as many as it asked for: the caller claims
+    /// again at once then.
     pub next_due: Option<UnixMillis>,
 }
 
