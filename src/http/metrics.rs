@@ -4,6 +4,7 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 
 use super::AppState;
+use crate::domain::DeliveryState;
 
 /// Requests per source and outcome (`accepted`, `duplicate`, or the refusal's reason),
 /// since the process started.
@@ -45,6 +46,23 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
         Ok(gauges) => {
             telemetry.deliveries.clear();
             telemetry.oldest_pending_seconds.clear();
+            // Every destination this process knows shows its empty states as 0: a gauge
+            // that vanishes when its count reaches 0 silences the alerts built on it.
+            for (destination, _) in state.delivery.breakers.snapshot() {
+                for empty in [
+                    DeliveryState::Pending,
+                    DeliveryState::InFlight,
+                    DeliveryState::Dead,
+                ] {
+                    telemetry
+                        .deliveries
+                        .get_or_create(&crate::telemetry::DestinationState {
+                            destination: destination.as_str().to_owned(),
+                            state: empty.as_str().to_owned(),
+                        })
+                        .set(0);
+                }
+            }
             let now = crate::domain::now_millis();
             for gauge in gauges {
                 telemetry
@@ -54,9 +72,7 @@ pub async fn render(State(state): State<AppState>) -> impl IntoResponse {
                         state: gauge.state.as_str().to_owned(),
                     })
                     .set(gauge.count as i64);
-                if let (crate::domain::DeliveryState::Pending, Some(oldest)) =
-                    (gauge.state, gauge.oldest)
-                {
+                if let (DeliveryState::Pending, Some(oldest)) = (gauge.state, gauge.oldest) {
                     telemetry
                         .oldest_pending_seconds
                         .get_or_create(&crate::telemetry::DestinationLabel {

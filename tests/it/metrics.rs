@@ -93,6 +93,11 @@ async fn backlog_gauges_show_what_waits_and_for_how_long() {
     let metrics = relay.metrics().await;
     let age = "hookrelay_oldest_pending_age_seconds{destination=\"sink\"}";
     assert!(value(&metrics, age).is_some(), "{metrics}");
+    // A state with nothing in it is 0, not absent (an alert on it must not go quiet).
+    for state in ["in_flight", "dead"] {
+        let empty = format!("hookrelay_deliveries{{destination=\"sink\",state=\"{state}\"}}");
+        assert_eq!(value(&metrics, &empty), Some(0.0), "{empty}\n{metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
