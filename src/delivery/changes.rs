@@ -16,6 +16,8 @@ pub async fn follow(
     controls: Controls,
     stop: CancellationToken,
 ) {
+    // Subscribed before reading, so a breaker that changes meanwhile is heard after.
+    apply_open_breakers(store.as_ref(), &controls).await;
     loop {
         let change = tokio::select! {
             change = changes.recv() => change,
@@ -43,6 +45,7 @@ pub async fn follow(
                     }
                     Err(err) => tracing::warn!(error = %err, "could not read pauses again"),
                 }
+                apply_open_breakers(store.as_ref(), &controls).await;
             }
             Err(RecvError::Closed) => return,
         }
@@ -53,5 +56,19 @@ pub async fn follow(
 fn pause(controls: &Controls, destination: &str, paused: bool) {
     if let Some(control) = controls.get(destination) {
         control.set_paused(paused);
+    }
+}
+
+/// Opens this process's breakers that another process shared as open (and none closed).
+async fn apply_open_breakers(store: &dyn Store, controls: &Controls) {
+    match store.open_breakers().await {
+        Ok(open) => {
+            for destination in open {
+                if let Some(control) = controls.get(&destination) {
+                    control.breaker_elsewhere(true);
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "could not read shared breakers"),
     }
 }

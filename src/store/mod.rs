@@ -303,9 +303,15 @@ pub trait Store: Send + Sync {
     /// Destinations that have deliveries waiting or in flight, with how many.
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
     /// Tells the other processes on this store that this one's breaker for `destination`
-    /// opened or closed, so they probe (or deliver) too. Nothing is stored; a backend that
-    /// serves one process does nothing.
+    /// opened or closed, so they probe (or deliver) too, and keeps the state for processes
+    /// that start later ([`Store::open_breakers`]). A backend that serves one process does
+    /// nothing.
     async fn share_breaker(&self, _destination: &str, _open: bool) {}
+    /// The destinations whose breaker another process shared as open and no process has
+    /// shared as closed since.
+    async fn open_breakers(&self) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Opens the store a server runs on, creating and migrating it if needed. Leases left by a

@@ -414,10 +414,11 @@ async fn a_breaker_that_opens_on_one_replica_opens_on_the_others_and_closes_with
     };
     let sink = Sink::start().await;
     sink.set_status(503);
-    // Only the first replica's breaker can open by itself; the second's would need 1,000
-    // failures in a row, so it opens only if the first one's word reaches it.
+    // Only the first replica's breaker can open by itself; the others' would need 1,000
+    // failures in a row, so they open only if the first one's word reaches them. The third
+    // starts after the breaker opened: it can only have read it from the store.
     let started = std::sync::atomic::AtomicUsize::new(0);
-    let replicas = Replicas::start_with(2, |dir| {
+    let mut replicas = Replicas::start_with(3, |dir| {
         let failures = match started.fetch_add(1, Ordering::SeqCst) {
             0 => 3,
             _ => 1000,
@@ -427,6 +428,7 @@ async fn a_breaker_that_opens_on_one_replica_opens_on_the_others_and_closes_with
         );
         replica_config(dir, &database, &sink.url, &extra)
     });
+    replicas.kill(2);
     let client = reqwest::Client::new();
     for n in 0..10 {
         let url = replicas.url(n % 2).unwrap();
@@ -435,10 +437,13 @@ async fn a_breaker_that_opens_on_one_replica_opens_on_the_others_and_closes_with
     let open = "hookrelay_destination_circuit_open{destination=\"sink\"} 1";
     replicas.relay(0).wait_for_metric(open).await;
     replicas.relay(1).wait_for_metric(open).await;
+    replicas.restart(2);
+    replicas.relay(2).wait_for_metric(open).await;
     sink.set_status(200);
     let closed = "hookrelay_destination_circuit_open{destination=\"sink\"} 0";
-    replicas.relay(0).wait_for_metric(closed).await;
-    replicas.relay(1).wait_for_metric(closed).await;
+    for index in 0..3 {
+        replicas.relay(index).wait_for_metric(closed).await;
+    }
     eventually("every delivery succeeded", || async {
         let open = database
             .count("SELECT count(*) FROM {s}.deliveries WHERE state <> 'succeeded'")

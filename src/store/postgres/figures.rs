@@ -181,3 +181,28 @@ pub async fn waiting_by_destination(
         .map(|row| (row.get(0), row.get::<_, i64>(1).max(0) as u64))
         .collect())
 }
+
+/// One destination's breaker as a replica last shared it.
+pub async fn keep_breaker(
+    client: &impl GenericClient,
+    destination: &str,
+    open: bool,
+) -> Result<(), StoreError> {
+    let sql = "INSERT INTO breakers (name, open, updated_at) VALUES ($1, $2, hookrelay_now(0))
+               ON CONFLICT (name) DO UPDATE SET open = excluded.open,
+                                                updated_at = excluded.updated_at";
+    client
+        .execute(sql, &[&destination, &open])
+        .await
+        .map_err(super::pg_error)?;
+    Ok(())
+}
+
+pub async fn open_breakers(client: &impl GenericClient) -> Result<Vec<String>, StoreError> {
+    let sql = r#"SELECT name FROM breakers WHERE open ORDER BY name COLLATE "C""#;
+    Ok(query::all(client, sql, &[])
+        .await?
+        .iter()
+        .map(|row| row.get(0))
+        .collect())
+}

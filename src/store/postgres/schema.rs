@@ -160,6 +160,14 @@ CREATE INDEX deliveries_due_in_order ON deliveries (destination, due_at, seq)
     WHERE state IN ('pending', 'in_flight');
 DROP INDEX deliveries_due;
 "#,
+    r#"
+-- Circuit breakers as a replica last shared them, for replicas that start later.
+CREATE TABLE breakers (
+    name       text PRIMARY KEY,
+    open       boolean NOT NULL,
+    updated_at bigint NOT NULL
+);
+"#,
 ];
 
 /// Applies what is missing, one replica at a time; refuses a schema newer than this binary.

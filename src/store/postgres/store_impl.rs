@@ -214,8 +214,20 @@ impl Store for PgStore {
     }
 
     async fn share_breaker(&self, destination: &str, open: bool) {
+        // Kept first, so a replica starting meanwhile reads it or hears it.
+        let kept = match self.bookkeeping().await {
+            Ok(client) => figures::keep_breaker(&**client, destination, open).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = kept {
+            tracing::warn!(destination, error = %err, "breaker state not stored");
+        }
         self.notifier
             .notify_others(&Change::Breaker(destination.to_owned(), open))
             .await;
+    }
+
+    async fn open_breakers(&self) -> Result<Vec<String>, StoreError> {
+        figures::open_breakers(&**self.client().await?).await
     }
 }

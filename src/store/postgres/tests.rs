@@ -241,3 +241,27 @@ async fn plain_client(settings: &Settings) -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+/// A breaker one replica shares as open is read as open by a replica that starts later,
+/// until one shares it as closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_breaker_is_kept_for_replicas_that_start_later() {
+    let Some((settings, _schema)) = fresh_schema(false).await else {
+        return;
+    };
+    let first = PgStore::open_with(settings.clone(), OpenMode::Server)
+        .await
+        .unwrap();
+    first.share_breaker("sink", true).await;
+    first.share_breaker("other", true).await;
+    first.share_breaker("other", false).await;
+    let later = PgStore::open_with(settings, OpenMode::Server)
+        .await
+        .unwrap();
+    assert_eq!(
+        later.open_breakers().await.unwrap(),
+        vec!["sink".to_owned()]
+    );
+    later.share_breaker("sink", false).await;
+    assert!(first.open_breakers().await.unwrap().is_empty());
+}
