@@ -28,6 +28,7 @@ mod records;
 mod recovery;
 mod reload;
 mod replicas;
+mod replicas_breaker;
 mod replicas_latest;
 mod robustness;
 mod roles;
