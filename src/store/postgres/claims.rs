@@ -12,7 +12,10 @@ use crate::store::{
 
 /// Takes the deliveries of destination `$1` that `$chosen` names (a query that may read `t`,
 /// the store's time) under a lease until `t.now + $4`, for owner `$5`: one statement shape
-/// for both claim paths.
+/// for both claim paths. The chosen rows are looked up by key (an array, never a join the
+/// planner may turn around) and the destination check is written so no index can serve it:
+/// with the statistics of a young table the planner otherwise found the chosen rows by
+/// reading every row of the destination, a cost that grew with the table on every claim.
 macro_rules! take_chosen {
     ($chosen:literal) => {
         concat!(
@@ -22,8 +25,9 @@ macro_rules! take_chosen {
 UPDATE deliveries d SET state = 'in_flight', due_at = t.now + $4, lease_owner = $5,
        lease_token = d.lease_token + 1, updated_at = t.now,
        interrupted = d.interrupted OR d.state = 'in_flight'
-FROM chosen, t, events e
-WHERE d.seq = chosen.seq AND d.destination = $1 AND e.seq = d.event_seq
+FROM t, events e
+WHERE d.seq = ANY(ARRAY(SELECT seq FROM chosen)) AND (d.destination = $1) IS TRUE
+  AND e.seq = d.event_seq
 RETURNING d.seq, d.lease_token, d.id, d.attempts, d.window_start, d.interrupted, e.id,
           octet_length(e.body)::bigint"
         )

@@ -212,9 +212,13 @@ impl PgStore {
         )?;
         // Delivery bookkeeping commits without waiting for its WAL flush, as on SQLite: a
         // session setting on connections of their own, so ingest keeps waiting for its.
+        // Every bookkeeping statement finds its rows by key or through the due index; with
+        // the statistics of a young table (its first minute, before autovacuum analyzes it)
+        // the planner chose sequential scans of `deliveries` for them, a cost that grew with
+        // the table on every claim, so they are ruled out here.
         let mut relaxed = settings.connection.clone();
         let options = format!(
-            "{} -c synchronous_commit=off",
+            "{} -c synchronous_commit=off -c enable_seqscan=off",
             settings.connection.get_options().unwrap_or_default()
         );
         relaxed.options(options.trim_start());
