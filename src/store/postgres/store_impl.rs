@@ -201,12 +201,13 @@ impl Store for PgStore {
         figures::backlog(&**self.client().await?, cap).await
     }
 
+    // On the bookkeeping pool: delivery's reads by key, where sequential scans are ruled out.
     async fn load_request(&self, event: &EventId) -> Result<StoredRequest, StoreError> {
-        load::load_request(&self.client().await?, event).await
+        load::load_request(&self.bookkeeping().await?, event).await
     }
 
     async fn load_requests(&self, events: &[EventId]) -> Result<Vec<StoredRequest>, StoreError> {
-        load::load_requests(&self.client().await?, events).await
+        load::load_requests(&self.bookkeeping().await?, events).await
     }
 
     async fn waiting_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
