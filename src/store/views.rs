@@ -225,6 +225,27 @@ pub struct DestinationStats {
     pub paused: Option<bool>,
 }
 
+impl DestinationStats {
+    /// Adds the pauses an operator stored to `stats`, with a row of its own for a paused
+    /// destination that has no deliveries yet: both backends' figures end this way.
+    pub fn with_pauses(
+        mut stats: Vec<DestinationStats>,
+        pauses: impl IntoIterator<Item = (String, bool)>,
+    ) -> Vec<DestinationStats> {
+        for (name, value) in pauses {
+            match stats.iter_mut().find(|entry| entry.name == name) {
+                Some(entry) => entry.paused = Some(value),
+                None => stats.push(DestinationStats {
+                    name,
+                    paused: Some(value),
+                    ..Default::default()
+                }),
+            }
+        }
+        stats
+    }
+}
+
 /// One retention step: what it removed, and where the next starts (`None`: done for now).
 #[derive(Debug, Clone, Default)]
 pub struct PruneStep {

@@ -116,17 +116,8 @@ pub async fn destination_stats(
         let last_failure = query::opt(client, &failure, name).await?;
         entry.last_failure = last_failure.map(|row| attempt_at(&row, 0)).transpose()?;
     }
-    for (name, value) in paused_destinations(client).await? {
-        match stats.iter_mut().find(|entry| entry.name == name) {
-            Some(entry) => entry.paused = Some(value),
-            None => stats.push(DestinationStats {
-                name,
-                paused: Some(value),
-                ..Default::default()
-            }),
-        }
-    }
-    Ok(stats)
+    let pauses = paused_destinations(client).await?;
+    Ok(DestinationStats::with_pauses(stats, pauses))
 }
 
 pub async fn delivery_gauges(

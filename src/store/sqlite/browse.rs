@@ -284,15 +284,5 @@ pub fn destination_stats(conn: &Connection) -> rusqlite::Result<Vec<DestinationS
     let set: Vec<(String, bool)> = paused
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    for (name, value) in set {
-        match stats.iter_mut().find(|entry| entry.name == name) {
-            Some(entry) => entry.paused = Some(value),
-            None => stats.push(DestinationStats {
-                name,
-                paused: Some(value),
-                ..Default::default()
-            }),
-        }
-    }
-    Ok(stats)
+    Ok(DestinationStats::with_pauses(stats, set))
 }
