@@ -8,6 +8,7 @@
 use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::identity::Identity;
@@ -25,25 +26,65 @@ struct Committed {
 pub struct Flusher {
     queue: mpsc::Sender<Committed>,
     failure: Arc<Mutex<Option<String>>>,
+    waiting: Arc<Waiting>,
+}
+
+/// Whether a flush is running or about to, and whether the writer holds a batch open until
+/// it ends. The two flags are read and written in opposite orders by the two threads
+/// (sequentially consistent), so either the writer sees the flush over or the flusher sees
+/// the batch held and nudges the writer: a held batch is never forgotten.
+struct Waiting {
+    /// Batches handed over and not yet answered.
+    batches: AtomicUsize,
+    holding: AtomicBool,
+    /// Wakes the writer (a message in its queue).
+    nudge: Box<dyn Fn() + Send + Sync>,
 }
 
 impl Flusher {
-    pub fn spawn(wal_path: PathBuf) -> std::io::Result<Self> {
+    /// `nudge` wakes the writer when a flush it holds a batch for has ended.
+    pub fn spawn(
+        wal_path: PathBuf,
+        nudge: impl Fn() + Send + Sync + 'static,
+    ) -> std::io::Result<Self> {
         let mut wal = None;
-        Self::spawn_with(move |expected| flush(&mut wal, &wal_path, expected))
+        Self::spawn_with(move |expected| flush(&mut wal, &wal_path, expected), nudge)
     }
 
     /// With another way to reach the disk (tests hold it to see what waits for it).
     pub(super) fn spawn_with(
         sync: impl FnMut(Option<Identity>) -> Result<(), String> + Send + 'static,
+        nudge: impl Fn() + Send + Sync + 'static,
     ) -> std::io::Result<Self> {
         let (queue, committed) = mpsc::channel();
         let failure = Arc::new(Mutex::new(None));
         let failed = failure.clone();
+        let waiting = Arc::new(Waiting {
+            batches: AtomicUsize::new(0),
+            holding: AtomicBool::new(false),
+            nudge: Box::new(nudge),
+        });
+        let answered = waiting.clone();
         std::thread::Builder::new()
             .name("store-flush".into())
-            .spawn(move || run(&committed, sync, &failed))?;
-        Ok(Self { queue, failure })
+            .spawn(move || run(&committed, sync, &failed, &answered))?;
+        Ok(Self {
+            queue,
+            failure,
+            waiting,
+        })
+    }
+
+    /// Whether a flush is running (or about to), so what the writer commits now would wait
+    /// for the next one anyway; if so the writer may hold its batch open, and is nudged
+    /// once the flusher has nothing left to flush.
+    pub fn hold_until_flushed(&self) -> bool {
+        self.waiting.holding.store(true, Ordering::SeqCst);
+        if self.waiting.batches.load(Ordering::SeqCst) > 0 {
+            return true;
+        }
+        self.waiting.holding.store(false, Ordering::SeqCst);
+        false
     }
 
     /// Answers these after a flush that covers what is committed now.
@@ -51,7 +92,9 @@ impl Flusher {
         if replies.is_empty() {
             return;
         }
+        self.waiting.batches.fetch_add(1, Ordering::SeqCst);
         if let Err(mpsc::SendError(committed)) = self.queue.send(Committed { replies, wal }) {
+            self.waiting.batches.fetch_sub(1, Ordering::SeqCst);
             for reply in committed.replies {
                 reply(Some("the store's flush thread has stopped"));
             }
@@ -73,10 +116,12 @@ fn run(
     committed: &mpsc::Receiver<Committed>,
     mut sync: impl FnMut(Option<Identity>) -> Result<(), String>,
     failure: &Mutex<Option<String>>,
+    answered: &Waiting,
 ) {
     while let Ok(first) = committed.recv() {
         let mut waiting = vec![first];
         waiting.extend(committed.try_iter());
+        let taken = waiting.len();
         // The writer checked the WAL before its latest batch; that is the file to sync.
         let expected = waiting.iter().rev().find_map(|batch| batch.wal);
         let known = failure
@@ -100,6 +145,10 @@ fn run(
         };
         for reply in waiting.into_iter().flat_map(|batch| batch.replies) {
             reply(problem.as_deref());
+        }
+        let left = answered.batches.fetch_sub(taken, Ordering::SeqCst) - taken;
+        if left == 0 && answered.holding.swap(false, Ordering::SeqCst) {
+            (answered.nudge)();
         }
     }
 }

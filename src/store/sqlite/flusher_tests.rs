@@ -19,6 +19,8 @@ struct HeldWriter {
     commands: mpsc::Sender<Command>,
     flushes_begun: std_mpsc::Receiver<()>,
     finish_flush: std_mpsc::Sender<Result<(), String>>,
+    /// The writer's announcements: one `Due` per commit that added events.
+    commits: tokio::sync::broadcast::Receiver<crate::store::Change>,
 }
 
 impl HeldWriter {
@@ -27,18 +29,21 @@ impl HeldWriter {
         let files = identity::Files::of(&path).unwrap();
         let (started, flushes_begun) = std_mpsc::channel();
         let (finish_flush, finished) = std_mpsc::channel::<Result<(), String>>();
-        let flusher = Flusher::spawn_with(move |_| {
-            started.send(()).unwrap();
-            let limit = std::time::Duration::from_secs(10);
-            finished
-                .recv_timeout(limit)
-                .unwrap_or_else(|_| Err("the test never finished this flush".into()))
-        })
-        .unwrap();
         let (commands, queue) = mpsc::channel(16);
+        let flusher = Flusher::spawn_with(
+            move |_| {
+                started.send(()).unwrap();
+                let limit = std::time::Duration::from_secs(10);
+                finished
+                    .recv_timeout(limit)
+                    .unwrap_or_else(|_| Err("the test never finished this flush".into()))
+            },
+            super::nudge(&commands),
+        )
+        .unwrap();
+        let (changes, commits) = tokio::sync::broadcast::channel(8);
         std::thread::spawn(move || {
             let finish = AtomicBool::new(false);
-            let (changes, _) = tokio::sync::broadcast::channel(8);
             writer::run(conn, queue, &finish, dedup, files, flusher, changes)
         });
         Self {
@@ -46,6 +51,7 @@ impl HeldWriter {
             commands,
             flushes_begun,
             finish_flush,
+            commits,
         }
     }
 
@@ -84,7 +90,7 @@ fn an_event_is_answered_only_after_a_flush_that_began_after_its_commit() {
     writer.flush_started();
     assert!(not_yet(&mut first), "answered before the WAL was flushed");
     // Meanwhile the writer goes on: bookkeeping is answered at once, and the next event is
-    // committed but waits for a flush of its own (the one running began before it).
+    // committed with it but waits for a flush of its own (the one running began before it).
     let bookkeeping = writer.release_nothing();
     bookkeeping.blocking_recv().unwrap().unwrap();
     let mut second = writer.insert("two");
@@ -125,4 +131,40 @@ fn a_failed_flush_refuses_what_it_held_and_every_write_after_it() {
     let bookkeeping = writer.release_nothing().blocking_recv().unwrap();
     assert!(bookkeeping.is_err());
     assert!(writer.flushes_begun.try_recv().is_err());
+}
+
+#[test]
+fn events_arriving_during_a_flush_are_gathered_into_one_commit_after_it() {
+    use tokio::sync::broadcast::error::TryRecvError;
+    let mut writer = HeldWriter::start();
+    let first = writer.insert("one");
+    writer.flush_started();
+    assert!(
+        writer.commits.try_recv().is_ok(),
+        "the first commit is announced"
+    );
+    // Committed now, they would wait for the next flush all the same: the writer holds its
+    // batch open until the running flush ends and commits them together.
+    let second = writer.insert("two");
+    let third = writer.insert("three");
+    let commits = &mut writer.commits;
+    let quiet = std::time::Instant::now() + std::time::Duration::from_millis(5);
+    while std::time::Instant::now() < quiet {
+        assert!(
+            matches!(commits.try_recv(), Err(TryRecvError::Empty)),
+            "committed while a flush ran, alone"
+        );
+        std::thread::yield_now();
+    }
+    writer.finish_flush.send(Ok(())).unwrap();
+    assert!(!first.blocking_recv().unwrap().unwrap().duplicate);
+    writer.flush_started();
+    writer.finish_flush.send(Ok(())).unwrap();
+    assert!(!second.blocking_recv().unwrap().unwrap().duplicate);
+    assert!(!third.blocking_recv().unwrap().unwrap().duplicate);
+    assert!(writer.commits.try_recv().is_ok(), "the gathered commit");
+    assert!(
+        matches!(writer.commits.try_recv(), Err(TryRecvError::Empty)),
+        "two commits where one would do"
+    );
 }

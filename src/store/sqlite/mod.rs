@@ -3,6 +3,7 @@
 //! another for inspection, and checkpoints kept off the commit path.
 
 mod admin;
+mod batch;
 mod browse;
 mod checkpoint;
 mod dedup;
@@ -36,6 +37,17 @@ use writer::Command;
 /// Commands waiting for the writer; a full queue makes ingest wait (backpressure), not fail.
 const QUEUE_DEPTH: usize = 8192;
 const WAL_CAP_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Wakes the writer with a `Flushed` message. Weak: the writer stops once the store (every
+/// strong sender) is gone, flusher or not. A full queue needs no nudge.
+fn nudge(commands: &mpsc::Sender<Command>) -> impl Fn() + Send + Sync + 'static {
+    let writer = commands.downgrade();
+    move || {
+        if let Some(writer) = writer.upgrade() {
+            let _ = writer.try_send(Command::Flushed);
+        }
+    }
+}
 
 /// How the process will use the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,7 +170,7 @@ impl SqliteStore {
             identity::Files::of(path).map_err(|err| StoreError::Backend(err.to_string()))?;
         let (changes, _) = tokio::sync::broadcast::channel(crate::store::CHANGE_BUFFER);
         let announcer = changes.clone();
-        let flusher = flusher::Flusher::spawn(files.wal_path().to_owned())
+        let flusher = flusher::Flusher::spawn(files.wal_path().to_owned(), nudge(&commands))
             .map_err(|err| StoreError::Backend(format!("cannot start flush thread: {err}")))?;
         std::thread::Builder::new()
             .name("store-writer".into())

@@ -1,12 +1,15 @@
 //! The single writer thread: group commit. Every write waiting in the queue shares one
-//! transaction; a failing command is isolated so it spoils no other. Answers that promise
-//! durability wait for the flush thread's fsync (`flusher.rs`) while the next batch runs.
+//! transaction (`batch.rs`); a failing command is isolated so it spoils no other. Answers
+//! that promise durability wait for the flush thread's fsync (`flusher.rs`) while the next
+//! batch runs; a batch of only such writes stays open while a flush runs (it would wait for
+//! the next flush anyway), taking in what arrives, and commits when the flush ends.
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::batch::Batch;
 use super::dedup::DedupIndex;
 use super::flusher::{Flusher, Reply};
 use super::identity::Files;
@@ -38,13 +41,15 @@ pub enum Command {
     Ping(UnixMillis, oneshot::Sender<Result<(), StoreError>>),
     /// Any other (rare, operator-driven) write; it may run twice if its batch is redone.
     Write(WriteFn, oneshot::Sender<Result<Answer, StoreError>>),
+    /// From the flush thread: the flush a held batch waited for has ended.
+    Flushed,
 }
 
 pub type Answer = Box<dyn std::any::Any + Send>;
 pub type WriteFn = Box<dyn Fn(&Connection) -> Result<Answer, StoreError> + Send>;
 
 /// A command's result, held until the batch's commit decides whether it stands.
-enum Outcome {
+pub(super) enum Outcome {
     Insert(Result<Accepted, StoreError>),
     Claim(Result<Claimed, StoreError>),
     Unit(Result<(), StoreError>),
@@ -53,7 +58,7 @@ enum Outcome {
 }
 
 impl Outcome {
-    fn failed(&self) -> bool {
+    pub(super) fn failed(&self) -> bool {
         match self {
             Outcome::Insert(r) => r.is_err(),
             Outcome::Claim(r) => r.is_err(),
@@ -68,10 +73,10 @@ impl Command {
     /// Whether the command's caller relies on it being on disk when answered. Delivery
     /// bookkeeping does not (see `Store::claim`): it is answered at commit, and the next
     /// flush (or checkpoint) takes it to the disk.
-    fn needs_flush(&self) -> bool {
+    pub(super) fn needs_flush(&self) -> bool {
         match self {
             Command::Claim(request, _) => request.durable,
-            Command::Complete(..) | Command::Release(..) => false,
+            Command::Complete(..) | Command::Release(..) | Command::Flushed => false,
             Command::Insert(..) | Command::Replay(..) | Command::Ping(..) | Command::Write(..) => {
                 true
             }
@@ -79,7 +84,7 @@ impl Command {
     }
 }
 
-fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outcome {
+pub(super) fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outcome {
     match command {
         Command::Insert(event, _) => Outcome::Insert(insert_event(conn, event, dedup)),
         Command::Claim(request, _) => Outcome::Claim(claim(conn, request)),
@@ -88,13 +93,14 @@ fn execute(conn: &Connection, command: &Command, dedup: &mut DedupIndex) -> Outc
         Command::Replay(id, now, _) => Outcome::Replay(replay(conn, id, *now)),
         Command::Ping(now, _) => Outcome::Unit(heartbeat(conn, *now)),
         Command::Write(write, _) => Outcome::Write(write(conn)),
+        Command::Flushed => Outcome::Unit(Ok(())),
     }
 }
 
 /// A command's answer, to send when its batch is decided: a commit (or flush) failure turns
 /// every success into an error. The event's body is dropped here, not kept until the flush.
 /// A caller that went away (client disconnected) no longer needs its answer.
-fn reply(command: Command, outcome: Outcome) -> Reply {
+pub(super) fn reply(command: Command, outcome: Outcome) -> Reply {
     fn send<T: Send + 'static>(
         tx: oneshot::Sender<Result<T, StoreError>>,
         result: Result<T, StoreError>,
@@ -115,6 +121,7 @@ fn reply(command: Command, outcome: Outcome) -> Reply {
         | (Command::Ping(_, tx), Outcome::Unit(r)) => send(tx, r),
         (Command::Replay(_, _, tx), Outcome::Replay(r)) => send(tx, r),
         (Command::Write(_, tx), Outcome::Write(r)) => send(tx, r),
+        (Command::Flushed, _) => Box::new(|_| {}),
         _ => {
             tracing::error!("store outcome does not match its command");
             Box::new(|_| {})
@@ -123,52 +130,98 @@ fn reply(command: Command, outcome: Outcome) -> Reply {
 }
 
 pub fn run(
-    mut conn: Connection,
+    conn: Connection,
     mut queue: mpsc::Receiver<Command>,
     finish_checkpoint: &AtomicBool,
-    mut dedup: DedupIndex,
-    mut files: Files,
+    dedup: DedupIndex,
+    files: Files,
     flusher: Flusher,
     changes: tokio::sync::broadcast::Sender<Change>,
 ) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    // Once the files are gone, nothing is acknowledged again until a restart: a commit to a
-    // deleted file would be a 2xx for an event that no longer exists anywhere.
-    let mut lost: Option<String> = None;
     // Commits write the WAL without syncing it; the flusher syncs it before durable answers.
     // Were this refused, commits would stay on FULL: slower, and as safe.
     if let Err(err) = conn.pragma_update(None, "synchronous", "NORMAL") {
         tracing::warn!(error = %err, "commits keep their own fsync");
     }
+    let mut writer = Writer {
+        conn,
+        dedup,
+        files,
+        flusher,
+        changes,
+        batch: Batch::default(),
+        lost: None,
+    };
     while let Some(first) = queue.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
+        writer.take(first);
+        while writer.batch.len() < MAX_BATCH {
             match queue.try_recv() {
-                Ok(command) => batch.push(command),
+                Ok(command) => writer.take(command),
                 Err(_) => break,
             }
         }
-        if lost.is_none()
-            && let Err(problem) = files.check()
-        {
-            tracing::error!(%problem, "store files changed under the server; refusing writes");
-            lost = Some(problem);
-        }
-        if lost.is_none() {
-            lost = flusher.failure();
-        }
-        if let Some(problem) = &lost {
-            for command in batch.drain(..) {
-                reject(command, problem);
-            }
+        if writer.batch.is_empty() {
             continue;
         }
-        let applied = apply_batch(&mut conn, &mut batch, &mut dedup);
-        announce(&changes, applied.due);
-        flusher.after_flush(applied.durable, files.wal_id());
-        if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
-            finish_wal_checkpoint(&conn);
+        // Committed now, these would be answered after the next flush all the same: the
+        // batch stays open, taking in what arrives, until the running flush ends.
+        if writer.batch.len() < MAX_BATCH
+            && writer.batch.only_durable()
+            && writer.flusher.hold_until_flushed()
+        {
+            continue;
         }
+        writer.commit();
+        if finish_checkpoint.swap(false, AtomicOrdering::AcqRel) {
+            finish_wal_checkpoint(&writer.conn);
+        }
+    }
+    writer.commit();
+}
+
+struct Writer {
+    conn: Connection,
+    dedup: DedupIndex,
+    files: Files,
+    flusher: Flusher,
+    changes: tokio::sync::broadcast::Sender<Change>,
+    batch: Batch,
+    /// Once the files are gone or a flush failed, nothing is acknowledged again until a
+    /// restart: a commit to a deleted file would be a 2xx for an event that no longer
+    /// exists anywhere.
+    lost: Option<String>,
+}
+
+impl Writer {
+    fn take(&mut self, command: Command) {
+        if matches!(command, Command::Flushed) {
+            return;
+        }
+        if self.lost.is_none() {
+            self.lost = self.flusher.failure();
+        }
+        match &self.lost {
+            Some(problem) => reject(command, problem),
+            None => self.batch.take(&self.conn, &mut self.dedup, command),
+        }
+    }
+
+    fn commit(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        if self.lost.is_none()
+            && let Err(problem) = self.files.check()
+        {
+            tracing::error!(%problem, "store files changed under the server; refusing writes");
+            self.lost = Some(problem);
+        }
+        let applied = self
+            .batch
+            .finish(&self.conn, &mut self.dedup, self.lost.as_deref());
+        announce(&self.changes, applied.due);
+        self.flusher
+            .after_flush(applied.durable, self.files.wal_id());
     }
 }
 
@@ -200,7 +253,7 @@ pub(super) struct Applied {
 
 /// Which destinations a committed command made due: a new event's. (Operator writes, such
 /// as a replay, announce themselves once answered, see `SqliteStore::announce`.)
-fn made_due(command: &Command, outcome: &Outcome, due: &mut Vec<Name>) {
+pub(super) fn made_due(command: &Command, outcome: &Outcome, due: &mut Vec<Name>) {
     if let (Command::Insert(event, _), Outcome::Insert(Ok(accepted))) = (command, outcome)
         && !accepted.duplicate
     {
@@ -224,113 +277,22 @@ fn announce(changes: &tokio::sync::broadcast::Sender<Change>, mut due: Vec<Name>
     let _ = changes.send(Change::Due(due));
 }
 
-/// Runs the batch in one transaction. Commands almost never fail, so the fast path has no
-/// savepoints; if one does fail, the transaction is rolled back and the batch redone with a
-/// savepoint per command, so the failure spoils no other command. Answers everything at
-/// once except the committed commands that need a flush: those it returns.
+/// Runs `batch` as one transaction and commits it (the writer thread's batches, formed
+/// for certain: for tests of isolation).
+#[cfg(test)]
 pub(super) fn apply_batch(
     conn: &mut Connection,
     batch: &mut Vec<Command>,
     dedup: &mut DedupIndex,
 ) -> Applied {
-    let started = std::time::Instant::now();
-    let mut result = run_in_transaction(conn, batch, false, dedup);
-    if let Ok((outcomes, _)) = &result
-        && outcomes.iter().any(Outcome::failed)
-    {
-        result = run_in_transaction(conn, batch, true, dedup);
+    let mut open = Batch::default();
+    for command in batch.drain(..) {
+        open.take(conn, dedup, command);
     }
-    let total = started.elapsed();
-    let size = batch.len();
-    let telemetry = crate::telemetry::get();
-    telemetry.commit_batch_size.observe(size as f64);
-    telemetry.commit_seconds.observe(total.as_secs_f64());
-    if total > std::time::Duration::from_millis(50) {
-        tracing::warn!(size, total_ms = total.as_millis(), "slow store commit");
-    } else {
-        tracing::trace!(size, total_us = total.as_micros(), "commit");
-    }
-    match result {
-        Ok((outcomes, commit_error)) => {
-            if let Some(error) = &commit_error {
-                tracing::error!(%error, "store commit failed; the whole batch is refused");
-            }
-            let problem = commit_error.map(|error| format!("commit failed: {error}"));
-            let mut applied = Applied::default();
-            for (command, outcome) in batch.drain(..).zip(outcomes) {
-                if problem.is_none() {
-                    made_due(&command, &outcome, &mut applied.due);
-                }
-                let waits = problem.is_none() && command.needs_flush() && !outcome.failed();
-                let answer = reply(command, outcome);
-                match waits {
-                    true => applied.durable.push(answer),
-                    false => answer(problem.as_deref()),
-                }
-            }
-            applied
-        }
-        Err(err) => {
-            let error = err.to_string();
-            tracing::error!(%error, "store transaction could not start");
-            for command in batch.drain(..) {
-                reject(command, &error);
-            }
-            Applied::default()
-        }
-    }
+    open.finish(conn, dedup, None)
 }
 
-type BatchResult = rusqlite::Result<(Vec<Outcome>, Option<String>)>;
-
-/// Runs the batch; the dedup index learns the batch's keys only if its commit succeeds.
-fn run_in_transaction(
-    conn: &mut Connection,
-    batch: &[Command],
-    isolate: bool,
-    dedup: &mut DedupIndex,
-) -> BatchResult {
-    dedup.discard();
-    let result = run_commands(conn, batch, isolate, dedup);
-    match &result {
-        Ok((outcomes, None)) if isolate || !outcomes.iter().any(Outcome::failed) => dedup.commit(),
-        _ => dedup.discard(),
-    }
-    result
-}
-
-fn run_commands(
-    conn: &mut Connection,
-    batch: &[Command],
-    isolate: bool,
-    dedup: &mut DedupIndex,
-) -> BatchResult {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for command in batch {
-        if !isolate {
-            outcomes.push(execute(&tx, command, dedup));
-            continue;
-        }
-        let mut savepoint = tx.savepoint()?;
-        let staged_before = dedup.staged_len();
-        let outcome = execute(&savepoint, command, dedup);
-        if outcome.failed() {
-            savepoint.rollback()?;
-            dedup.truncate_staged(staged_before);
-        }
-        savepoint.commit()?;
-        outcomes.push(outcome);
-    }
-    if !isolate && outcomes.iter().any(Outcome::failed) {
-        tx.rollback()?;
-        return Ok((outcomes, None));
-    }
-    let commit_error = tx.commit().err().map(|err| err.to_string());
-    Ok((outcomes, commit_error))
-}
-
-fn reject(command: Command, error: &str) {
+pub(super) fn reject(command: Command, error: &str) {
     let err = || StoreError::Unavailable(error.to_owned());
     match command {
         Command::Insert(_, tx) => drop(tx.send(Err(err()))),
@@ -340,5 +302,6 @@ fn reject(command: Command, error: &str) {
         }
         Command::Replay(_, _, tx) => drop(tx.send(Err(err()))),
         Command::Write(_, tx) => drop(tx.send(Err(err()))),
+        Command::Flushed => {}
     }
 }
