@@ -108,6 +108,10 @@ async fn main() -> anyhow::Result<()> {
         let sink = support::Sink::start().await?;
         return retention_soak(&relay_bin, dir.path(), &sink.url, &body).await;
     }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("postgres-retention") {
+        let sink = support::Sink::start().await?;
+        return postgres::retention(&relay_bin, dir.path(), &body, &sink.url).await;
+    }
     if let Ok("postgres" | "postgres-forward") = std::env::var("BENCH_ONLY").as_deref() {
         let sink = support::Sink::start().await?;
         return postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count)
@@ -260,6 +264,7 @@ async fn main() -> anyhow::Result<()> {
 
     retention_soak(&relay_bin, dir.path(), &sink.url, &body).await?;
     postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count).await?;
+    postgres::retention(&relay_bin, dir.path(), &body, &sink.url).await?;
 
     println!();
     println!(
@@ -367,6 +372,18 @@ async fn ingest_table(
     Ok((rows[0].1[3].requests_per_sec, ingest_rss))
 }
 
+/// The retention the soak compares with the default (7 days): succeeded deliveries pruned
+/// after 5 s, swept every second.
+const RETENTION_SOAK: &str = "\n[retention]\nsucceeded = \"5s\"\ninterval = \"1s\"\n";
+
+/// How long each retention soak runs (`BENCH_SOAK_SECONDS`, default 60).
+fn soak_seconds() -> u64 {
+    std::env::var("BENCH_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60)
+}
+
 /// (e) retention: the store's size under steady load, with and without, side by side.
 async fn retention_soak(
     relay_bin: &std::path::Path,
@@ -374,11 +391,7 @@ async fn retention_soak(
     sink_url: &str,
     body: &str,
 ) -> anyhow::Result<()> {
-    // (e) retention: the store's size under steady load, with and without.
-    let soak_seconds: u64 = std::env::var("BENCH_SOAK_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let soak_seconds = soak_seconds();
     let rate = 300;
     let live = |name: &str, retention: &str| {
         relay_config(
@@ -395,36 +408,33 @@ async fn retention_soak(
         rate,
         seconds: soak_seconds,
     };
-    let kept = soak::run(relay_bin, dir, &live("kept", ""), "kept", &load).await?;
+    let files = |name: &str| {
+        let db = dir.join(format!("{name}.db"));
+        move || std::future::ready(Ok(soak::store_bytes(&db)))
+    };
+    let kept = soak::run(
+        relay_bin,
+        dir,
+        &live("kept", ""),
+        "kept",
+        &load,
+        files("kept"),
+    )
+    .await?;
     let pruned = soak::run(
         relay_bin,
         dir,
-        &live(
-            "pruned",
-            "\n[retention]\nsucceeded = \"5s\"\ninterval = \"1s\"\n",
-        ),
+        &live("pruned", RETENTION_SOAK),
         "pruned",
         &load,
+        files("pruned"),
     )
     .await?;
     println!();
     println!(
         "retention: {rate} events/s (~3 KB, each with an Idempotency-Key) for {soak_seconds} s, delivered at once; store file + WAL"
     );
-    println!(
-        "{:>8}  {:>16}  {:>26}",
-        "elapsed", "default (7 d)", "succeeded = 5s, sweep 1 s"
-    );
-    for ((at, without, without_wal), (_, with, with_wal)) in kept.iter().zip(&pruned) {
-        println!(
-            "{:>7}s  {:>7.1} MB + WAL {:>5.1}  {:>15.1} MB + WAL {:>5.1}",
-            at,
-            *without as f64 / 1e6,
-            *without_wal as f64 / 1e6,
-            *with as f64 / 1e6,
-            *with_wal as f64 / 1e6
-        );
-    }
+    soak::print(&kept, &pruned, "WAL");
     println!(
         "  (a pruned event leaves its id and sender key, ~120 bytes, until its 3-day dedup window ends: that much still grows, then levels off)"
     );

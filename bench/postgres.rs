@@ -6,7 +6,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::{self, Process, WrkResult, run_wrk, write_wrk_script};
-use crate::{ONE_LOAD_CLIENT, TOKEN, relay_config, relay_config_on};
+use crate::{
+    ONE_LOAD_CLIENT, RETENTION_SOAK, TOKEN, relay_config, relay_config_on, soak, soak_seconds,
+};
 
 const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -274,4 +276,100 @@ async fn forward(
         );
     }
     Ok(sink.count() as f64 / seconds)
+}
+
+/// Tables (with their TOAST) and indexes of one schema, in bytes.
+const SCHEMA_SIZE: &str = "SELECT COALESCE(SUM(pg_table_size(c.oid)), 0)::bigint,
+        COALESCE(SUM(pg_indexes_size(c.oid)), 0)::bigint
+   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = $1 AND c.relkind = 'r'";
+
+/// (g) retention on PostgreSQL: the schema's size under the soak's steady load, with the
+/// default retention and with succeeded deliveries pruned after 5 s, side by side; then what
+/// autovacuum did (dead rows left, runs), which decides whether freed space is reused.
+pub async fn retention(
+    relay_bin: &Path,
+    dir: &Path,
+    body: &str,
+    sink_url: &str,
+) -> anyhow::Result<()> {
+    let base = std::env::var("BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
+    let mut admin = match connect(&base).await {
+        Ok(admin) => admin,
+        Err(err) => {
+            println!("\npostgres retention: skipped, {base} unreachable ({err})");
+            return Ok(());
+        }
+    };
+    // Without autovacuum nothing retention deletes is ever reused, whatever hookrelay does
+    // (the relay warns about it at start). Production servers run it; so does this soak.
+    let autovacuum: String = admin
+        .query_one("SELECT current_setting('autovacuum')", &[])
+        .await?
+        .get(0);
+    let switched_on = autovacuum != "on";
+    if switched_on {
+        for statement in [
+            "ALTER SYSTEM SET autovacuum = on",
+            "ALTER SYSTEM SET autovacuum_naptime = '10s'",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(statement).await?;
+        }
+    }
+    let seconds = soak_seconds();
+    let rate = 300;
+    let load = soak::Load {
+        body,
+        token: TOKEN,
+        rate,
+        seconds,
+    };
+    let mut runs = Vec::new();
+    for (label, retention) in [("pgkept", ""), ("pgpruned", RETENTION_SOAK)] {
+        let schema = Schema::fresh(admin, &base, label).await?;
+        let config = relay_config_on(&schema.url, sink_url, false, ONE_LOAD_CLIENT, Some(64));
+        let size = || async {
+            let row = schema.admin.query_one(SCHEMA_SIZE, &[&schema.name]).await?;
+            Ok((row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64))
+        };
+        let samples = soak::run(relay_bin, dir, &(config + retention), label, &load, size).await?;
+        let vacuum = schema
+            .admin
+            .query_one(
+                "SELECT COALESCE(SUM(n_live_tup), 0)::bigint, COALESCE(SUM(n_dead_tup), 0)::bigint,
+                        COALESCE(SUM(autovacuum_count + vacuum_count), 0)::bigint
+                   FROM pg_stat_user_tables WHERE schemaname = $1",
+                &[&schema.name],
+            )
+            .await?;
+        let (live, dead, vacuums): (i64, i64, i64) = (vacuum.get(0), vacuum.get(1), vacuum.get(2));
+        runs.push((samples, live, dead, vacuums));
+        admin = schema.drop().await?;
+    }
+    if switched_on {
+        for statement in [
+            "ALTER SYSTEM RESET autovacuum",
+            "ALTER SYSTEM RESET autovacuum_naptime",
+            "SELECT pg_reload_conf()",
+        ] {
+            admin.batch_execute(statement).await?;
+        }
+    }
+    println!();
+    println!(
+        "retention on postgres ({base}): {rate} events/s for {seconds} s, delivered at once; tables (with TOAST) + indexes"
+    );
+    if switched_on {
+        println!(
+            "  (autovacuum was off on this server: turned on with autovacuum_naptime = 10s for the soak, as the README advises, and reset after)"
+        );
+    }
+    soak::print(&runs[0].0, &runs[1].0, "idx");
+    for ((_, live, dead, vacuums), label) in runs.iter().zip(["default", "pruned"]) {
+        println!(
+            "  {label}: {live} live and {dead} dead rows at the end, {vacuums} (auto)vacuum runs on its tables"
+        );
+    }
+    Ok(())
 }

@@ -1,5 +1,6 @@
 //! Store size under steady load, with retention and without (the baseline), side by side:
-//! with retention the freed pages are reused, so the file stops growing.
+//! with retention the freed pages are reused, so the store stops growing. The size is read
+//! by the caller's probe: the SQLite files, or a PostgreSQL schema's tables.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use crate::support::{self, Process};
 
 /// The store's size on disk: the database file, and its WAL (which keeps its size, up to a
 /// cap, once grown: it is rewritten in place).
-fn store_bytes(db: &Path) -> (u64, u64) {
+pub fn store_bytes(db: &Path) -> (u64, u64) {
     let size = |suffix: &str| {
         let mut path = db.as_os_str().to_owned();
         path.push(suffix);
@@ -17,7 +18,8 @@ fn store_bytes(db: &Path) -> (u64, u64) {
     (size(""), size("-wal"))
 }
 
-/// One sample: seconds since the start, database bytes, WAL bytes.
+/// One sample: seconds since the start, and the probe's two sizes in bytes (SQLite: the
+/// database file and its WAL; PostgreSQL: tables with their TOAST, and indexes).
 pub type Sample = (u64, u64, u64);
 
 /// The steady load: `rate` events per second for `seconds`.
@@ -28,14 +30,20 @@ pub struct Load<'a> {
     pub seconds: u64,
 }
 
-/// Runs the load against a relay with `config` and samples the store size six times.
-pub async fn run(
+/// Runs the load against a relay with `config` and samples the store size (`probe`) six
+/// times and at the end.
+pub async fn run<Probe, Size>(
     relay_bin: &Path,
     dir: &Path,
     config: &str,
     name: &str,
     load: &Load<'_>,
-) -> anyhow::Result<Vec<Sample>> {
+    mut probe: Probe,
+) -> anyhow::Result<Vec<Sample>>
+where
+    Probe: FnMut() -> Size,
+    Size: std::future::Future<Output = anyhow::Result<(u64, u64)>>,
+{
     let Load {
         body,
         token,
@@ -44,7 +52,6 @@ pub async fn run(
     } = *load;
     let config_path = dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config)?;
-    let db = dir.join(format!("{name}.db"));
     let args = [
         "serve",
         "--listen",
@@ -66,14 +73,32 @@ pub async fn run(
         inflight.spawn(async move { request.send().await.map(|r| r.status().as_u16()) });
         while inflight.try_join_next().is_some() {}
         if Instant::now() >= next_sample {
-            let (file, wal) = store_bytes(&db);
-            samples.push((started.elapsed().as_secs(), file, wal));
+            let (first, second) = probe().await?;
+            samples.push((started.elapsed().as_secs(), first, second));
             next_sample += every;
         }
     }
     while inflight.join_next().await.is_some() {}
-    let (file, wal) = store_bytes(&db);
-    samples.push((started.elapsed().as_secs(), file, wal));
+    let (first, second) = probe().await?;
+    samples.push((started.elapsed().as_secs(), first, second));
     relay.stop();
     Ok(samples)
+}
+
+/// The two runs side by side, sizes in MB; `second` names the probe's second size.
+pub fn print(kept: &[Sample], pruned: &[Sample], second: &str) {
+    println!(
+        "{:>8}  {:>20}  {:>30}",
+        "elapsed", "default (7 d)", "succeeded = 5s, sweep 1 s"
+    );
+    for ((at, without, without_2), (_, with, with_2)) in kept.iter().zip(pruned) {
+        println!(
+            "{:>7}s  {:>7.1} MB + {second} {:>5.1}  {:>15.1} MB + {second} {:>5.1}",
+            at,
+            *without as f64 / 1e6,
+            *without_2 as f64 / 1e6,
+            *with as f64 / 1e6,
+            *with_2 as f64 / 1e6
+        );
+    }
 }

@@ -226,7 +226,10 @@ impl PgStore {
         {
             let mut client = pool.get().await.map_err(pool_error)?;
             match mode {
-                OpenMode::Server => schema::migrate(&mut client).await?,
+                OpenMode::Server => {
+                    schema::migrate(&mut client).await?;
+                    schema::check_vacuum(&client).await?;
+                }
                 OpenMode::Client => {
                     if schema::version(&client).await? == 0 {
                         return Err(StoreError::Missing(

@@ -223,3 +223,59 @@ pub async fn version(client: &Client) -> Result<usize, StoreError> {
     }
     Ok(current)
 }
+
+/// Reads the server's vacuum settings and warns when its dead rows would never be
+/// reclaimed. A warning, not a refusal: a server whose VACUUM runs on a schedule of its own
+/// is fine, and only its operator knows.
+pub async fn check_vacuum(client: &Client) -> Result<(), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT current_setting('autovacuum'), current_setting('track_counts')",
+            &[],
+        )
+        .await
+        .map_err(pg_error)?;
+    if let Some((problem, setting)) = vacuum_problem(row.get(0), row.get(1)) {
+        tracing::warn!(
+            "{problem}: the rows retention deletes and those each delivery's updates leave \
+             behind are never reclaimed, so hookrelay's tables grow without bound and claims \
+             slow down; turn it on (ALTER SYSTEM SET {setting} = on; SELECT pg_reload_conf()) \
+             or VACUUM the schema's tables on a schedule"
+        );
+    }
+    Ok(())
+}
+
+/// What of the server's settings stops autovacuum, if anything, and the setting to change.
+fn vacuum_problem(autovacuum: &str, track_counts: &str) -> Option<(&'static str, &'static str)> {
+    match (autovacuum, track_counts) {
+        ("on", "on") => None,
+        ("on", _) => Some((
+            "track_counts is off on this PostgreSQL server, so autovacuum never starts",
+            "track_counts",
+        )),
+        _ => Some(("autovacuum is off on this PostgreSQL server", "autovacuum")),
+    }
+}
+
+#[cfg(test)]
+mod vacuum_tests {
+    use super::vacuum_problem;
+
+    #[test]
+    fn a_server_that_never_vacuums_is_named() {
+        assert_eq!(vacuum_problem("on", "on"), None);
+        for (autovacuum, track_counts, named, setting) in [
+            ("off", "on", "autovacuum is off", "autovacuum"),
+            ("off", "off", "autovacuum is off", "autovacuum"),
+            ("on", "off", "track_counts is off", "track_counts"),
+        ] {
+            let (problem, to_set) = vacuum_problem(autovacuum, track_counts).expect("a problem");
+            assert!(
+                problem.contains(named),
+                "{autovacuum}/{track_counts}: {problem}"
+            );
+            assert_eq!(to_set, setting);
+        }
+    }
+}
