@@ -48,6 +48,19 @@ impl Schema {
     }
 }
 
+/// `BENCH_POSTGRES` (or the local default) and an admin connection to it; `None`, said
+/// with the reason, when it cannot be reached (the part named `part` is then skipped).
+async fn bench_database(part: &str) -> Option<(String, tokio_postgres::Client)> {
+    let base = std::env::var("BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
+    match connect(&base).await {
+        Ok(admin) => Some((base, admin)),
+        Err(err) => {
+            println!("\n{part}: skipped, {base} unreachable ({err}); set BENCH_POSTGRES");
+            None
+        }
+    }
+}
+
 async fn connect(base: &str) -> anyhow::Result<tokio_postgres::Client> {
     let (client, connection) = tokio_postgres::connect(base, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
@@ -133,13 +146,8 @@ pub async fn compare(
     seconds: u64,
     forward_count: usize,
 ) -> anyhow::Result<()> {
-    let base = std::env::var("BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
-    let mut admin = match connect(&base).await {
-        Ok(admin) => admin,
-        Err(err) => {
-            println!("\npostgres: skipped, {base} unreachable ({err}); set BENCH_POSTGRES");
-            return Ok(());
-        }
+    let Some((base, mut admin)) = bench_database("postgres").await else {
+        return Ok(());
     };
     let server = ONE_LOAD_CLIENT;
     println!();
@@ -293,13 +301,8 @@ pub async fn retention(
     body: &str,
     sink_url: &str,
 ) -> anyhow::Result<()> {
-    let base = std::env::var("BENCH_POSTGRES").unwrap_or_else(|_| DEFAULT_URL.into());
-    let mut admin = match connect(&base).await {
-        Ok(admin) => admin,
-        Err(err) => {
-            println!("\npostgres retention: skipped, {base} unreachable ({err})");
-            return Ok(());
-        }
+    let Some((base, mut admin)) = bench_database("postgres retention").await else {
+        return Ok(());
     };
     // Without autovacuum nothing retention deletes is ever reused, whatever hookrelay does
     // (the relay warns about it at start). Production servers run it; so does this soak.
