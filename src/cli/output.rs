@@ -18,6 +18,22 @@ pub fn printable(text: &str) -> String {
         .collect()
 }
 
+/// Multi-line text from outside (a command's output, a response body) as a block: its line
+/// breaks kept, every other control character escaped as `printable` does, and every line
+/// indented by `indent`, so nothing in it can pass for the CLI's own less indented lines.
+pub fn printable_block(text: &str, indent: &str) -> String {
+    text.trim_end_matches(['\r', '\n'])
+        .split('\n')
+        .map(|line| {
+            format!(
+                "{indent}{}",
+                printable(line.strip_suffix('\r').unwrap_or(line))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A borderless table with aligned columns; styling only when stdout is a terminal.
 pub fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
@@ -99,6 +115,17 @@ mod tests {
         assert_eq!(
             printable("push\u{1b}]0;owned\u{7}\r\nok é"),
             "push\\u{1b}]0;owned\\u{7}\\r\\nok é"
+        );
+    }
+
+    #[test]
+    fn a_block_keeps_its_lines_indented_and_escapes_the_rest() {
+        assert_eq!(
+            printable_block(
+                "--- stdout ---\ndeployed\u{1b}[2J main\r\n\n  #2 fake\n\n",
+                "    "
+            ),
+            "    --- stdout ---\n    deployed\\u{1b}[2J main\n    \n      #2 fake"
         );
     }
 

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use serde_json::Value;
 
 use super::{ApiArgs, ListShow, collect, print_lines, segment};
-use crate::cli::output::{absolute, ago, last_outcome, printable, state_cell, table, text};
+use crate::cli::output::{
+    absolute, ago, last_outcome, printable, printable_block, state_cell, table, text,
+};
 
 pub async fn events(command: ListShow, api: &ApiArgs) -> anyhow::Result<ExitCode> {
     let client = api.client()?;
@@ -80,7 +82,7 @@ pub async fn events(command: ListShow, api: &ApiArgs) -> anyhow::Result<ExitCode
             }
             println!("\nbody ({} bytes)", event["body_bytes"]);
             match (&event["body_json"], event["body"].as_str()) {
-                (Value::Null, Some(body)) => println!("{}", printable(body)),
+                (Value::Null, Some(body)) => println!("{}", printable_block(body, "")),
                 (Value::Null, None) => println!("(binary; --json shows it as base64)"),
                 (json, _) => {
                     for line in serde_json::to_string_pretty(json)?.lines() {
@@ -180,7 +182,11 @@ pub async fn deliveries(command: ListShow, api: &ApiArgs) -> anyhow::Result<Exit
                     text(a, "error"),
                 ]);
                 if let Some(excerpt) = a["response_excerpt"].as_str() {
-                    excerpts.push(format!("  #{} {}", text(a, "number"), printable(excerpt)));
+                    excerpts.push(format!(
+                        "  #{}\n{}",
+                        text(a, "number"),
+                        printable_block(excerpt, "    ")
+                    ));
                 }
             }
             println!("\n{attempts}");
