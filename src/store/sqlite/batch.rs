@@ -18,6 +18,8 @@ use super::writer::{Applied, Command, Outcome, execute, made_due, reject, reply}
 pub(super) struct Batch {
     commands: Vec<Command>,
     outcomes: Vec<Outcome>,
+    /// Commands answered at commit (bookkeeping) in the batch, counted as they come.
+    answered_at_commit: usize,
     /// Each command in a savepoint of its own (once one failed).
     isolate: bool,
     open: bool,
@@ -37,7 +39,7 @@ impl Batch {
     /// Whether every command's answer waits for a flush anyway (bookkeeping is answered at
     /// its commit, so a batch holding any is never kept open).
     pub fn only_durable(&self) -> bool {
-        self.commands.iter().all(Command::needs_flush)
+        self.answered_at_commit == 0
     }
 
     /// Runs `command` in the open transaction, opening one first if needed.
@@ -56,6 +58,7 @@ impl Batch {
         match self.run(conn, dedup, &command) {
             Ok(outcome) => {
                 let failed = outcome.failed();
+                self.answered_at_commit += usize::from(!command.needs_flush());
                 self.commands.push(command);
                 self.outcomes.push(outcome);
                 if failed && !self.isolate {
@@ -128,6 +131,7 @@ impl Batch {
 
     fn reset(&mut self) {
         self.outcomes.clear();
+        self.answered_at_commit = 0;
         self.isolate = false;
         self.open = false;
         self.busy = Duration::ZERO;

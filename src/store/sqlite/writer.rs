@@ -153,6 +153,7 @@ pub fn run(
         lost: None,
     };
     while let Some(first) = queue.blocking_recv() {
+        writer.notice_failed_flush();
         writer.take(first);
         while writer.batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -193,12 +194,16 @@ struct Writer {
 }
 
 impl Writer {
+    /// Once per wake-up, not per command: a failed flush refuses everything after it.
+    fn notice_failed_flush(&mut self) {
+        if self.lost.is_none() {
+            self.lost = self.flusher.failure();
+        }
+    }
+
     fn take(&mut self, command: Command) {
         if matches!(command, Command::Flushed) {
             return;
-        }
-        if self.lost.is_none() {
-            self.lost = self.flusher.failure();
         }
         match &self.lost {
             Some(problem) => reject(command, problem),
