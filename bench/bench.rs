@@ -318,14 +318,19 @@ async fn ingest_table(
         "relay",
     )?;
     let mut rows: Vec<(usize, [WrkResult; 4])> = Vec::new();
+    let mut cpu_rows: Vec<(usize, [CpuPerRequest; 4])> = Vec::new();
     for connections in [32usize, 256] {
         let script = write_wrk_script(dir.path(), body, TOKEN, &format!("c{connections}"))?;
-        let mut results = Vec::new();
+        let (mut results, mut cpu) = (Vec::new(), Vec::new());
         for server in [&bare, &floor, &sqlite, &relay] {
             let url = format!("{}/hooks/gitlab", server.url);
-            results.push(run_wrk(&url, &script, connections, seconds)?);
+            let before = server.cpu_time();
+            let result = run_wrk(&url, &script, connections, seconds)?;
+            cpu.push(CpuPerRequest::of(&result, server.cpu_time() - before));
+            results.push(result);
         }
         rows.push((connections, results.try_into().expect("four runs")));
+        cpu_rows.push((connections, cpu.try_into().expect("four runs")));
     }
     let ingest_rss = relay.peak_rss_mb();
     relay.stop();
@@ -365,11 +370,64 @@ async fn ingest_table(
             durable.non_2xx,
         );
     }
+    print_cpu_bound(&rows, &cpu_rows);
     let p99_ratio = rows[0].1[3].p99.as_secs_f64() / rows[0].1[1].p99.as_secs_f64();
     println!(
         "  p99 at 32 connections: {p99_ratio:.2} x the floor's   (targets, issue 13: >= 0.85 of the floor at 32 and 256 connections; p99 at 32 <= 1.5 x the floor's)"
     );
     Ok((rows[0].1[3].requests_per_sec, ingest_rss))
+}
+
+/// CPU spent per answered request in one wrk run: by the server, and by wrk making the load.
+#[derive(Debug)]
+struct CpuPerRequest {
+    server_us: f64,
+    client_us: f64,
+}
+
+impl CpuPerRequest {
+    fn of(result: &WrkResult, server: Duration) -> Self {
+        let requests = result.requests.max(1) as f64;
+        CpuPerRequest {
+            server_us: server.as_secs_f64() * 1e6 / requests,
+            client_us: result.client_cpu.as_secs_f64() * 1e6 / requests,
+        }
+    }
+
+    /// The most requests a second this machine's cores could serve with this server and
+    /// wrk sharing them, if nothing but CPU limited them.
+    fn cpu_bound(&self, cores: usize) -> f64 {
+        cores as f64 * 1e6 / (self.server_us + self.client_us)
+    }
+}
+
+/// What the CPU alone allows: each server's CPU per request, the rate the cores could carry
+/// at that cost, and the cost hookrelay would need to reach 0.85 of the floor.
+fn print_cpu_bound(rows: &[(usize, [WrkResult; 4])], cpu_rows: &[(usize, [CpuPerRequest; 4])]) {
+    let cores = support::cores();
+    println!(
+        "  CPU per request (server + wrk, µs) and the rate {cores} cores could carry at that cost"
+    );
+    for ((connections, results), (_, cpu)) in rows.iter().zip(cpu_rows) {
+        let cells: Vec<String> = cpu
+            .iter()
+            .map(|c| {
+                format!(
+                    "{:>5.1} +{:>5.1} ≤{:>7.0}/s",
+                    c.server_us,
+                    c.client_us,
+                    c.cpu_bound(cores)
+                )
+            })
+            .collect();
+        // 0.85 of the floor's rate, with wrk's cost per request as hookrelay's run measured it.
+        let needed = 0.85 * results[1].requests_per_sec;
+        let budget = cores as f64 * 1e6 / needed - cpu[3].client_us;
+        println!(
+            "{:>6}  {}  {}  {}  {}   hookrelay at 0.85 of the floor: ≤ {:.1} µs a request",
+            connections, cells[0], cells[1], cells[2], cells[3], budget
+        );
+    }
 }
 
 /// The retention the soak compares with the default (7 days): succeeded deliveries pruned

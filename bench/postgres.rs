@@ -122,6 +122,7 @@ fn wrk_all(
     });
     let mut total = WrkResult {
         requests: 0,
+        client_cpu: Duration::ZERO,
         requests_per_sec: 0.0,
         p50: Duration::ZERO,
         p99: Duration::ZERO,

@@ -107,6 +107,13 @@ impl Process {
         self.status_mb("VmRSS:")
     }
 
+    /// CPU time the process has used so far (user + system, all threads).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .unwrap_or_default();
+        stat_ticks(&stat, 13, 14)
+    }
+
     /// SIGTERM and wait, so the store is closed cleanly before the next phase.
     pub fn stop(mut self) {
         let _ = Command::new("kill")
@@ -173,10 +180,37 @@ end
     Ok(path)
 }
 
+/// Fields `user` and `system` (0-based, counted after the command name) of a
+/// `/proc/.../stat` line, summed, as a duration.
+fn stat_ticks(stat: &str, user: usize, system: usize) -> Duration {
+    // The command name may hold spaces; the fields proper start after its closing ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let tick = |index: usize| -> u64 {
+        fields
+            .get(index - 2)
+            .and_then(|field| field.parse().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf only reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros((tick(user) + tick(system)) * 1_000_000 / per_second)
+}
+
+/// CPU time of this process's children that have been waited for (wrk runs).
+fn children_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_ticks(&stat, 15, 16)
+}
+
 #[derive(Debug, Clone)]
 pub struct WrkResult {
     /// Requests answered in the run (2xx or not).
     pub requests: u64,
+    /// The CPU time wrk itself used generating the load.
+    pub client_cpu: Duration,
     pub requests_per_sec: f64,
     pub p50: Duration,
     pub p99: Duration,
@@ -189,6 +223,7 @@ pub fn run_wrk(
     connections: usize,
     seconds: u64,
 ) -> anyhow::Result<WrkResult> {
+    let client_cpu_before = children_cpu_time();
     let output = Command::new("wrk")
         .args([
             "-t2",
@@ -201,8 +236,13 @@ pub fn run_wrk(
         .arg(url)
         .output()
         .context("running wrk (apt-get install wrk)")?;
+    let client_cpu = children_cpu_time().saturating_sub(client_cpu_before);
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    parse_wrk(&text).with_context(|| {
+    let parsed = parse_wrk(&text).map(|result| WrkResult {
+        client_cpu,
+        ..result
+    });
+    parsed.with_context(|| {
         format!(
             "unexpected wrk output:\n{text}{}",
             String::from_utf8_lossy(&output.stderr)
@@ -231,6 +271,7 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
         .unwrap_or(0);
     Some(WrkResult {
         requests,
+        client_cpu: Duration::ZERO,
         requests_per_sec,
         p50,
         p99,
