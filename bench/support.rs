@@ -109,8 +109,8 @@ impl Process {
 
     /// CPU time the process has used so far (user + system, all threads).
     pub fn cpu_time(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         stat_ticks(&stat, 13, 14)
     }
 

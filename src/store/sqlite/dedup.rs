@@ -27,23 +27,53 @@ pub fn dedup_hash(source: &str, key: &str) -> i64 {
     hash as i64
 }
 
-#[derive(Default)]
+/// A dedup hash as two halves, so an entry (key and seq offset) packs into 12 bytes: with
+/// `(i64, i64)` entries a million keys took 36 MB of table, more than half the process.
+type Key = (u32, u32);
+
+fn key(hash: i64) -> Key {
+    ((hash as u64 >> 32) as u32, hash as u32)
+}
+
+/// How often keys that left the window are swept out of the table (a pass over all of it):
+/// until then `find` ignores them, so a key is never remembered longer than the window.
+const SWEEP_EVERY_SECONDS: i64 = 600;
+
+/// Seqs are kept as offsets from `base` in 32 bits; the window is also bounded to this many
+/// events (2 billion: three days at over 8,000 keyed events a second, without a pause).
+const SEQ_SPAN: i64 = 1 << 31;
+
 pub struct DedupIndex {
-    /// Committed keys: hash → event seq.
-    committed: HashMap<i64, i64>,
-    /// Committed hashes in commit order, for expiry: 8 bytes a key (a million keys, three
-    /// days of a busy sender, must fit in a small process).
-    order: VecDeque<i64>,
-    /// One mark per second of arrivals in `order`: (second, how many keys, highest seq).
+    /// Committed keys: hash → event seq − `base`. Expired ones stay until the next sweep.
+    committed: HashMap<Key, u32>,
+    /// Every seq in `committed` is at least this, and under `base + 2^32`.
+    base: i64,
+    /// Seqs at or below this left the window: `find` ignores them, the sweep removes them.
+    expired_through: i64,
+    /// One mark per second of arrivals: (second, highest seq), for expiry.
     marks: VecDeque<Mark>,
+    /// The arrival second at or after which the next sweep may run.
+    next_sweep: i64,
     /// Keys added by the transaction in progress; they count only once it commits.
     staged: Vec<(UnixMillis, i64, i64)>,
+}
+
+impl Default for DedupIndex {
+    fn default() -> Self {
+        DedupIndex {
+            committed: HashMap::new(),
+            base: 0,
+            expired_through: 0,
+            marks: VecDeque::new(),
+            next_sweep: i64::MIN,
+            staged: Vec::new(),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
 struct Mark {
     second: i64,
-    keys: usize,
     highest_seq: i64,
 }
 
@@ -79,7 +109,10 @@ impl DedupIndex {
             .rev()
             .find(|(_, h, _)| *h == hash)
             .map(|(_, _, seq)| *seq)
-            .or_else(|| self.committed.get(&hash).copied())
+            .or_else(|| {
+                let seq = self.base + i64::from(*self.committed.get(&key(hash))?);
+                (seq > self.expired_through).then_some(seq)
+            })
     }
 
     pub fn stage(&mut self, received_at: UnixMillis, hash: i64, seq: i64) {
@@ -103,35 +136,53 @@ impl DedupIndex {
                 break;
             }
             self.marks.pop_front();
-            for hash in self.order.drain(..mark.keys) {
-                // A newer event with the same hash (a collision, or a key seen again after
-                // its window) keeps its entry.
-                if self
-                    .committed
-                    .get(&hash)
-                    .is_some_and(|&seq| seq <= mark.highest_seq)
-                {
-                    self.committed.remove(&hash);
-                }
-            }
+            self.expired_through = self.expired_through.max(mark.highest_seq);
+        }
+        if self.expired_through >= self.base && newest >= self.next_sweep {
+            self.next_sweep = newest + SWEEP_EVERY_SECONDS;
+            self.rebase(self.expired_through + 1);
         }
     }
 
     fn remember(&mut self, received_at: UnixMillis, hash: i64, seq: i64) {
-        self.committed.insert(hash, seq);
-        self.order.push_back(hash);
+        if seq < self.base {
+            // Older than every key kept (seqs only grow; only a test goes back).
+            return;
+        }
+        if seq - self.base >= 2 * SEQ_SPAN {
+            // The offsets would overflow: keep only the last `SEQ_SPAN` events' keys.
+            self.expired_through = self.expired_through.max(seq - SEQ_SPAN);
+            self.rebase(seq - SEQ_SPAN + 1);
+        }
+        // A newer event with the same hash (a collision, or a key seen again after its
+        // window) replaces the entry.
+        self.committed.insert(key(hash), (seq - self.base) as u32);
         let second = received_at.div_euclid(1000);
         match self.marks.back_mut() {
             Some(mark) if mark.second == second => {
-                mark.keys += 1;
                 mark.highest_seq = mark.highest_seq.max(seq);
             }
             _ => self.marks.push_back(Mark {
                 second,
-                keys: 1,
                 highest_seq: seq,
             }),
         }
+    }
+
+    /// Drops the keys below `base` and stores the rest as offsets from it. A pass over the
+    /// whole table (a few ms for a million keys), so it runs at most every ten minutes.
+    fn rebase(&mut self, base: i64) {
+        let old = self.base;
+        self.committed.retain(|_, offset| {
+            let seq = old + i64::from(*offset);
+            if seq < base {
+                return false;
+            }
+            // Below `base + 2^32`: the kept seqs are under the old base + 2^32.
+            *offset = (seq - base) as u32;
+            true
+        });
+        self.base = base;
     }
 
     pub fn staged_len(&self) -> usize {
@@ -181,6 +232,62 @@ mod tests {
         assert_eq!(index.find(a), None, "older than the window");
         assert_eq!(index.find(b), Some(2));
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn a_key_leaves_with_its_window_though_the_table_is_swept_later() {
+        let mut index = DedupIndex::default();
+        let [x, y, z, w, v] = ["x", "y", "z", "w", "v"].map(|k| dedup_hash("gitlab", k));
+        let window = DEDUP_WINDOW_MS;
+        index.stage(0, x, 1);
+        index.stage(100_000, y, 2);
+        index.commit();
+        // x leaves: the first expiry sweeps at once, the next waits ten minutes.
+        index.stage(window + 50_000, z, 3);
+        index.commit();
+        assert_eq!((index.find(x), index.len()), (None, 2));
+        // y leaves its window but stays in the table until the next sweep.
+        index.stage(window + 150_000, w, 4);
+        index.commit();
+        assert_eq!(index.find(y), None, "past its window");
+        assert_eq!((index.find(z), index.find(w)), (Some(3), Some(4)));
+        assert_eq!(
+            index.len(),
+            3,
+            "not swept: the last sweep was under ten minutes ago"
+        );
+        index.stage(window + 50_000 + SWEEP_EVERY_SECONDS * 1000, v, 5);
+        index.commit();
+        assert_eq!(index.len(), 3, "swept: z, w and v remain");
+        assert_eq!(
+            (index.find(y), index.find(z), index.find(v)),
+            (None, Some(3), Some(5))
+        );
+    }
+
+    #[test]
+    fn seqs_far_apart_are_kept_exactly_and_the_window_is_bounded_by_count() {
+        let mut index = DedupIndex::default();
+        let [a, b, c] = ["a", "b", "c"].map(|k| dedup_hash("gitlab", k));
+        let far = 5_000_000_000;
+        index.stage(0, a, far);
+        index.stage(0, b, far + SEQ_SPAN - 10);
+        index.commit();
+        assert_eq!(
+            (index.find(a), index.find(b)),
+            (Some(far), Some(far + SEQ_SPAN - 10))
+        );
+        index.stage(0, c, far + 2 * SEQ_SPAN - 20);
+        index.commit();
+        assert_eq!(index.find(a), None, "more than SEQ_SPAN events ago");
+        assert_eq!(index.find(b), Some(far + SEQ_SPAN - 10));
+        assert_eq!(index.find(c), Some(far + 2 * SEQ_SPAN - 20));
+        assert_eq!(index.len(), 2);
+    }
+
+    #[test]
+    fn an_entry_packs_into_twelve_bytes() {
+        assert_eq!(std::mem::size_of::<(Key, u32)>(), 12);
     }
 
     #[test]
