@@ -178,17 +178,19 @@ async fn main() -> anyhow::Result<()> {
         false => "  (did not drain within 120 s)".into(),
     };
     println!(
-        "  instant sink, default concurrency (16): {:>7.0} deliveries/s ({} in {:.2} s){}   (target >= 20000/s)",
+        "  instant sink, default concurrency (16): {:>7.0} deliveries/s ({} in {:.2} s, relay CPU {:.1} µs each){}   (target >= 20000/s)",
         instant.per_second(),
         instant.delivered,
         instant.seconds,
+        instant.cpu_us,
         drained(&instant)
     );
     println!(
-        "  sink taking 5 ms, concurrency 64:      {:>7.0} deliveries/s ({} in {:.2} s){}   (target >= 5000/s; the slots allow 12800/s)",
+        "  sink taking 5 ms, concurrency 64:      {:>7.0} deliveries/s ({} in {:.2} s, relay CPU {:.1} µs each){}   (target >= 5000/s; the slots allow 12800/s)",
         slow.per_second(),
         slow.delivered,
         slow.seconds,
+        slow.cpu_us,
         drained(&slow)
     );
     let accepted = loaded.ingest.requests.saturating_sub(loaded.ingest.non_2xx);
@@ -202,7 +204,7 @@ async fn main() -> anyhow::Result<()> {
         loaded.tail_seconds
     );
     println!(
-        "  steady {} req/s (half the ingest maximum) for {seconds} s, open loop: receive->delivered p50 {}  p99 {}  max {}   (target p99 <= 50 ms); backlog at most {}, {} at the end; {} of {} delivered",
+        "  steady {} req/s (half the ingest maximum) for {seconds} s, open loop: receive->delivered p50 {}  p99 {}  max {}   (target p99 <= 50 ms); backlog at most {}, {} at the end; {} of {} delivered; CPU per event: relay {:.1} µs (receive + deliver), generator + sink {:.1} µs",
         steady.rate,
         support::ms(steady.p50),
         support::ms(steady.p99),
@@ -210,7 +212,9 @@ async fn main() -> anyhow::Result<()> {
         steady.max_backlog,
         steady.backlog_at_end,
         steady.delivered,
-        steady.sent
+        steady.sent,
+        steady.relay_cpu_us,
+        steady.bench_cpu_us
     );
     if delivery_only {
         return Ok(());

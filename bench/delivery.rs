@@ -56,6 +56,8 @@ pub struct Drain {
     pub delivered: u64,
     pub seconds: f64,
     pub drained: bool,
+    /// The relay's CPU time per delivery (start-up included), in µs.
+    pub cpu_us: f64,
 }
 
 impl Drain {
@@ -81,11 +83,13 @@ pub async fn drain(
     let forwarder = setup.start(label, sink, false, concurrency)?;
     let drained = sink.wait_for(count as u64, Duration::from_secs(120)).await;
     let seconds = started.elapsed().as_secs_f64();
+    let cpu = forwarder.cpu_time();
     forwarder.stop();
     Ok(Drain {
         delivered: sink.count(),
         seconds,
         drained,
+        cpu_us: cpu.as_secs_f64() * 1e6 / sink.count().max(1) as f64,
     })
 }
 
@@ -134,6 +138,10 @@ pub struct Steady {
     /// The largest gap between accepted and delivered seen while the load ran.
     pub max_backlog: u64,
     pub backlog_at_end: u64,
+    /// CPU time per request while the load ran, in µs: the relay's (receive and deliver),
+    /// and this process's (the generator and the sink).
+    pub relay_cpu_us: f64,
+    pub bench_cpu_us: f64,
 }
 
 /// An open-loop generator: `rate` requests a second for `seconds`, each sent on schedule
@@ -151,6 +159,7 @@ pub async fn steady(
         .pool_max_idle_per_host(1024)
         .build()?;
     let total = rate * seconds;
+    let (relay_cpu, bench_cpu) = (relay.cpu_time(), support::own_cpu_time());
     let accepted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let started = tokio::time::Instant::now();
@@ -186,6 +195,9 @@ pub async fn steady(
         max_backlog = max_backlog.max(backlog);
     }
     while requests.join_next().await.is_some() {}
+    let per_request = |spent: Duration| spent.as_secs_f64() * 1e6 / total.max(1) as f64;
+    let relay_cpu_us = per_request(relay.cpu_time() - relay_cpu);
+    let bench_cpu_us = per_request(support::own_cpu_time() - bench_cpu);
     let backlog_at_end = accepted
         .load(Ordering::Relaxed)
         .saturating_sub(sink.count());
@@ -208,6 +220,8 @@ pub async fn steady(
         max,
         max_backlog,
         backlog_at_end,
+        relay_cpu_us,
+        bench_cpu_us,
     })
 }
 

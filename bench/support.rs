@@ -199,6 +199,12 @@ fn stat_ticks(stat: &str, user: usize, system: usize) -> Duration {
     Duration::from_micros((tick(user) + tick(system)) * 1_000_000 / per_second)
 }
 
+/// CPU time this process has used so far.
+pub fn own_cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    stat_ticks(&stat, 13, 14)
+}
+
 /// CPU time of this process's children that have been waited for (wrk runs).
 fn children_cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
