@@ -107,6 +107,8 @@ fn wrk_all(
     seconds: u64,
 ) -> anyhow::Result<WrkResult> {
     let each = (connections / replicas.len()).max(1);
+    // Around all the runs at once: each run's own figure would count the others' too.
+    let client_cpu_before = support::children_cpu_time();
     let runs: Vec<anyhow::Result<WrkResult>> = std::thread::scope(|scope| {
         let handles: Vec<_> = replicas
             .iter()
@@ -122,7 +124,7 @@ fn wrk_all(
     });
     let mut total = WrkResult {
         requests: 0,
-        client_cpu: Duration::ZERO,
+        client_cpu: support::children_cpu_time().saturating_sub(client_cpu_before),
         requests_per_sec: 0.0,
         p50: Duration::ZERO,
         p99: Duration::ZERO,
@@ -137,6 +139,32 @@ fn wrk_all(
         total.non_2xx += run.non_2xx;
     }
     Ok(total)
+}
+
+/// CPU time around one ingest run: the replicas', the database server's and wrk's.
+struct CpuSpent {
+    relays: Duration,
+    database: Duration,
+}
+
+impl CpuSpent {
+    fn start(replicas: &[Process]) -> Self {
+        CpuSpent {
+            relays: replicas.iter().map(Process::cpu_time).sum(),
+            database: support::processes_cpu_time("postgres"),
+        }
+    }
+
+    /// "relay + db + wrk ≤ the rate the cores could carry at that cost".
+    fn per_request(&self, replicas: &[Process], result: &WrkResult) -> String {
+        let requests = result.requests.max(1) as f64;
+        let per = |spent: Duration| spent.as_secs_f64() * 1e6 / requests;
+        let relays = per(replicas.iter().map(Process::cpu_time).sum::<Duration>() - self.relays);
+        let database = per(support::processes_cpu_time("postgres") - self.database);
+        let client = per(result.client_cpu);
+        let bound = support::cores() as f64 * 1e6 / (relays + database + client);
+        format!("{relays:.0} + {database:.0} + {client:.0} ≤ {bound:.0}/s")
+    }
 }
 
 pub async fn compare(
@@ -156,8 +184,15 @@ pub async fn compare(
         "postgres ({base}): ingest with the destination paused, wrk split across the replicas; WAL flushes from pg_stat_wal"
     );
     println!(
-        "{:>6}  {:>22}  {:>9} {:>9}  {:>8}  {:>12}  {:>7}",
-        "conns", "store", "req/s", "p99", "÷sqlite", "WAL flushes", "non-2xx"
+        "{:>6}  {:>22}  {:>9} {:>9}  {:>8}  {:>12}  {:>7}  {:>38}",
+        "conns",
+        "store",
+        "req/s",
+        "p99",
+        "÷sqlite",
+        "WAL flushes",
+        "non-2xx",
+        "CPU µs/request: relay + db + wrk"
     );
     // `BENCH_ONLY=postgres-forward`: the forwarding part alone (to profile it).
     let connection_counts: &[usize] = match std::env::var("BENCH_ONLY").as_deref() {
@@ -180,17 +215,20 @@ pub async fn compare(
             1,
             &sqlite_config,
         )?;
+        let spent = CpuSpent::start(&sqlite);
         let on_sqlite = wrk_all(&sqlite, &script, connections, seconds)?;
+        let cpu = spent.per_request(&sqlite, &on_sqlite);
         sqlite.into_iter().for_each(Process::stop);
         println!(
-            "{:>6}  {:>22}  {:>9.0} {:>9}  {:>8}  {:>12}  {:>7}",
+            "{:>6}  {:>22}  {:>9.0} {:>9}  {:>8}  {:>12}  {:>7}  {:>38}",
             connections,
             "sqlite",
             on_sqlite.requests_per_sec,
             support::ms(on_sqlite.p99),
             "1.00",
             "-",
-            on_sqlite.non_2xx
+            on_sqlite.non_2xx,
+            cpu
         );
         for replicas in [1usize, 2, 3] {
             let schema =
@@ -204,12 +242,14 @@ pub async fn compare(
                 &config,
             )?;
             let before = schema.wal_syncs().await?;
+            let spent = CpuSpent::start(&running);
             let result = wrk_all(&running, &script, connections, seconds)?;
+            let cpu = spent.per_request(&running, &result);
             let flushes = schema.wal_syncs().await? - before;
             running.into_iter().for_each(Process::stop);
             let accepted = result.requests.saturating_sub(result.non_2xx).max(1);
             println!(
-                "{:>6}  {:>22}  {:>9.0} {:>9}  {:>8.2}  {:>12}  {:>7}",
+                "{:>6}  {:>22}  {:>9.0} {:>9}  {:>8.2}  {:>12}  {:>7}  {:>38}",
                 connections,
                 format!(
                     "postgres, {replicas} replica{}",
@@ -219,7 +259,8 @@ pub async fn compare(
                 support::ms(result.p99),
                 result.requests_per_sec / on_sqlite.requests_per_sec,
                 format!("{:.3}/event", flushes as f64 / accepted as f64),
-                result.non_2xx
+                result.non_2xx,
+                cpu
             );
             admin = schema.drop().await?;
         }

@@ -205,8 +205,24 @@ pub fn own_cpu_time() -> Duration {
     stat_ticks(&stat, 13, 14)
 }
 
+/// CPU time used so far by every process whose command is `name` (e.g. the database
+/// server's processes); one that ended in between takes its time with it.
+pub fn processes_cpu_time(name: &str) -> Duration {
+    let wanted = format!("({name})");
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter(|stat| stat.split_whitespace().nth(1) == Some(wanted.as_str()))
+        .map(|stat| stat_ticks(&stat, 13, 14))
+        .sum()
+}
+
 /// CPU time of this process's children that have been waited for (wrk runs).
-fn children_cpu_time() -> Duration {
+pub fn children_cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     stat_ticks(&stat, 15, 16)
 }
