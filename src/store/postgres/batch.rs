@@ -20,7 +20,9 @@ WITH input AS (
                          $16::text[], $17::text[])
         WITH ORDINALITY AS r (id, source, received_at, remote_addr, event_type, dedup_key,
                               content_type, headers, body, action, git_ref, branch, tag,
-                              project, sender, commit_before, commit_after, ord)),
+                              project, sender, commit_before, commit_after, ord)
+    -- Nothing unless this transaction holds the ingest order lock (ingest.rs).
+    WHERE current_setting('hookrelay.ordered', true) = 'true'),
 key AS (
     INSERT INTO dedup_keys (source, key, event_id, received_at)
     SELECT source, dedup_key, id, received_at FROM input WHERE dedup_key IS NOT NULL

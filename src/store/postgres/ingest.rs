@@ -16,6 +16,9 @@ use crate::store::{Accepted, Change, NewEvent, StoreError};
 const MAX_BATCH: usize = 1024;
 /// Transactions of one replica committing at once (each waits for its WAL flush).
 const COMMITS_IN_FLIGHT: usize = 1;
+/// After a batch found the ingest order lock taken, how many batches wait for it instead
+/// of trying for it in one round trip.
+const IN_ORDER_AFTER_CONTENTION: usize = 16;
 /// Requests waiting for a batch; a full queue makes ingest wait (backpressure), not fail.
 const QUEUE_DEPTH: usize = 4096;
 
@@ -50,6 +53,9 @@ async fn batcher(
     mut waiting: mpsc::Receiver<(NewEvent, Reply)>,
 ) {
     let commits = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
+    // Batches still to wait for the order lock since one found it taken: while other
+    // replicas' batches contend, a try in one round trip would mostly cost one more.
+    let mut waiting_in_order = 0usize;
     loop {
         // Wait for a commit slot first: requests keep gathering meanwhile, into one batch.
         let Ok(slot) = commits.clone().acquire_owned().await else {
@@ -59,22 +65,36 @@ async fn batcher(
             return;
         };
         let started = std::time::Instant::now();
-        // The batch is gathered once this replica holds the ingest order lock: whatever
-        // arrived while another replica's batch held it goes into this one.
-        let opened = open_in_order(&pool).await;
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match waiting.try_recv() {
-                Ok(next) => batch.push(next),
-                Err(_) => break,
+        let (mut events, mut replies) = (vec![first.0], vec![first.1]);
+        gather(&mut waiting, &mut events, &mut replies);
+        let sent_at_once = match waiting_in_order {
+            0 => match pool.get().await {
+                Ok(client) => insert_if_first(&client, &events).await,
+                Err(err) => Err(Retry::Never(pool_error(err))),
+            },
+            _ => Ok(None),
+        };
+        let sent = match sent_at_once {
+            Ok(Some(answers)) => Sent::Done(Ok(answers)),
+            Err(Retry::Never(err)) => Sent::Done(Err(Retry::Never(err))),
+            // Another replica's batch held the order lock (or did lately): wait for it.
+            // Whatever arrives while this replica waits goes into this batch.
+            Ok(None) | Err(Retry::Again(_)) => {
+                waiting_in_order = match waiting_in_order {
+                    0 => IN_ORDER_AFTER_CONTENTION,
+                    left => left - 1,
+                };
+                let opened = open_in_order(&pool).await;
+                gather(&mut waiting, &mut events, &mut replies);
+                Sent::Opened(opened)
             }
-        }
+        };
         let (pool, notifier) = (pool.clone(), notifier.clone());
         tokio::spawn(async move {
-            let (events, replies): (Vec<NewEvent>, Vec<Reply>) = batch.into_iter().unzip();
-            let mut result = match opened {
-                Ok(client) => insert_and_commit(&client, &events).await,
-                Err(err) => Err(err),
+            let mut result = match sent {
+                Sent::Done(result) => result,
+                Sent::Opened(Ok(client)) => insert_and_commit(&client, &events).await,
+                Sent::Opened(Err(err)) => Err(err),
             };
             // A deadlock or serialization failure aborts the whole batch; it is tried once
             // more (batches of different replicas never wait on each other's keys: they
@@ -108,6 +128,29 @@ async fn batcher(
                 }
             }
         });
+    }
+}
+
+/// Where a batch stands once the batcher lets it go.
+enum Sent {
+    /// Sent in one round trip: committed, or failed for good.
+    Done(Result<Vec<Accepted>, Retry>),
+    /// A connection holding the ingest order lock, the rest to send.
+    Opened(Result<deadpool_postgres::Object, Retry>),
+}
+
+/// Moves what is waiting now into the batch, up to [`MAX_BATCH`].
+fn gather(
+    waiting: &mut mpsc::Receiver<(NewEvent, Reply)>,
+    events: &mut Vec<NewEvent>,
+    replies: &mut Vec<Reply>,
+) {
+    while events.len() < MAX_BATCH {
+        let Ok((event, reply)) = waiting.try_recv() else {
+            break;
+        };
+        events.push(event);
+        replies.push(reply);
     }
 }
 
@@ -151,8 +194,12 @@ fn due_destinations(events: &[NewEvent], answers: &[Accepted]) -> Vec<Name> {
 /// numbered before it, and a walker paging by number never passes a row that commits late.
 /// The replicas' batches still share WAL flushes with everything else; under load a batch
 /// waiting here grows, so it costs throughput little.
-const LOCK_INGEST_ORDER: &str =
-    "SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.ingest.' || current_schema(), 0))";
+/// It also records, for the rest of the transaction, that the lock is held
+/// (`hookrelay.ordered`): the destinations' locks and the insert do nothing without it.
+const LOCK_INGEST_ORDER: &str = "
+SELECT set_config('hookrelay.ordered', 'true', true) FROM (
+    SELECT pg_advisory_xact_lock(hashtextextended('hookrelay.ingest.' || current_schema(), 0))
+) locked";
 
 /// Taken after [`LOCK_INGEST_ORDER`]: the destinations a batch adds deliveries to, which a
 /// `fifo` or `latest` claim locks too (`claims::LOCK_DESTINATION`), so it never passes over
@@ -161,7 +208,17 @@ const LOCK_DESTINATIONS: &str = "
 SELECT count(pg_advisory_xact_lock(k)) FROM (
     SELECT DISTINCT hashtextextended('hookrelay.destination.' || current_schema() || '.' || d, 0)
         AS k
-    FROM unnest($1::text[]) AS d ORDER BY k) locks";
+    FROM unnest($1::text[]) AS d
+    WHERE current_setting('hookrelay.ordered', true) = 'true'
+    ORDER BY k) locks";
+
+/// [`LOCK_INGEST_ORDER`] without waiting, for a batch sent in one round trip: whether it
+/// was taken is kept for the rest of the transaction (`hookrelay.ordered`), and when it was
+/// not, the destinations' locks and the insert that follow in the same pipeline do nothing.
+const TRY_INGEST_ORDER: &str = "
+SELECT set_config('hookrelay.ordered',
+    pg_try_advisory_xact_lock(hashtextextended('hookrelay.ingest.' || current_schema(), 0))::text,
+    true)";
 
 /// A connection in a transaction that holds the ingest order lock (BEGIN and the lock in
 /// one round trip). On failure the transaction is rolled back before the connection goes
@@ -213,12 +270,58 @@ async fn insert_and_commit(
         client.batch_execute("COMMIT"),
     );
     locked.map_err(classify)?;
-    let inserted: std::collections::HashSet<String> = rows
-        .map_err(classify)?
-        .iter()
-        .map(|row| row.get(0))
-        .collect();
+    let rows = rows.map_err(classify)?;
     committed.map_err(classify)?;
+    answer(client, &batch, events, &rows).await
+}
+
+/// The whole batch in one round trip: BEGIN, the ingest order lock if no other batch holds
+/// it, the destinations' locks, the insert, COMMIT. None when another replica's batch held
+/// the order lock: then the locks and the insert did nothing and an empty transaction
+/// committed. A failing statement makes the rest fail and the COMMIT roll back.
+async fn insert_if_first(
+    client: &deadpool_postgres::Object,
+    events: &[NewEvent],
+) -> Result<Option<Vec<Accepted>>, Retry> {
+    let batch = super::batch::Batch::of(events);
+    let prepared = async {
+        let order = client.prepare_cached(TRY_INGEST_ORDER).await?;
+        let lock = client.prepare_cached(LOCK_DESTINATIONS).await?;
+        let insert = client.prepare_cached(super::batch::INSERT_BATCH).await?;
+        Ok((order, lock, insert))
+    };
+    // Outside a transaction yet: nothing to roll back.
+    let (order, lock, insert) = prepared.await.map_err(classify)?;
+    let destinations = batch.destinations();
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destinations];
+    let params = batch.params();
+    let (begun, ordered, locked, rows, committed) = tokio::join!(
+        client.batch_execute("BEGIN"),
+        client.query_one(&order, &[]),
+        client.query_one(&lock, &lock_params),
+        client.query(&insert, &params),
+        client.batch_execute("COMMIT"),
+    );
+    begun.map_err(classify)?;
+    let ordered: String = ordered.map_err(classify)?.get(0);
+    locked.map_err(classify)?;
+    let rows = rows.map_err(classify)?;
+    committed.map_err(classify)?;
+    if ordered != "true" {
+        return Ok(None);
+    }
+    answer(client, &batch, events, &rows).await.map(Some)
+}
+
+/// The answers of a committed batch: the events inserted, and for each repeat of a sender's
+/// delivery id the original it repeats.
+async fn answer(
+    client: &deadpool_postgres::Object,
+    batch: &super::batch::Batch,
+    events: &[NewEvent],
+    rows: &[tokio_postgres::Row],
+) -> Result<Vec<Accepted>, Retry> {
+    let inserted: std::collections::HashSet<String> = rows.iter().map(|row| row.get(0)).collect();
     // The originals of keyed events that were not inserted, committed before this batch
     // (the insert waited for any it met uncommitted).
     let missing = batch.keys_not_in(&inserted);
