@@ -135,6 +135,7 @@ macro_rules! store_conformance {
             operator::bulk_replay_changes_exactly_what_the_dry_run_counted,
             operator::cancel_stops_waiting_deliveries_only_and_pauses_are_kept,
             operator::retention_removes_old_finished_events_keeps_dead_longer_and_dedup_still_works,
+            operator::a_repeat_is_recognised_after_every_older_event_was_pruned,
             changes::the_feed_announces_due_destinations_pauses_and_jobs_after_they_commit,
             races::two_handles_claiming_one_destination_at_once_never_share_a_delivery,
             races::two_handles_claiming_a_fifo_destination_at_once_get_one_head,

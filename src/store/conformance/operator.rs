@@ -293,3 +293,55 @@ pub async fn retention_removes_old_finished_events_keeps_dead_longer_and_dedup_s
         "a repeat of a pruned event was accepted as new"
     );
 }
+
+/// Once every event has been pruned (a quiet week), a new event and its repeat are still one
+/// event: numbering that starts again must not confuse the dedup window.
+pub async fn a_repeat_is_recognised_after_every_older_event_was_pruned(backend: &Backend) {
+    use crate::domain::{DEDUP_WINDOW_MS, Retention};
+    use std::time::Duration;
+    let store = backend.store();
+    for key in ["old-1", "old-2", "old-3"] {
+        store
+            .insert_event(event(Some(key), &["a"], 0))
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim(claim_all("a", 1)).await.unwrap();
+    for delivery in &claimed.deliveries {
+        store
+            .complete(done_with(delivery, NextState::Succeeded, 1))
+            .await
+            .unwrap();
+    }
+    let later = DEDUP_WINDOW_MS + 24 * 3_600_000;
+    let policy = Retention {
+        succeeded: Duration::from_secs(3600),
+        dead: Duration::from_secs(3600),
+        interval: Duration::from_secs(60),
+    };
+    let mut after = None;
+    while let Some(next) = store.prune_step(policy, after, later).await.unwrap().next {
+        after = Some(next);
+    }
+    let left = store
+        .list_events(Filter::default(), None, 10)
+        .await
+        .unwrap();
+    assert!(left.items.is_empty(), "every old event was pruned");
+    let first = store
+        .insert_event(event(Some("new"), &["a"], later))
+        .await
+        .unwrap();
+    assert!(!first.duplicate);
+    // A later commit moves the window past the old events' arrival.
+    store
+        .insert_event(event(Some("other"), &["a"], later + 1000))
+        .await
+        .unwrap();
+    let repeat = store
+        .insert_event(event(Some("new"), &["a"], later + 2000))
+        .await
+        .unwrap();
+    assert!(repeat.duplicate, "the repeat is recognised: {repeat:?}");
+    assert_eq!(repeat.event_id, first.event_id);
+}

@@ -56,6 +56,10 @@ pub struct DedupIndex {
     next_sweep: i64,
     /// Keys added by the transaction in progress; they count only once it commits.
     staged: Vec<(UnixMillis, i64, i64)>,
+    /// The next event's seq. The writer numbers events itself: SQLite's max(rowid) + 1 would
+    /// hand numbers out again once every event is pruned, and this window's offsets and
+    /// expiry count on seqs only growing.
+    next_event_seq: i64,
 }
 
 impl Default for DedupIndex {
@@ -67,6 +71,7 @@ impl Default for DedupIndex {
             marks: VecDeque::new(),
             next_sweep: i64::MIN,
             staged: Vec::new(),
+            next_event_seq: 1,
         }
     }
 }
@@ -88,7 +93,18 @@ impl DedupIndex {
         ) {
             tracing::warn!(error = %err, "old dedup keys not pruned now");
         }
-        let mut index = Self::default();
+        // Above every seq an event, a pruned event's trace or a remembered key has.
+        let highest: Option<i64> = conn.query_row(
+            "SELECT max(m) FROM (SELECT max(seq) AS m FROM events
+                                 UNION ALL SELECT max(seq) FROM pruned_events
+                                 UNION ALL SELECT max(event_seq) FROM dedup_keys)",
+            [],
+            |row| row.get(0),
+        )?;
+        let mut index = Self {
+            next_event_seq: highest.unwrap_or(0) + 1,
+            ..Self::default()
+        };
         let mut stmt =
             conn.prepare("SELECT received_at, hash, event_seq FROM dedup_keys ORDER BY seq")?;
         let rows = stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?;
@@ -113,6 +129,14 @@ impl DedupIndex {
                 let seq = self.base + i64::from(*self.committed.get(&key(hash))?);
                 (seq > self.expired_through).then_some(seq)
             })
+    }
+
+    /// A seq for the event about to be inserted; one a rolled-back insert took is not used
+    /// again (numbers may have gaps, never repeats).
+    pub fn take_event_seq(&mut self) -> i64 {
+        let seq = self.next_event_seq;
+        self.next_event_seq += 1;
+        seq
     }
 
     pub fn stage(&mut self, received_at: UnixMillis, hash: i64, seq: i64) {
@@ -146,7 +170,8 @@ impl DedupIndex {
 
     fn remember(&mut self, received_at: UnixMillis, hash: i64, seq: i64) {
         if seq < self.base {
-            // Older than every key kept (seqs only grow; only a test goes back).
+            // Older than every key kept: seqs only grow (`take_event_seq`), so only a store
+            // whose numbers an earlier hookrelay handed out again gets here.
             return;
         }
         if seq - self.base >= 2 * SEQ_SPAN {

@@ -63,11 +63,13 @@ pub(super) fn insert_event(
             });
         }
     }
+    let event_seq = dedup.take_event_seq();
     tx.prepare_cached(
         "INSERT INTO events (id, source, received_at, remote_addr, event_type, dedup_key,
                              content_type, headers, body, action, git_ref, branch, tag,
-                             project, sender, commit_before, commit_after)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                             project, sender, commit_before, commit_after, seq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -88,10 +90,10 @@ pub(super) fn insert_event(
             class.sender,
             class.commit_before,
             class.commit_after,
+            event_seq,
         ])
     })
     .map_err(backend)?;
-    let event_seq = tx.last_insert_rowid();
     if let Some(hash) = hash {
         tx.prepare_cached(
             "INSERT INTO dedup_keys (hash, event_seq, received_at) VALUES (?1, ?2, ?3)",
