@@ -1,7 +1,6 @@
 //! `POST /hooks/{source}`: admit (address, loop, rate, backlog, header credentials), read the
 //! body under its limits, verify, classify, dedup, route, commit, then answer.
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -227,7 +226,16 @@ async fn receive_counted(
         body,
         destinations: admitted.destinations,
     };
-    let accepted = state.store.insert_event(event).await.map_err(|err| {
+    // Counted before the commit, taken back if nothing was added: the backlog watcher's
+    // count then never sees a committed delivery that is also counted here (counted after
+    // the commit, one that landed while the flush ran was counted twice: an early 503).
+    let routed = event.destinations.len() as u64;
+    state.backlog.added(routed);
+    let stored = state.store.insert_event(event).await;
+    if !matches!(&stored, Ok(accepted) if !accepted.duplicate) {
+        state.backlog.taken_back(routed);
+    }
+    let accepted = stored.map_err(|err| {
         tracing::error!(%source, error = %err, "event not stored");
         match err {
             StoreError::Unavailable(_) => IngestError::Unavailable,
@@ -242,12 +250,6 @@ async fn receive_counted(
         duplicate = accepted.duplicate,
         "webhook accepted"
     );
-    if !accepted.duplicate {
-        state
-            .backlog
-            .current
-            .fetch_add(accepted.deliveries as u64, Relaxed);
-    }
     let status = if accepted.duplicate {
         StatusCode::OK
     } else {

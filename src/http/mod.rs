@@ -165,8 +165,23 @@ impl Backlog {
             .is_some_and(|limit| self.current.load(Relaxed) >= limit)
     }
 
+    /// Deliveries an ingest is about to commit.
+    pub fn added(&self, deliveries: u64) {
+        self.current.fetch_add(deliveries, Relaxed);
+    }
+
+    /// What [`Backlog::added`] counted and did not commit (a duplicate, an error). The
+    /// watcher may have replaced the figure meanwhile, so it never goes below zero.
+    pub fn taken_back(&self, deliveries: u64) {
+        let _ = self
+            .current
+            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(deliveries)));
+    }
+
     /// Counts the store's backlog every second until `stop`; ingest also adds what it
-    /// commits in between, so a burst cannot overshoot by a second's worth.
+    /// commits in between, so a burst cannot overshoot by a second's worth. Ingest adds
+    /// before its commit, so a count can only miss an ingest in flight (until the next
+    /// count), never include one twice.
     pub async fn watch(
         self: Arc<Self>,
         store: Arc<dyn Store>,
