@@ -92,6 +92,8 @@ recorded AS (
            r.started_at, r.duration_ms, r.status, r.error, r.excerpt, r.verdict, r.class,
            r.summary
     FROM input r
+    -- A stale record whose delivery retention already removed leaves no orphan attempt.
+    WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = r.seq)
     RETURNING 1)
 SELECT (SELECT count(*) FROM moved), (SELECT count(*) FROM recorded)";
 

@@ -170,9 +170,8 @@ CREATE TABLE breakers (
 "#,
     r#"
 -- The writers keep these links themselves, as on SQLite (which does not enforce them): a
--- delivery is inserted in its event's transaction, an attempt for a delivery claimed under a
--- lease (retention never removes an unfinished one), and retention removes children before
--- their parents. The checks cost each delivery inserted and each attempt recorded a lookup
+-- delivery is inserted in its event's transaction, an attempt only while its delivery
+-- exists (records.rs), and retention removes children before their parents. The checks cost each delivery inserted and each attempt recorded a lookup
 -- and a lock on its parent row: about 10 % of ingest at 32 connections.
 ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_event_seq_fkey;
 ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_delivery_seq_fkey;
