@@ -69,7 +69,7 @@ async fn batcher(
         gather(&mut waiting, &mut events, &mut replies);
         let sent_at_once = match waiting_in_order {
             0 => match pool.get().await {
-                Ok(client) => insert_if_first(&client, &events).await,
+                Ok(client) => insert_and_commit(&client, &events, Opening::Try).await,
                 Err(err) => Err(Retry::Never(pool_error(err))),
             },
             _ => Ok(None),
@@ -93,7 +93,7 @@ async fn batcher(
         tokio::spawn(async move {
             let mut result = match sent {
                 Sent::Done(result) => result,
-                Sent::Opened(Ok(client)) => insert_and_commit(&client, &events).await,
+                Sent::Opened(Ok(client)) => insert_in_order(&client, &events).await,
                 Sent::Opened(Err(err)) => Err(err),
             };
             // A deadlock or serialization failure aborts the whole batch; it is tried once
@@ -101,7 +101,7 @@ async fn batcher(
             // take the ingest order lock first).
             if matches!(&result, Err(Retry::Again(_))) {
                 result = match open_in_order(&pool).await {
-                    Ok(client) => insert_and_commit(&client, &events).await,
+                    Ok(client) => insert_in_order(&client, &events).await,
                     Err(err) => Err(err),
                 };
             }
@@ -240,77 +240,82 @@ async fn open_in_order(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgr
     Ok(client)
 }
 
-/// The rest of the transaction [`open_in_order`] began, in one round trip, answered in
-/// order: the destinations' locks before the rows take their numbers, the insert, COMMIT.
-/// When a statement fails the rest fail with it and the COMMIT rolls back, so the
-/// connection goes back to the pool outside any transaction either way.
+/// How a batch's transaction stands when its rows are sent.
+#[derive(Clone, Copy, PartialEq)]
+enum Opening {
+    /// Begun by [`open_in_order`], holding the ingest order lock.
+    Held,
+    /// To begin in the same pipeline, with a try for the order lock ([`TRY_INGEST_ORDER`]).
+    Try,
+}
+
+/// The batch's statements in one round trip, answered in order: BEGIN and the try for the
+/// order lock when `opening` is [`Opening::Try`], the destinations' locks before the rows
+/// take their numbers, the insert, COMMIT. None when the try found the order lock taken:
+/// then the locks and the insert did nothing and an empty transaction committed. When a
+/// statement fails the rest fail with it and the COMMIT rolls back, so the connection goes
+/// back to the pool outside any transaction either way.
 async fn insert_and_commit(
     client: &deadpool_postgres::Object,
     events: &[NewEvent],
-) -> Result<Vec<Accepted>, Retry> {
+    opening: Opening,
+) -> Result<Option<Vec<Accepted>>, Retry> {
     let batch = super::batch::Batch::of(events);
     let prepared = async {
+        let order = match opening {
+            Opening::Try => Some(client.prepare_cached(TRY_INGEST_ORDER).await?),
+            Opening::Held => None,
+        };
         let lock = client.prepare_cached(LOCK_DESTINATIONS).await?;
         let insert = client.prepare_cached(super::batch::INSERT_BATCH).await?;
-        Ok((lock, insert))
+        Ok((order, lock, insert))
     };
-    let (lock, insert) = match prepared.await {
+    let (order, lock, insert) = match prepared.await {
         Ok(statements) => statements,
         Err(err) => {
-            let _ = client.batch_execute("ROLLBACK").await;
+            if opening == Opening::Held {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
             return Err(classify(err));
         }
     };
     let destinations = batch.destinations();
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destinations];
     let params = batch.params();
-    let (locked, rows, committed) = tokio::join!(
-        client.query_one(&lock, &lock_params),
-        client.query(&insert, &params),
-        client.batch_execute("COMMIT"),
-    );
-    locked.map_err(classify)?;
-    let rows = rows.map_err(classify)?;
-    committed.map_err(classify)?;
-    answer(client, &batch, events, &rows).await
-}
-
-/// The whole batch in one round trip: BEGIN, the ingest order lock if no other batch holds
-/// it, the destinations' locks, the insert, COMMIT. None when another replica's batch held
-/// the order lock: then the locks and the insert did nothing and an empty transaction
-/// committed. A failing statement makes the rest fail and the COMMIT roll back.
-async fn insert_if_first(
-    client: &deadpool_postgres::Object,
-    events: &[NewEvent],
-) -> Result<Option<Vec<Accepted>>, Retry> {
-    let batch = super::batch::Batch::of(events);
-    let prepared = async {
-        let order = client.prepare_cached(TRY_INGEST_ORDER).await?;
-        let lock = client.prepare_cached(LOCK_DESTINATIONS).await?;
-        let insert = client.prepare_cached(super::batch::INSERT_BATCH).await?;
-        Ok((order, lock, insert))
+    // Polled first, so BEGIN and the try go out ahead of the rest.
+    let ordered = async {
+        let Some(order) = &order else {
+            return Ok(true);
+        };
+        let (begun, ordered) =
+            tokio::join!(client.batch_execute("BEGIN"), client.query_one(order, &[]));
+        begun?;
+        Ok::<_, tokio_postgres::Error>(ordered?.get::<_, String>(0) == "true")
     };
-    // Outside a transaction yet: nothing to roll back.
-    let (order, lock, insert) = prepared.await.map_err(classify)?;
-    let destinations = batch.destinations();
-    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&destinations];
-    let params = batch.params();
-    let (begun, ordered, locked, rows, committed) = tokio::join!(
-        client.batch_execute("BEGIN"),
-        client.query_one(&order, &[]),
+    let (ordered, locked, rows, committed) = tokio::join!(
+        ordered,
         client.query_one(&lock, &lock_params),
         client.query(&insert, &params),
         client.batch_execute("COMMIT"),
     );
-    begun.map_err(classify)?;
-    let ordered: String = ordered.map_err(classify)?.get(0);
+    let ordered = ordered.map_err(classify)?;
     locked.map_err(classify)?;
     let rows = rows.map_err(classify)?;
     committed.map_err(classify)?;
-    if ordered != "true" {
+    if !ordered {
         return Ok(None);
     }
     answer(client, &batch, events, &rows).await.map(Some)
+}
+
+/// [`insert_and_commit`] on a transaction that holds the order lock: it always inserts.
+async fn insert_in_order(
+    client: &deadpool_postgres::Object,
+    events: &[NewEvent],
+) -> Result<Vec<Accepted>, Retry> {
+    insert_and_commit(client, events, Opening::Held)
+        .await?
+        .ok_or_else(|| Retry::Never(StoreError::Backend("the ingest order lock was lost".into())))
 }
 
 /// The answers of a committed batch: the events inserted, and for each repeat of a sender's
