@@ -391,17 +391,16 @@ struct CpuPerRequest {
 
 impl CpuPerRequest {
     fn of(result: &WrkResult, server: Duration) -> Self {
-        let requests = result.requests.max(1) as f64;
         CpuPerRequest {
-            server_us: server.as_secs_f64() * 1e6 / requests,
-            client_us: result.client_cpu.as_secs_f64() * 1e6 / requests,
+            server_us: support::micros_each(server, result.requests),
+            client_us: support::micros_each(result.client_cpu, result.requests),
         }
     }
 
     /// The most requests a second this machine's cores could serve with this server and
     /// wrk sharing them, if nothing but CPU limited them.
-    fn cpu_bound(&self, cores: usize) -> f64 {
-        cores as f64 * 1e6 / (self.server_us + self.client_us)
+    fn cpu_bound(&self) -> f64 {
+        support::cores_allow(self.server_us + self.client_us)
     }
 }
 
@@ -420,7 +419,7 @@ fn print_cpu_bound(rows: &[(usize, [WrkResult; 4])], cpu_rows: &[(usize, [CpuPer
                     "{:>5.1} +{:>5.1} ≤{:>7.0}/s",
                     c.server_us,
                     c.client_us,
-                    c.cpu_bound(cores)
+                    c.cpu_bound()
                 )
             })
             .collect();

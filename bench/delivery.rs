@@ -89,7 +89,7 @@ pub async fn drain(
         delivered: sink.count(),
         seconds,
         drained,
-        cpu_us: cpu.as_secs_f64() * 1e6 / sink.count().max(1) as f64,
+        cpu_us: support::micros_each(cpu, sink.count()),
     })
 }
 
@@ -195,7 +195,7 @@ pub async fn steady(
         max_backlog = max_backlog.max(backlog);
     }
     while requests.join_next().await.is_some() {}
-    let per_request = |spent: Duration| spent.as_secs_f64() * 1e6 / total.max(1) as f64;
+    let per_request = |spent: Duration| support::micros_each(spent, total);
     let relay_cpu_us = per_request(relay.cpu_time() - relay_cpu);
     let bench_cpu_us = per_request(support::own_cpu_time() - bench_cpu);
     let backlog_at_end = accepted

@@ -157,12 +157,11 @@ impl CpuSpent {
 
     /// "relay + db + wrk ≤ the rate the cores could carry at that cost".
     fn per_request(&self, replicas: &[Process], result: &WrkResult) -> String {
-        let requests = result.requests.max(1) as f64;
-        let per = |spent: Duration| spent.as_secs_f64() * 1e6 / requests;
+        let per = |spent: Duration| support::micros_each(spent, result.requests);
         let relays = per(replicas.iter().map(Process::cpu_time).sum::<Duration>() - self.relays);
         let database = per(support::processes_cpu_time("postgres") - self.database);
         let client = per(result.client_cpu);
-        let bound = support::cores() as f64 * 1e6 / (relays + database + client);
+        let bound = support::cores_allow(relays + database + client);
         format!("{relays:.0} + {database:.0} + {client:.0} ≤ {bound:.0}/s")
     }
 }

@@ -199,6 +199,16 @@ fn stat_ticks(stat: &str, user: usize, system: usize) -> Duration {
     Duration::from_micros((tick(user) + tick(system)) * 1_000_000 / per_second)
 }
 
+/// CPU time spent per item, in µs.
+pub fn micros_each(spent: Duration, items: u64) -> f64 {
+    spent.as_secs_f64() * 1e6 / items.max(1) as f64
+}
+
+/// The most items a second this machine's cores could carry at `micros` of CPU each.
+pub fn cores_allow(micros: f64) -> f64 {
+    cores() as f64 * 1e6 / micros
+}
+
 /// CPU time this process has used so far.
 pub fn own_cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
