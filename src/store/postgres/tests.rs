@@ -279,3 +279,43 @@ async fn a_shared_breaker_is_kept_for_replicas_that_start_later() {
     later.share_breaker("sink", false).await;
     assert!(first.open_breakers().await.unwrap().is_empty());
 }
+
+/// A record that arrives after its delivery is gone (its lease taken over, the delivery
+/// finished and pruned meanwhile) stores no attempt: no foreign key refuses one any more,
+/// and an orphan attempt would never be pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_for_a_removed_delivery_leaves_no_attempt() {
+    use crate::store::NextState;
+    use crate::store::conformance::{claim_request, done_with, event};
+    let Some((settings, _schema)) = fresh_schema(true).await else {
+        return;
+    };
+    let store = PgStore::open_with(settings.clone(), OpenMode::Server)
+        .await
+        .unwrap();
+    store.insert_event(event(None, &["a"], 0)).await.unwrap();
+    let claimed = store
+        .claim(claim_request("a", crate::domain::Ordering::Parallel, 10, 1))
+        .await
+        .unwrap();
+    let delivery = &claimed.deliveries[0];
+    let client = plain_client(&settings).await;
+    // What retention does once the delivery finished through another lease.
+    client
+        .batch_execute("DELETE FROM deliveries")
+        .await
+        .unwrap();
+    store
+        .complete(done_with(delivery, NextState::Succeeded, 2))
+        .await
+        .unwrap();
+    let attempts: i64 = client
+        .query_one("SELECT count(*) FROM attempts", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        attempts, 0,
+        "an attempt was stored for a delivery that is gone"
+    );
+}
