@@ -226,14 +226,14 @@ async fn receive_counted(
         body,
         destinations: admitted.destinations,
     };
-    // Counted before the commit, taken back if nothing was added: the backlog watcher's
-    // count then never sees a committed delivery that is also counted here (counted after
-    // the commit, one that landed while the flush ran was counted twice: an early 503).
+    // Counted before the commit and settled after it, so the backlog watcher knows when its
+    // count may have raced this one (see `Backlog`).
     let routed = event.destinations.len() as u64;
-    state.backlog.added(routed);
+    let adding = state.backlog.adding(routed);
     let stored = state.store.insert_event(event).await;
-    if !matches!(&stored, Ok(accepted) if !accepted.duplicate) {
-        state.backlog.taken_back(routed);
+    match &stored {
+        Ok(accepted) if !accepted.duplicate => adding.committed(),
+        _ => adding.taken_back(),
     }
     let accepted = stored.map_err(|err| {
         tracing::error!(%source, error = %err, "event not stored");

@@ -2,6 +2,7 @@
 //! loop, TLS, and the admission limits (body budget, rates, backlog).
 
 pub mod api;
+mod backlog;
 pub mod body;
 pub mod budget;
 mod ingest;
@@ -13,7 +14,6 @@ pub mod tls;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use axum::Router;
@@ -30,6 +30,7 @@ use crate::domain::Name;
 use crate::ingest::{Provider, provider_for};
 use crate::routing::Route;
 use crate::store::Store;
+pub use backlog::Backlog;
 use budget::{BodyBudget, BudgetLimits};
 use rate::RateLimiter;
 
@@ -133,10 +134,7 @@ impl AppState {
             client_rate: config.server.rate_limit_per_client,
             client_rates: Arc::default(),
             source_rates: Arc::default(),
-            backlog: Arc::new(Backlog {
-                limit: config.server.max_pending_deliveries,
-                current: AtomicU64::new(0),
-            }),
+            backlog: Arc::new(Backlog::new(config.server.max_pending_deliveries)),
             delivery,
             readiness: Arc::default(),
             trusted_proxies: Arc::new(
@@ -152,54 +150,6 @@ impl AppState {
 
 /// A readiness answer and when it was found.
 type Readiness = (std::time::Instant, Result<(), String>);
-
-/// Deliveries waiting, as last counted, against the configured limit.
-pub struct Backlog {
-    pub limit: Option<u64>,
-    pub current: AtomicU64,
-}
-
-impl Backlog {
-    pub fn full(&self) -> bool {
-        self.limit
-            .is_some_and(|limit| self.current.load(Relaxed) >= limit)
-    }
-
-    /// Deliveries an ingest is about to commit.
-    pub fn added(&self, deliveries: u64) {
-        self.current.fetch_add(deliveries, Relaxed);
-    }
-
-    /// What [`Backlog::added`] counted and did not commit (a duplicate, an error). The
-    /// watcher may have replaced the figure meanwhile, so it never goes below zero.
-    pub fn taken_back(&self, deliveries: u64) {
-        let _ = self
-            .current
-            .fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(deliveries)));
-    }
-
-    /// Counts the store's backlog every second until `stop`; ingest also adds what it
-    /// commits in between, so a burst cannot overshoot by a second's worth. Ingest adds
-    /// before its commit, so a count can only miss an ingest in flight (until the next
-    /// count), never include one twice.
-    pub async fn watch(
-        self: Arc<Self>,
-        store: Arc<dyn Store>,
-        stop: tokio_util::sync::CancellationToken,
-    ) {
-        let Some(limit) = self.limit else { return };
-        loop {
-            match store.backlog(limit.saturating_add(1)).await {
-                Ok(count) => self.current.store(count, Relaxed),
-                Err(err) => tracing::debug!(error = %err, "backlog count failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                _ = stop.cancelled() => return,
-            }
-        }
-    }
-}
 
 /// The main listener's routes; `ingest` false (`server.roles` without it) answers `/hooks`
 /// with 404 and says why, for a load balancer sending webhooks to the wrong replicas.
