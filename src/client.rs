@@ -99,22 +99,76 @@ impl Client {
             }
         };
         if !(200..300).contains(&status) {
-            let parsed: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-            let field = |name: &str| {
-                parsed
-                    .as_ref()
-                    .and_then(|v| v.get(name))
-                    .and_then(|v| v.as_str())
-                    .map(str::to_owned)
-            };
-            return Err(ClientError::Api {
-                status,
-                code: field("code").unwrap_or_else(|| "unknown".into()),
-                message: field("message")
-                    .unwrap_or_else(|| String::from_utf8_lossy(&bytes).trim().to_owned()),
-            });
+            return Err(refused(status, &bytes));
         }
         serde_json::from_slice(&bytes).map_err(|err| self.protocol(err))
+    }
+
+    /// Follows a server-sent-events route, calling `on_message(event, data)` for each message
+    /// until the server ends the stream or `on_message` returns false.
+    pub async fn follow(
+        &self,
+        path: &str,
+        mut on_message: impl FnMut(&str, &str) -> bool,
+    ) -> Result<(), ClientError> {
+        let mut body = self.open_stream(path).await?;
+        let mut parser = SseParser::default();
+        while let Some(chunk) = body
+            .next_chunk()
+            .await
+            .map_err(|err| ClientError::Unreachable {
+                place: self.place(),
+                reason: root_cause(err.as_ref()),
+            })?
+        {
+            for (event, data) in parser.push(&chunk) {
+                if !on_message(&event, &data) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn open_stream(&self, path: &str) -> Result<StreamBody, ClientError> {
+        match &self.endpoint {
+            Endpoint::Url { base, token } => {
+                let url = base.join(path).map_err(|err| self.protocol(err))?;
+                // No overall timeout: the stream is meant to last.
+                let http = reqwest::Client::builder()
+                    .no_proxy()
+                    .connect_timeout(std::time::Duration::from_secs(10))
+                    .build()
+                    .unwrap_or_default();
+                let mut request = http.get(url);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token);
+                }
+                let response = request.send().await.map_err(|err| self.unreachable(err))?;
+                let status = response.status().as_u16();
+                if !(200..300).contains(&status) {
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    return Err(refused(status, &bytes));
+                }
+                Ok(StreamBody::Http(response))
+            }
+            Endpoint::Socket(socket) => {
+                let response = self
+                    .socket_request(socket, http::Method::GET, path, None)
+                    .await?;
+                let status = response.status().as_u16();
+                if !(200..300).contains(&status) {
+                    let bytes = response
+                        .into_body()
+                        .collect()
+                        .await
+                        .map(|b| b.to_bytes())
+                        .unwrap_or_default();
+                    return Err(refused(status, &bytes));
+                }
+                Ok(StreamBody::Socket(response.into_body()))
+            }
+        }
     }
 
     async fn over_socket(
@@ -124,6 +178,24 @@ impl Client {
         path: &str,
         body: Option<Bytes>,
     ) -> Result<(u16, Bytes), ClientError> {
+        let response = self.socket_request(socket, method, path, body).await?;
+        let status = response.status().as_u16();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| self.unreachable(err))?
+            .to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn socket_request(
+        &self,
+        socket: &PathBuf,
+        method: http::Method,
+        path: &str,
+        body: Option<Bytes>,
+    ) -> Result<http::Response<hyper::body::Incoming>, ClientError> {
         let stream = tokio::net::UnixStream::connect(socket)
             .await
             .map_err(|err| self.unreachable(err))?;
@@ -141,18 +213,10 @@ impl Client {
         let request = request
             .body(Full::new(body.unwrap_or_default()))
             .map_err(|err| self.protocol(err))?;
-        let response = sender
+        sender
             .send_request(request)
             .await
-            .map_err(|err| self.unreachable(err))?;
-        let status = response.status().as_u16();
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|err| self.unreachable(err))?
-            .to_bytes();
-        Ok((status, bytes))
+            .map_err(|err| self.unreachable(err))
     }
 
     fn unreachable(&self, err: impl std::error::Error) -> ClientError {
@@ -178,4 +242,111 @@ fn root_cause(err: &dyn std::error::Error) -> String {
         cause = inner;
     }
     cause.to_string()
+}
+
+/// The API's error answer (`code`, `message`), or its text when it is not one.
+fn refused(status: u16, bytes: &[u8]) -> ClientError {
+    let parsed: Option<serde_json::Value> = serde_json::from_slice(bytes).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    ClientError::Api {
+        status,
+        code: field("code").unwrap_or_else(|| "unknown".into()),
+        message: field("message")
+            .unwrap_or_else(|| String::from_utf8_lossy(bytes).trim().to_owned()),
+    }
+}
+
+enum StreamBody {
+    Http(reqwest::Response),
+    Socket(hyper::body::Incoming),
+}
+
+impl StreamBody {
+    async fn next_chunk(
+        &mut self,
+    ) -> Result<Option<Bytes>, Box<dyn std::error::Error + Send + Sync>> {
+        match self {
+            Self::Http(response) => Ok(response.chunk().await?),
+            Self::Socket(body) => loop {
+                match body.frame().await {
+                    None => return Ok(None),
+                    Some(frame) => {
+                        if let Ok(data) = frame?.into_data() {
+                            return Ok(Some(data));
+                        }
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Splits a server-sent-events byte stream into (event, data) messages.
+#[derive(Default)]
+struct SseParser {
+    pending: Vec<u8>,
+    event: String,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    fn push(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
+        self.pending.extend_from_slice(chunk);
+        let mut messages = Vec::new();
+        while let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.pending.drain(..=end).collect();
+            let line = String::from_utf8_lossy(&line);
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let event = std::mem::take(&mut self.event);
+                    let event = if event.is_empty() {
+                        "message".into()
+                    } else {
+                        event
+                    };
+                    messages.push((event, self.data.join("\n")));
+                    self.data.clear();
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => self.event = value.to_owned(),
+                "data" => self.data.push(value.to_owned()),
+                _ => {}
+            }
+        }
+        messages
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SseParser;
+
+    #[test]
+    fn messages_are_split_however_the_bytes_arrive() {
+        let text = b": keep-alive\n\nevent: event\nid: evt_1\ndata: {\"a\":1}\n\nevent: gap\ndata: {}\r\n\r\n";
+        for cut in 0..text.len() {
+            let mut parser = SseParser::default();
+            let mut got = parser.push(&text[..cut]);
+            got.extend(parser.push(&text[cut..]));
+            assert_eq!(
+                got,
+                [
+                    ("event".to_owned(), "{\"a\":1}".to_owned()),
+                    ("gap".to_owned(), "{}".to_owned())
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
 }

@@ -14,6 +14,7 @@ use crate::client::{Client, ClientError, Endpoint};
 mod bulk;
 mod inspect;
 mod jobs;
+mod tail;
 
 #[derive(Args, Clone)]
 pub struct ApiArgs {
@@ -136,6 +137,8 @@ pub enum RemoteCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Follow new events and delivery state changes as they happen (Ctrl-C stops).
+    Tail(tail::TailArgs),
     /// Sources with their request counts.
     Sources {
         #[command(subcommand)]
@@ -222,6 +225,7 @@ pub async fn run(command: RemoteCommand) -> anyhow::Result<ExitCode> {
         RemoteCommand::Destinations { command, api } => destinations(command, &api).await,
         RemoteCommand::Sources { api, .. } => sources(&api).await,
         RemoteCommand::Jobs { command, api } => jobs::run(command, &api).await,
+        RemoteCommand::Tail(args) => tail::run(args).await,
         RemoteCommand::Reload { api } => {
             let answer: Value = api.client()?.post("/api/v1/reload", &json!({})).await?;
             for note in answer["notes"].as_array().into_iter().flatten() {

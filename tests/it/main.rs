@@ -32,5 +32,6 @@ mod replicas_breaker;
 mod replicas_latest;
 mod robustness;
 mod roles;
+mod stream;
 mod tidy;
 mod tls;

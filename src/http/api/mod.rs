@@ -10,6 +10,7 @@ mod destinations;
 mod events;
 mod params;
 pub mod socket;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -202,6 +203,7 @@ fn routes() -> OpenApiRouter<ApiState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::list_events))
         .routes(routes!(events::show_event))
+        .routes(routes!(stream::stream))
         .routes(routes!(deliveries::list_deliveries))
         .routes(routes!(deliveries::show_delivery))
         .routes(routes!(deliveries::replay_delivery))
