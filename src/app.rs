@@ -186,9 +186,20 @@ impl App {
         }
         let uncapped = state.trusted_proxies.to_vec();
         let tokens = Arc::new(self.config.api.tokens.clone());
+        let sessions = Arc::new(http::console::session::Sessions::default());
+        let console = |secure: bool| {
+            http::console::router(http::console::ConsoleState {
+                api: self.api.clone(),
+                sessions: sessions.clone(),
+                tokens: tokens.clone(),
+                secure,
+            })
+        };
         let mut app = http::router(state, roles.ingest);
         if self.config.api.on_main_listener && roles.api {
-            app = app.merge(http::api::router(self.api.clone(), Some(tokens.clone())));
+            app = app
+                .merge(http::api::router(self.api.clone(), Some(tokens.clone())))
+                .merge(console(self.tls.is_some()));
         }
         let trigger = self.token.clone();
         tokio::spawn(async move {
@@ -211,7 +222,8 @@ impl App {
             uncapped,
         };
         if let Some(listener) = self.api_listener {
-            let app = http::api::router(self.api, Some(tokens));
+            let app =
+                http::api::router(self.api.clone(), Some(tokens.clone())).merge(console(false));
             api_tasks.spawn(http::server::serve(
                 listener,
                 app,

@@ -5,6 +5,7 @@ pub mod api;
 mod backlog;
 pub mod body;
 pub mod budget;
+pub mod console;
 mod ingest;
 pub mod metrics;
 pub mod rate;

@@ -7,6 +7,7 @@ mod cli;
 mod cluster;
 mod command;
 mod command_life;
+mod console;
 mod crash;
 mod database_restart;
 mod database_tls;

@@ -4,11 +4,11 @@
 //! operator admits; every caller there is admin), and TCP listeners where every request needs
 //! a bearer token from `[api] tokens` (`read` may list and show; writes need `admin`).
 
-mod bulk;
-mod deliveries;
-mod destinations;
-mod events;
-mod params;
+pub(crate) mod bulk;
+pub(crate) mod deliveries;
+pub(crate) mod destinations;
+pub(crate) mod events;
+pub(crate) mod params;
 pub mod socket;
 pub mod stream;
 
@@ -267,17 +267,24 @@ async fn guard(
             }
         },
     };
-    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !reads && scope < Scope::Admin {
-        return ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this token may only read; replay, cancel and pause need an admin token",
-        )
-        .into_response();
+    if let Err(refused) = may(scope, request.method()) {
+        return refused.into_response();
     }
     request.extensions_mut().insert(Caller { scope });
     next.run(request).await
+}
+
+/// Reads need a token; writes need an admin one. The console applies the same rule.
+pub fn may(scope: Scope, method: &Method) -> Result<(), ApiError> {
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    if !reads && scope < Scope::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this token may only read; replay, cancel and pause need an admin token",
+        ));
+    }
+    Ok(())
 }
 
 fn bearer(request: &Request) -> Option<&[u8]> {
