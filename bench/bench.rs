@@ -4,6 +4,7 @@
 //! Run through `bench/run.sh`, which builds in release mode and installs wrk if needed.
 
 mod attack;
+mod console;
 mod delivery;
 mod floor;
 mod postgres;

@@ -31,12 +31,22 @@ impl Setup<'_> {
         paused: bool,
         concurrency: Option<usize>,
     ) -> anyhow::Result<Process> {
+        self.start_with(label, sink, paused, concurrency, "")
+    }
+
+    /// Like `start`, with `extra` TOML after the config.
+    fn start_with(
+        &self,
+        label: &str,
+        sink: &Sink,
+        paused: bool,
+        concurrency: Option<usize>,
+        extra: &str,
+    ) -> anyhow::Result<Process> {
         let config_path = self.dir.join(format!("{label}.toml"));
         let db = self.dir.join(format!("{label}.db"));
-        std::fs::write(
-            &config_path,
-            (self.config)(&db, &sink.url, paused, concurrency),
-        )?;
+        let text = (self.config)(&db, &sink.url, paused, concurrency) + extra;
+        std::fs::write(&config_path, text)?;
         Process::start(
             self.relay_bin,
             &[
@@ -225,11 +235,14 @@ pub async fn steady(
     })
 }
 
-/// Resident memory after storing `count` events with the destination paused.
+/// Resident memory after storing `count` events with the destination paused; then the
+/// console's pages on that store, timed (after the memory is read).
 pub async fn memory(setup: &Setup<'_>, sink: &Sink, count: usize) -> anyhow::Result<(f64, f64)> {
-    let relay = setup.start("memory", sink, true, None)?;
+    let api = crate::console::api_section();
+    let relay = setup.start_with("memory", sink, true, None, &api)?;
     support::post_many(&relay.url, setup.body, setup.token, count, 64).await?;
     let (now, peak) = (relay.rss_mb(), relay.peak_rss_mb());
+    crate::console::timings(&relay.url, count).await?;
     relay.stop();
     Ok((now, peak))
 }

@@ -26,6 +26,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod recent;
 pub mod routing;
 pub mod send;
 pub mod signing;

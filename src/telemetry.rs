@@ -190,7 +190,8 @@ impl Telemetry {
         text
     }
 
-    pub fn request(&self, source: &str, outcome: &str) {
+    pub fn request(&self, source: &str, outcome: &'static str) {
+        crate::recent::requests().count(source, outcome);
         self.requests
             .get_or_create(&SourceOutcome {
                 source: source.to_owned(),
@@ -200,6 +201,11 @@ impl Telemetry {
     }
 
     pub fn attempt(&self, destination: &str, verdict: crate::domain::Verdict, class: &str) {
+        let kind = match verdict {
+            crate::domain::Verdict::Delivered => "delivered",
+            _ => "failed",
+        };
+        crate::recent::attempts().count(destination, kind);
         self.attempts
             .get_or_create(&DestinationOutcome {
                 destination: destination.to_owned(),

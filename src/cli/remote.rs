@@ -59,6 +59,9 @@ pub struct FilterArgs {
     /// The project or repository path (`group/app`, `owner/repo`).
     #[arg(long)]
     project: Option<String>,
+    /// Who caused the event (GitLab's user_username, GitHub's sender.login).
+    #[arg(long)]
+    sender: Option<String>,
     /// pending, in_flight, succeeded, dead, superseded or cancelled.
     #[arg(long)]
     state: Option<String>,
@@ -76,6 +79,7 @@ impl FilterArgs {
             ("until", &self.until),
             ("ref", &self.git_ref),
             ("project", &self.project),
+            ("sender", &self.sender),
             ("state", &self.state),
             ("destination", &self.destination),
         ]

@@ -262,6 +262,9 @@ pub trait Store: Send + Sync {
         until: UnixMillis,
     ) -> Result<bool, StoreError>;
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError>;
+    /// Stops an unfinished job: no step runs after this commits (a step is one transaction,
+    /// so it lands whole or not at all), and what it changed before stays changed.
+    async fn cancel_job(&self, id: &str, now: UnixMillis) -> Result<JobCancel, StoreError>;
     /// The newest `limit` jobs, newest first.
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError>;
     /// Per destination named in the store: counts by state, oldest pending, last outcomes.

@@ -22,6 +22,8 @@ pub struct Filter {
     #[serde(rename = "ref")]
     pub git_ref: Option<String>,
     pub project: Option<String>,
+    /// Who caused the event, as the sender names them (`user_username`, `sender.login`).
+    pub sender: Option<String>,
     pub state: Option<DeliveryState>,
     pub destination: Option<String>,
 }
@@ -205,6 +207,33 @@ pub enum JobState {
     Running,
     Finished,
     Failed,
+    /// Stopped by an operator; what it changed before stays changed.
+    Cancelled,
+}
+
+impl JobState {
+    /// The state a job's row records, on every backend.
+    pub fn of_row(
+        finished_at: Option<i64>,
+        error: Option<&str>,
+        cancelled_at: Option<i64>,
+    ) -> Self {
+        match (finished_at, error, cancelled_at) {
+            (None, _, _) => JobState::Running,
+            (Some(_), _, Some(_)) => JobState::Cancelled,
+            (Some(_), None, None) => JobState::Finished,
+            (Some(_), Some(_), None) => JobState::Failed,
+        }
+    }
+}
+
+/// What cancelling a job did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobCancel {
+    Cancelled,
+    NotFound,
+    /// It had already finished, failed or been cancelled.
+    Finished,
 }
 
 /// A destination's deliveries as the store sees them.
@@ -293,6 +322,9 @@ impl Filter {
         }
         if let Some(project) = &self.project {
             conditions.push(("e.project = ?", text(project)));
+        }
+        if let Some(sender) = &self.sender {
+            conditions.push(("e.sender = ?", text(sender)));
         }
         conditions
     }

@@ -199,12 +199,15 @@ await cspClean(page, "bulk");
 await page.goto(`${CONSOLE}/ui/destinations`);
 await page.click("#destination-sink button.pause");
 await page.waitForSelector("#destination-sink .badge[data-state='paused']");
+check(await page.locator("#destination-sink svg rect").count() > 0, "the destination's last hour shows as a chart");
 await page.screenshot({ path: path.join(SHOTS, "destinations-light.png"), fullPage: true });
 await page.click("#destination-sink button.resume");
 await page.waitForSelector("#destination-sink .badge[data-state='healthy']");
 check(true, "pause and resume a destination");
 await cspClean(page, "destinations");
 await page.goto(`${CONSOLE}/ui/sources`);
+check((await page.locator("main").innerText()).includes("accepted"), "sources show their requests by outcome");
+check(await page.locator("svg rect").count() > 0, "a source's last hour shows as a chart");
 await page.screenshot({ path: path.join(SHOTS, "sources-light.png"), fullPage: true });
 await cspClean(page, "sources");
 

@@ -131,3 +131,48 @@ async fn bulk_replay_replays_exactly_what_its_dry_run_counted() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_running_job_can_be_cancelled_once_and_stays_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let sink = Sink::start().await;
+    let listen = free_port();
+    // No `sweep` role: no job runner here, so the job waits, running, for the cancel.
+    let text = (config(dir.path(), &sink.url, "paused = true") + &api_section(listen)).replacen(
+        "[server]\n",
+        "[server]\nroles = [\"ingest\", \"api\", \"deliver\"]\n",
+        1,
+    );
+    let relay = Relay::start(dir.path(), &text);
+    let client = reqwest::Client::new();
+    accept_pushes(&client, &relay, 0..3).await;
+    let api = Api::new(listen);
+    let (status, job) = api
+        .post(
+            "/api/v1/bulk/cancel",
+            json!({"filter": {"state": "pending"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["state"], "running");
+    let id = job["id"].as_str().unwrap();
+    let cancel = format!("/api/v1/jobs/{id}/cancel");
+    let (status, refused) = api.call("POST", &cancel, Some(READ_TOKEN), None).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, cancelled) = api.post(&cancel, json!({})).await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(
+        (cancelled["state"].as_str(), cancelled["changed"].as_u64()),
+        (Some("cancelled"), Some(0))
+    );
+    let (status, again) = api.post(&cancel, json!({})).await;
+    assert_eq!((status, again["code"].as_str()), (409, Some("conflict")));
+    let (status, _) = api.post("/api/v1/jobs/job_unknown/cancel", json!({})).await;
+    assert_eq!(status, 404);
+    let listed = relay.cli(&["jobs", "list", "--json"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("\"cancelled\""), "{listed}");
+    // Its deliveries were not touched.
+    let pending = api.get("/api/v1/deliveries?state=pending").await;
+    assert_eq!(pending["items"].as_array().unwrap().len(), 3);
+}

@@ -201,6 +201,7 @@ async fn the_console_signs_in_refuses_other_origins_and_escapes_what_senders_wro
     for page in [
         "/ui/events".to_owned(),
         "/ui/events?state=pending&source=gitlab&since=1h".to_owned(),
+        "/ui/events?sender=jsmith&ref=main&project=group%2Fapp".to_owned(),
         format!("/ui/events/{event}"),
         format!("/ui/deliveries/{delivery}/compare"),
         "/ui/destinations".to_owned(),

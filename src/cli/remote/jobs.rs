@@ -23,6 +23,11 @@ pub enum JobsCommand {
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         stall_timeout: Duration,
     },
+    /// Stop a running job: no further batch runs; what it changed stays changed.
+    Cancel {
+        /// The job (job_...).
+        id: String,
+    },
 }
 
 pub async fn run(command: JobsCommand, api: &ApiArgs) -> anyhow::Result<ExitCode> {
@@ -61,6 +66,24 @@ pub async fn run(command: JobsCommand, api: &ApiArgs) -> anyhow::Result<ExitCode
             println!("{shown}");
             if jobs.is_empty() {
                 eprintln!("no jobs");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Cancel { id } => {
+            let job: Value = client
+                .post(
+                    &format!("/api/v1/jobs/{}/cancel", segment(&id)),
+                    &Value::Null,
+                )
+                .await?;
+            match api.json {
+                true => println!("{job}"),
+                false => println!(
+                    "cancelled {}: it had changed {} of {}",
+                    text(&job, "id"),
+                    job["changed"],
+                    job["matched"]
+                ),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -178,9 +201,12 @@ impl Follow {
                 }
                 false => bar.set_position(job["changed"].as_u64().unwrap_or(0)),
             }
-            if job["state"] == "failed" {
+            if job["state"] == "failed" || job["state"] == "cancelled" {
                 bar.abandon();
-                let reason = text(job, "error");
+                let reason = match job["state"] == "cancelled" {
+                    true => "cancelled by an operator".to_owned(),
+                    false => text(job, "error"),
+                };
                 return Ok((last, FollowEnd::Failed(reason)));
             }
             let waiting = job["waiting"].as_u64().unwrap_or(0);

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::params::{self, FilterParams};
 use super::{ApiError, ApiResult, ApiState, ErrorBody};
 use crate::domain::{EventId, UnixMillis, now_millis};
-use crate::store::{BulkAction, BulkScope, Cursor, DeliverySummary, JobView};
+use crate::store::{BulkAction, BulkScope, Cursor, DeliverySummary, JobCancel, JobView};
 
 const EXAMPLES: usize = 5;
 
@@ -81,6 +81,31 @@ pub async fn show_job(State(state): State<ApiState>, Path(id): Path<String>) -> 
         .await?
         .ok_or_else(|| ApiError::not_found("job"))?;
     Ok(Json(job))
+}
+
+/// Stops a running bulk job: no further batch runs; what it changed stays changed.
+#[utoipa::path(post, path = "/api/v1/jobs/{id}/cancel", tag = "bulk",
+    params(("id" = String, Path, description = "job_...")),
+    responses((status = 200, body = Object, description = "the job, now cancelled"),
+              (status = 404, body = ErrorBody),
+              (status = 409, body = ErrorBody, description = "already finished, failed or cancelled"),
+              (status = 403, body = ErrorBody)))]
+pub async fn cancel_job(
+    State(state): State<ApiState>,
+    Path(id): Path<String>,
+) -> ApiResult<JobView> {
+    match state.store.cancel_job(&id, now_millis()).await? {
+        JobCancel::Cancelled => tracing::info!(job = %id, "bulk job cancelled"),
+        JobCancel::NotFound => return Err(ApiError::not_found("job")),
+        JobCancel::Finished => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                "the job has already ended: nothing to cancel",
+            ));
+        }
+    }
+    show_job(State(state), Path(id)).await
 }
 
 /// Bulk jobs, newest first (the last 100), each with its progress.

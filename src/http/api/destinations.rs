@@ -20,6 +20,9 @@ pub struct DestinationView {
     pub concurrency: Option<usize>,
     /// Seconds the oldest waiting delivery has waited.
     pub oldest_pending_age_secs: Option<u64>,
+    /// This process's attempts per minute over the last hour, oldest first: `delivered` and
+    /// `failed` (every other verdict), 60 numbers each; absent kinds had none.
+    pub last_hour: BTreeMap<String, Vec<u64>>,
     /// `name`, counts by state (`pending`, `in_flight`, `succeeded`, `dead`, `cancelled`:
     /// cancelled or superseded), `oldest_pending_at`, `last_success_at` (when the last
     /// delivered attempt ended), `last_failure` (the last attempt not delivered, with its
@@ -36,6 +39,8 @@ pub struct SourceView {
     /// Requests since the server started, by outcome: `accepted`, `duplicate`, or why
     /// they were refused (`invalid_credentials`, `rate_limited`, `too_large`, ...).
     pub requests: BTreeMap<String, u64>,
+    /// The same outcomes per minute over the last hour, oldest first (60 numbers each).
+    pub last_hour: BTreeMap<String, Vec<u64>>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -97,6 +102,7 @@ fn view(name: &str, live: &str, mut stat: DestinationStats, now: UnixMillis) -> 
         oldest_pending_age_secs: stat
             .oldest_pending_at
             .map(|at| ((now - at).max(0) / 1000) as u64),
+        last_hour: crate::recent::attempts().last_hour(name),
         figures: stat,
     }
 }
@@ -162,6 +168,7 @@ pub async fn list_sources(State(state): State<ApiState>) -> ApiResult<Vec<Source
                     .into_iter()
                     .map(|(outcome, n)| (outcome.to_owned(), n))
                     .collect(),
+                last_hour: crate::recent::requests().last_hour(name.as_str()),
             })
             .collect(),
     ))

@@ -212,6 +212,7 @@ fn routes() -> OpenApiRouter<ApiState> {
         .routes(routes!(bulk::bulk_cancel))
         .routes(routes!(bulk::show_job))
         .routes(routes!(bulk::list_jobs))
+        .routes(routes!(bulk::cancel_job))
         .routes(routes!(destinations::list_destinations))
         .routes(routes!(destinations::pause_destination))
         .routes(routes!(destinations::resume_destination))

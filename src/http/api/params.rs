@@ -27,6 +27,8 @@ pub struct FilterParams {
     #[param(rename = "ref")]
     pub git_ref: Option<String>,
     pub project: Option<String>,
+    /// Who caused the event (GitLab's `user_username`, GitHub's `sender.login`).
+    pub sender: Option<String>,
     /// pending, in_flight, succeeded, dead, superseded or cancelled.
     pub state: Option<String>,
     pub destination: Option<String>,
@@ -83,6 +85,7 @@ pub fn filter(params: FilterParams, now: UnixMillis) -> Result<Filter, ApiError>
         until: time("until", params.until.as_deref(), now)?,
         git_ref: params.git_ref,
         project: params.project,
+        sender: params.sender,
         state,
         destination: params.destination,
     })

@@ -149,6 +149,20 @@ pub async fn destination(
     Ok(back_to(&form.back, "/ui/destinations"))
 }
 
+/// Stops a running bulk job (`/ui/jobs/{id}/cancel`).
+pub async fn cancel_job(
+    State(state): State<ConsoleState>,
+    Extension(signed): Extension<Signed>,
+    Path(id): Path<String>,
+    Form(form): Form<Posted>,
+) -> PageResult {
+    permitted(&signed, &form.form_token)?;
+    let job = bulk::cancel_job(State(state.api.clone()), Path(id))
+        .await?
+        .0;
+    Ok(Redirect::to(&format!("/ui/jobs/{}", job_row(&job).id)).into_response())
+}
+
 /// The API's filter from the console's form, with ages (`1h`) turned into times now, so
 /// the confirmed run covers the window that was counted.
 fn api_filter(form: &FilterForm) -> Result<FilterParams, ApiError> {
@@ -164,6 +178,7 @@ fn api_filter(form: &FilterForm) -> Result<FilterParams, ApiError> {
         until: at("until", &form.until)?,
         git_ref: text(&form.git_ref),
         project: text(&form.project),
+        sender: text(&form.sender),
         state: text(&form.state),
         destination: text(&form.destination),
     })

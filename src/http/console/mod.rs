@@ -54,6 +54,7 @@ pub const ACTIONS: &[(&str, &str, &str)] = &[
     ("POST", "/ui/bulk", "bulk_replay"),
     ("GET", "/ui/jobs", "list_jobs"),
     ("GET", "/ui/jobs/{id}", "show_job"),
+    ("POST", "/ui/jobs/{id}/cancel", "cancel_job"),
     ("GET", "/ui/destinations", "list_destinations"),
     ("POST", "/ui/destinations/{name}/pause", "pause_destination"),
     (
@@ -78,6 +79,7 @@ pub fn router(state: ConsoleState) -> Router {
         )
         .route("/ui/jobs", get(pages::jobs))
         .route("/ui/jobs/{id}", get(pages::job))
+        .route("/ui/jobs/{id}/cancel", post(actions::cancel_job))
         .route("/ui/destinations", get(pages::destinations))
         .route(
             "/ui/destinations/{name}/{action}",

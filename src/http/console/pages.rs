@@ -250,6 +250,7 @@ pub async fn destinations(
                         format!("{} ({when})", visible(&a.detail.summary))
                     })
                     .unwrap_or_default(),
+                chart: attempts_chart(&view.last_hour),
             }
         })
         .collect();
@@ -282,6 +283,7 @@ pub async fn sources(
                     .filter(|(k, _)| !matches!(k.as_str(), "accepted" | "duplicate"))
                     .map(|(k, n)| (k.replace('_', " "), *n))
                     .collect(),
+                chart: requests_chart(&view.last_hour),
             }
         })
         .collect();
@@ -290,6 +292,57 @@ pub async fn sources(
         rows,
     };
     Ok(rendered(&page).into_response())
+}
+
+type LastHour = std::collections::BTreeMap<String, Vec<u64>>;
+
+fn sum(hour: &LastHour, kind: &str) -> u64 {
+    hour.get(kind)
+        .map(|counts| counts.iter().sum())
+        .unwrap_or(0)
+}
+
+fn attempts_chart(hour: &LastHour) -> Chart {
+    let series = |kind: &str| hour.get(kind).cloned().unwrap_or_default();
+    let (delivered, failed) = (sum(hour, "delivered"), sum(hour, "failed"));
+    let words = match delivered + failed {
+        0 => "no attempts in the last hour".to_owned(),
+        all => format!(
+            "last hour: {delivered} delivered, {failed} failed ({:.0} % delivered)",
+            delivered as f64 * 100.0 / all as f64
+        ),
+    };
+    Chart {
+        bars: render::bars(&[("ok", series("delivered")), ("bad", series("failed"))]),
+        words,
+    }
+}
+
+fn requests_chart(hour: &LastHour) -> Chart {
+    let mut refused = vec![0u64; crate::recent::MINUTES];
+    let refusals = hour
+        .iter()
+        .filter(|(kind, _)| !matches!(kind.as_str(), "accepted" | "duplicate"));
+    for (_, counts) in refusals {
+        for (slot, n) in refused.iter_mut().zip(counts) {
+            *slot += n;
+        }
+    }
+    let series = |kind: &str| hour.get(kind).cloned().unwrap_or_default();
+    let refused_total: u64 = refused.iter().sum();
+    let words = format!(
+        "last hour: {} accepted, {} duplicate, {refused_total} refused",
+        sum(hour, "accepted"),
+        sum(hour, "duplicate")
+    );
+    Chart {
+        bars: render::bars(&[
+            ("ok", series("accepted")),
+            ("off", series("duplicate")),
+            ("bad", refused),
+        ]),
+        words,
+    }
 }
 
 pub fn job_row(job: &JobView) -> JobRow {

@@ -198,6 +198,56 @@ pub fn ago(at: UnixMillis, now: UnixMillis) -> String {
     }
 }
 
+/// One bar of a chart: a minute's count of one kind, stacked on the kinds before it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub x: u32,
+    pub y: f32,
+    pub height: f32,
+    /// `ok`, `bad` or `off`: the CSS class that colours it.
+    pub class: &'static str,
+}
+
+pub const CHART_HEIGHT: f32 = 32.0;
+/// Pixels per minute in the chart's own coordinates (60 minutes: 180 wide).
+const STEP: u32 = 3;
+
+/// Stacked bars per minute for `series` (class, counts per minute, oldest first), scaled to
+/// the busiest minute.
+pub fn bars(series: &[(&'static str, Vec<u64>)]) -> Vec<Bar> {
+    let minutes = series
+        .iter()
+        .map(|(_, counts)| counts.len())
+        .max()
+        .unwrap_or(0);
+    let total = |minute: usize| -> u64 {
+        series
+            .iter()
+            .map(|(_, counts)| counts.get(minute).copied().unwrap_or(0))
+            .sum()
+    };
+    let busiest = (0..minutes).map(total).max().unwrap_or(0).max(1) as f32;
+    let mut out = Vec::new();
+    for minute in 0..minutes {
+        let mut top = CHART_HEIGHT;
+        for (class, counts) in series {
+            let count = counts.get(minute).copied().unwrap_or(0);
+            if count == 0 {
+                continue;
+            }
+            let height = (count as f32 / busiest * CHART_HEIGHT).max(1.0);
+            top -= height;
+            out.push(Bar {
+                x: minute as u32 * STEP,
+                y: top.max(0.0),
+                height,
+                class,
+            });
+        }
+    }
+    out
+}
+
 /// One row of a side-by-side comparison.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Compared {
@@ -291,6 +341,15 @@ mod tests {
                 "close"
             ]
         );
+    }
+
+    #[test]
+    fn bars_stack_per_minute_and_scale_to_the_busiest() {
+        let chart = bars(&[("ok", vec![0, 3, 1]), ("bad", vec![0, 1, 0])]);
+        let shape: Vec<(u32, &str, f32)> = chart.iter().map(|b| (b.x, b.class, b.height)).collect();
+        assert_eq!(shape, [(3, "ok", 24.0), (3, "bad", 8.0), (6, "ok", 8.0)]);
+        assert_eq!(chart[1].y, 0.0, "the busiest minute fills the chart");
+        assert!(bars(&[("ok", vec![0; 60])]).is_empty());
     }
 
     #[test]

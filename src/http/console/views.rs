@@ -104,6 +104,7 @@ pub struct FilterForm {
     #[serde(rename = "ref")]
     pub git_ref: String,
     pub project: String,
+    pub sender: String,
     pub since: String,
     pub until: String,
     pub after: String,
@@ -119,6 +120,7 @@ impl FilterForm {
             ("destination", &self.destination),
             ("ref", &self.git_ref),
             ("project", &self.project),
+            ("sender", &self.sender),
             ("since", &self.since),
             ("until", &self.until),
         ]
@@ -313,6 +315,18 @@ pub struct ComparePage {
     pub rows: Vec<render::Compared>,
 }
 
+/// A last-hour chart and what it says in words.
+pub struct Chart {
+    pub bars: Vec<render::Bar>,
+    pub words: String,
+}
+
+impl Chart {
+    pub fn height(&self) -> f32 {
+        render::CHART_HEIGHT
+    }
+}
+
 pub struct DestinationRow {
     pub name: String,
     pub state: String,
@@ -325,6 +339,7 @@ pub struct DestinationRow {
     pub last_failure: String,
     pub paused: bool,
     pub configured: bool,
+    pub chart: Chart,
 }
 
 #[derive(Template)]
@@ -341,6 +356,7 @@ pub struct SourceRow {
     pub duplicate: u64,
     /// Refused requests by reason.
     pub refused: Vec<(String, u64)>,
+    pub chart: Chart,
 }
 
 #[derive(Template)]

@@ -4,6 +4,7 @@
 
 pub mod changes;
 pub mod claims;
+pub mod jobs;
 pub mod operator;
 pub mod races;
 
@@ -64,6 +65,7 @@ pub fn event(key: Option<&str>, destinations: &[&str], at: i64) -> NewEvent {
             git_ref: Some("refs/heads/main".into()),
             branch: Some("main".into()),
             project: Some("group/app".into()),
+            sender: Some("jsmith".into()),
             dedup_key: key.map(str::to_owned),
             ..Default::default()
         },
@@ -133,6 +135,7 @@ macro_rules! store_conformance {
             claims::a_burst_runs_the_first_and_the_newest_and_supersedes_the_rest,
             operator::pages_never_skip_or_repeat_while_events_arrive,
             operator::bulk_replay_changes_exactly_what_the_dry_run_counted,
+            jobs::a_cancelled_job_takes_no_more_steps_and_keeps_what_it_changed,
             operator::cancel_stops_waiting_deliveries_only_and_pauses_are_kept,
             operator::retention_removes_old_finished_events_keeps_dead_longer_and_dedup_still_works,
             operator::a_repeat_is_recognised_after_every_older_event_was_pruned,

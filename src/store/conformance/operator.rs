@@ -52,6 +52,7 @@ pub async fn pages_never_skip_or_repeat_while_events_arrive(backend: &Backend) {
     let by_ref = Filter {
         git_ref: Some("refs/heads/main".into()),
         project: Some("group/app".into()),
+        sender: Some("jsmith".into()),
         ..Filter::default()
     };
     assert_eq!(
@@ -67,6 +68,12 @@ pub async fn pages_never_skip_or_repeat_while_events_arrive(backend: &Backend) {
         git_ref: Some("dev".into()),
         ..Filter::default()
     };
+    let someone_else = Filter {
+        sender: Some("root".into()),
+        ..Filter::default()
+    };
+    let by_someone_else = store.list_events(someone_else, None, 100).await.unwrap();
+    assert!(by_someone_else.items.is_empty());
     assert!(
         store
             .list_events(other, None, 100)

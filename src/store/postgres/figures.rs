@@ -10,17 +10,14 @@ use crate::domain::DeliveryState;
 use crate::store::{BulkScope, DeliveryGauge, DestinationStats, JobState, JobView, StoreError};
 
 pub async fn job(client: &impl GenericClient, id: &str) -> Result<Option<JobView>, StoreError> {
-    let sql = "SELECT scope, created_at, finished_at, matched, changed, error, updated_at
+    let sql = "SELECT scope, created_at, finished_at, matched, changed, error, updated_at,
+                      cancelled_at
                FROM jobs WHERE id = $1";
     let Some(row) = query::opt(client, sql, &[&id]).await? else {
         return Ok(None);
     };
     let (finished_at, error): (Option<i64>, Option<String>) = (row.get(2), row.get(5));
-    let state = match (finished_at, &error) {
-        (None, _) => JobState::Running,
-        (Some(_), None) => JobState::Finished,
-        (Some(_), Some(_)) => JobState::Failed,
-    };
+    let state = JobState::of_row(finished_at, error.as_deref(), row.get(7));
     // As on SQLite, an unreadable stored scope is answered as a bad request.
     let scope: BulkScope = serde_json::from_str(row.get::<_, &str>(0))
         .map_err(|err| StoreError::BadRequest(format!("stored job: {err}")))?;

@@ -11,7 +11,9 @@ use tokio_postgres::{GenericClient, Transaction};
 use super::browse::{scope_clause, snapshot_of, state_at};
 use super::{pg_error, query};
 use crate::domain::{DEDUP_WINDOW_MS, DeliveryState, Retention, UnixMillis};
-use crate::store::{BulkAction, BulkScope, Cursor, JobClaim, JobProgress, PruneStep, StoreError};
+use crate::store::{
+    BulkAction, BulkScope, Cursor, JobCancel, JobClaim, JobProgress, PruneStep, StoreError,
+};
 
 /// Events looked at per retention step.
 const BATCH: i64 = 500;
@@ -78,6 +80,31 @@ pub async fn claim_job(
 
 /// One step, inside the caller's transaction: the job's row stays locked until it commits,
 /// so a runner that lost the job meanwhile waits for the step and then sees it is not theirs.
+/// Stops an unfinished job: a step waiting on the row's lock then finds it finished.
+pub async fn cancel_job(
+    client: &impl GenericClient,
+    id: &str,
+    now: UnixMillis,
+) -> Result<JobCancel, StoreError> {
+    let changed = client
+        .execute(
+            "UPDATE jobs SET finished_at = $2, updated_at = $2, cancelled_at = $2,
+                    lease_owner = NULL, lease_until = NULL
+             WHERE id = $1 AND finished_at IS NULL",
+            &[&id, &now],
+        )
+        .await
+        .map_err(pg_error)?;
+    if changed == 1 {
+        return Ok(JobCancel::Cancelled);
+    }
+    let exists = query::opt(client, "SELECT 1 FROM jobs WHERE id = $1", &[&id]).await?;
+    Ok(match exists {
+        Some(_) => JobCancel::Finished,
+        None => JobCancel::NotFound,
+    })
+}
+
 pub async fn job_step(
     tx: &Transaction<'_>,
     job: &JobClaim,

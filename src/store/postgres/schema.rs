@@ -176,6 +176,10 @@ CREATE TABLE breakers (
 ALTER TABLE deliveries DROP CONSTRAINT IF EXISTS deliveries_event_seq_fkey;
 ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_delivery_seq_fkey;
 "#,
+    r#"
+-- When an operator stopped an unfinished job (it is then finished too).
+ALTER TABLE jobs ADD COLUMN cancelled_at bigint;
+"#,
 ];
 
 /// Applies what is missing, one replica at a time; refuses a schema newer than this binary.

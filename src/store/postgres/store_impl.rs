@@ -6,8 +6,8 @@ use crate::domain::{DeliveryId, EventId, Name, UnixMillis, now_millis};
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, Change, ClaimRequest, Claimed,
     Cursor, DeliveryGauge, DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter,
-    JobClaim, JobProgress, JobView, Lease, NewEvent, Page, PruneStep, ReplayOutcome, Store,
-    StoreError, StoredRequest,
+    JobCancel, JobClaim, JobProgress, JobView, Lease, NewEvent, Page, PruneStep, ReplayOutcome,
+    Store, StoreError, StoredRequest,
 };
 
 /// Runs `$body` with `$tx` a transaction on a pooled connection, committed if it succeeds.
@@ -148,6 +148,10 @@ impl Store for PgStore {
 
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
         figures::job(&**self.client().await?, id).await
+    }
+
+    async fn cancel_job(&self, id: &str, now: UnixMillis) -> Result<JobCancel, StoreError> {
+        jobs::cancel_job(&**self.client().await?, id, now).await
     }
 
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError> {

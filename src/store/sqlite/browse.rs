@@ -151,7 +151,8 @@ pub fn bulk_count(
 pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
     let found = conn
         .query_row(
-            "SELECT scope, created_at, finished_at, matched, changed, error, updated_at
+            "SELECT scope, created_at, finished_at, matched, changed, error, updated_at,
+                    cancelled_at
              FROM jobs WHERE id = ?1",
             params![id],
             |row| {
@@ -163,18 +164,17 @@ pub fn job(conn: &Connection, id: &str) -> rusqlite::Result<Option<JobView>> {
                     row.get::<_, i64>(4)?,
                     row.get::<_, Option<String>>(5)?,
                     row.get::<_, Option<i64>>(6)?,
+                    row.get::<_, Option<i64>>(7)?,
                 ))
             },
         )
         .optional()?;
-    let Some((scope, created_at, finished_at, matched, changed, error, updated_at)) = found else {
+    let Some((scope, created_at, finished_at, matched, changed, error, updated_at, cancelled_at)) =
+        found
+    else {
         return Ok(None);
     };
-    let state = match (finished_at, &error) {
-        (None, _) => JobState::Running,
-        (Some(_), None) => JobState::Finished,
-        (Some(_), Some(_)) => JobState::Failed,
-    };
+    let state = JobState::of_row(finished_at, error.as_deref(), cancelled_at);
     let scope: BulkScope =
         serde_json::from_str(&scope).map_err(|err| bad_input(format!("stored job: {err}")))?;
     let mut view = JobView {

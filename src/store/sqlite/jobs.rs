@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::browse::{scope_clause, snapshot_of};
 use super::ops::backend;
 use crate::domain::UnixMillis;
-use crate::store::{BulkAction, BulkScope, JobClaim, JobProgress, StoreError};
+use crate::store::{BulkAction, BulkScope, JobCancel, JobClaim, JobProgress, StoreError};
 
 pub fn create_job(
     tx: &Connection,
@@ -163,6 +163,31 @@ fn change_batch(
         false => rows.last().copied(),
     };
     Ok((changed, last))
+}
+
+/// Stops an unfinished job: the step that follows finds it finished and stops.
+pub fn cancel_job(tx: &Connection, id: &str, now: UnixMillis) -> Result<JobCancel, StoreError> {
+    let changed = tx
+        .execute(
+            "UPDATE jobs SET finished_at = ?2, updated_at = ?2, cancelled_at = ?2,
+                    lease_owner = NULL, lease_until = NULL
+             WHERE id = ?1 AND finished_at IS NULL",
+            params![id, now],
+        )
+        .map_err(backend)?;
+    if changed == 1 {
+        return Ok(JobCancel::Cancelled);
+    }
+    let exists: Option<i64> = tx
+        .query_row("SELECT 1 FROM jobs WHERE id = ?1", params![id], |row| {
+            row.get(0)
+        })
+        .optional()
+        .map_err(backend)?;
+    Ok(match exists {
+        Some(_) => JobCancel::Finished,
+        None => JobCancel::NotFound,
+    })
 }
 
 fn fail(tx: &Connection, id: &str, reason: &str, now: UnixMillis) -> Result<(), StoreError> {

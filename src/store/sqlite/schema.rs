@@ -179,6 +179,10 @@ CREATE TABLE leases (
     until INTEGER NOT NULL
 );
 "#,
+    r#"
+-- When an operator stopped an unfinished job (it is then finished too).
+ALTER TABLE jobs ADD COLUMN cancelled_at INTEGER;
+"#,
 ];
 
 /// The schema version, refused when newer than this binary knows.

@@ -6,8 +6,8 @@ use crate::domain::{DeliveryId, EventId, Name, UnixMillis, now_millis};
 use crate::store::Change;
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, ClaimRequest, Claimed, Cursor,
-    DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobClaim, JobProgress,
-    JobView, Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
+    DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobCancel, JobClaim,
+    JobProgress, JobView, Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
 };
 
 #[async_trait::async_trait]
@@ -130,6 +130,12 @@ impl Store for SqliteStore {
     async fn job(&self, id: &str) -> Result<Option<JobView>, StoreError> {
         let id = id.to_owned();
         self.inspect(move |conn| browse::job(conn, &id)).await
+    }
+
+    async fn cancel_job(&self, id: &str, now: UnixMillis) -> Result<JobCancel, StoreError> {
+        let id = id.to_owned();
+        self.write(move |conn| jobs::cancel_job(conn, &id, now))
+            .await
     }
 
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError> {
