@@ -83,6 +83,16 @@ pub async fn timings(base: &str, events: usize) -> anyhow::Result<()> {
             "/ui/events?after=".to_owned(),
             100,
         ),
+        (
+            "events list, last hour + dead",
+            "/ui/events?since=1h&state=dead".to_owned(),
+            100,
+        ),
+        (
+            "events list, a project no event has (no index)",
+            "/ui/events?project=nobody%2Fnothing".to_owned(),
+            100,
+        ),
         ("event page", format!("/ui/events/{id}"), 50),
     ] {
         let path = if path.ends_with("after=") {

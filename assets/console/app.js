@@ -121,7 +121,7 @@
           break;
         }
         case "/": {
-          const first = document.querySelector("#filters input, #filters select");
+          const first = document.getElementById("contains") || document.querySelector("#filters input, #filters select");
           if (first) first.focus();
           break;
         }

@@ -62,6 +62,9 @@ pub struct FilterArgs {
     /// Who caused the event (GitLab's user_username, GitHub's sender.login).
     #[arg(long)]
     sender: Option<String>,
+    /// Events whose body contains this text (`events list` and `tail` only).
+    #[arg(long)]
+    contains: Option<String>,
     /// pending, in_flight, succeeded, dead, superseded or cancelled.
     #[arg(long)]
     state: Option<String>,
@@ -80,6 +83,7 @@ impl FilterArgs {
             ("ref", &self.git_ref),
             ("project", &self.project),
             ("sender", &self.sender),
+            ("contains", &self.contains),
             ("state", &self.state),
             ("destination", &self.destination),
         ]
@@ -152,6 +156,8 @@ pub enum RemoteCommand {
     },
 }
 
+// Parsed once per run: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 pub enum ListShow {
     /// Newest first.

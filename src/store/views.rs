@@ -24,6 +24,9 @@ pub struct Filter {
     pub project: Option<String>,
     /// Who caused the event, as the sender names them (`user_username`, `sender.login`).
     pub sender: Option<String>,
+    /// Events whose body holds these bytes. Event listings only (each backend writes its own
+    /// search, within the listing's time budget); counts and bulk changes refuse it.
+    pub body_contains: Option<String>,
     pub state: Option<DeliveryState>,
     pub destination: Option<String>,
 }
@@ -39,6 +42,19 @@ pub struct Cursor(pub String);
 pub struct Page<T> {
     pub items: Vec<T>,
     pub next: Option<Cursor>,
+    /// Set when an event listing ran out of its time before the page was full: events
+    /// received before this were not looked at yet (`next` goes on from there).
+    pub looked_back_to: Option<UnixMillis>,
+}
+
+/// How an event listing walks the store: ranges of event seqs, newest first, growing from
+/// the first to the largest, until the page is full or the time is up. A filter matching
+/// little then answers in bounded time with what it found and where to go on, instead of
+/// reading every event. Both backends use these figures.
+pub mod look {
+    pub const FIRST_RANGE: i64 = 4_096;
+    pub const LARGEST_RANGE: i64 = 65_536;
+    pub const BUDGET: std::time::Duration = std::time::Duration::from_millis(60);
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -331,22 +347,35 @@ impl Filter {
 
     /// For an event listing: "one of the event's deliveries matches" as one condition, each
     /// value's placeholder made by `placeholder`; `None` when the filter asks nothing of them.
+    /// `listed` names the matching events in a subquery (cheap when few deliveries match:
+    /// an index gives them all) instead of checking each event in turn (cheap when many do:
+    /// the newest events find their matches at once).
     pub fn any_delivery_condition(
         &self,
         mut placeholder: impl FnMut(FilterValue) -> String,
+        listed: bool,
     ) -> Option<String> {
         let of_deliveries = self.delivery_conditions();
         if of_deliveries.is_empty() {
             return None;
         }
-        let mut inner = vec!["d.event_seq = e.seq".to_owned()];
+        let mut inner = Vec::new();
+        if !listed {
+            inner.push("d.event_seq = e.seq".to_owned());
+        }
         for (condition, value) in of_deliveries {
             inner.push(condition.replace('?', &placeholder(value)));
         }
-        Some(format!(
-            "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
-            inner.join(" AND ")
-        ))
+        Some(match listed {
+            true => format!(
+                "e.seq IN (SELECT d.event_seq FROM deliveries d WHERE {})",
+                inner.join(" AND ")
+            ),
+            false => format!(
+                "EXISTS (SELECT 1 FROM deliveries d WHERE {})",
+                inner.join(" AND ")
+            ),
+        })
     }
 
     /// What the filter asks of a delivery (alias `d`), in the same form.

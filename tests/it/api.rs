@@ -117,6 +117,13 @@ async fn tokens_decide_who_reads_and_who_writes_and_every_route_is_documented() 
             400,
         ),
         ("GET", "/api/v1/events?after=bogus", Some(READ_TOKEN), 400),
+        ("GET", "/api/v1/events?contains=push", Some(READ_TOKEN), 200),
+        (
+            "GET",
+            "/api/v1/deliveries?contains=push",
+            Some(READ_TOKEN),
+            400,
+        ),
     ] {
         let body = (method == "POST").then(|| json!({}));
         let (status, answer) = api.call(method, path, token, body).await;

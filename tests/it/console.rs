@@ -233,6 +233,23 @@ async fn the_console_signs_in_refuses_other_origins_and_escapes_what_senders_wro
         page.contains("class=\"replay\""),
         "an admin sees the replay button"
     );
+    let searched = admin
+        .get("/ui/events?contains=%3Cscript%3Ealert")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        searched.contains(&format!("row-{event}")),
+        "a body search finds the event"
+    );
+    let missed = admin
+        .get("/ui/events?contains=nowhere-at-all")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!missed.contains(&format!("row-{event}")));
     let bad_filter = admin.get("/ui/events?since=yesterday").await;
     assert_eq!(bad_filter.status(), 400);
     assert!(bad_filter.text().await.unwrap().contains("since: expected"));

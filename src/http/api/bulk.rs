@@ -122,6 +122,7 @@ async fn bulk(
 ) -> Result<(StatusCode, Json<BulkAnswer>), ApiError> {
     let now = now_millis();
     let filter = params::filter(request.filter, now)?;
+    params::no_body_search(&filter)?;
     if filter == Default::default() {
         return Err(ApiError::bad_filter(
             "an empty filter would touch every delivery: give at least one filter",

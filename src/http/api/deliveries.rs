@@ -54,6 +54,7 @@ pub async fn list_deliveries(
     RawQuery(query): RawQuery,
 ) -> ApiResult<DeliveryPage> {
     let (filter, after, limit) = params::list(query.as_deref())?;
+    params::no_body_search(&filter)?;
     let page = state.store.list_deliveries(filter, after, limit).await?;
     Ok(Json(page.into()))
 }

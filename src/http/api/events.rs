@@ -16,6 +16,10 @@ pub struct EventPage {
     pub items: Vec<EventSummary>,
     /// Pass as `after` for the next page; absent on the last page.
     pub next: Option<String>,
+    /// Present when the listing ran out of time before the page was full (a filter that
+    /// matches little in a big store): events received before this time were not looked at
+    /// yet; `next` goes on from there. Narrowing the filter (a time range) helps.
+    pub looked_back_to: Option<i64>,
 }
 
 impl From<Page<EventSummary>> for EventPage {
@@ -23,6 +27,7 @@ impl From<Page<EventSummary>> for EventPage {
         Self {
             items: page.items,
             next: page.next.map(|cursor| cursor.0),
+            looked_back_to: page.looked_back_to,
         }
     }
 }

@@ -29,6 +29,9 @@ pub struct FilterParams {
     pub project: Option<String>,
     /// Who caused the event (GitLab's `user_username`, GitHub's `sender.login`).
     pub sender: Option<String>,
+    /// Events whose body contains this text (event listings and the stream only). A listing
+    /// that runs out of time before its page is full says how far back it looked.
+    pub contains: Option<String>,
     /// pending, in_flight, succeeded, dead, superseded or cancelled.
     pub state: Option<String>,
     pub destination: Option<String>,
@@ -86,9 +89,20 @@ pub fn filter(params: FilterParams, now: UnixMillis) -> Result<Filter, ApiError>
         git_ref: params.git_ref,
         project: params.project,
         sender: params.sender,
+        body_contains: params.contains.filter(|text| !text.is_empty()),
         state,
         destination: params.destination,
     })
+}
+
+/// Refuses a body search where only event listings can do one.
+pub fn no_body_search(filter: &Filter) -> Result<(), ApiError> {
+    match filter.body_contains {
+        Some(_) => Err(ApiError::bad_filter(
+            "contains: only the events listing searches bodies; list the events first",
+        )),
+        None => Ok(()),
+    }
 }
 
 /// A point in time: RFC 3339, epoch milliseconds, or an age counted back from `now`.

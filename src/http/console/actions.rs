@@ -179,6 +179,7 @@ fn api_filter(form: &FilterForm) -> Result<FilterParams, ApiError> {
         git_ref: text(&form.git_ref),
         project: text(&form.project),
         sender: text(&form.sender),
+        contains: text(&form.contains),
         state: text(&form.state),
         destination: text(&form.destination),
     })

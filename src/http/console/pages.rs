@@ -43,7 +43,9 @@ pub async fn events(
         format!("/ui/events?{}", joined(&after))
     });
     let paged = !filter.after.is_empty();
+    let looked_back_to = page.looked_back_to.map(format_millis);
     let view = EventsPage {
+        looked_back_to,
         chrome: Chrome::new(&signed, "events"),
         rows: page.items.iter().map(|e| Row::new(e, now)).collect(),
         live: (!paged).then(|| format!("/ui/stream?{query}")),

@@ -105,6 +105,7 @@ pub struct FilterForm {
     pub git_ref: String,
     pub project: String,
     pub sender: String,
+    pub contains: String,
     pub since: String,
     pub until: String,
     pub after: String,
@@ -121,6 +122,7 @@ impl FilterForm {
             ("ref", &self.git_ref),
             ("project", &self.project),
             ("sender", &self.sender),
+            ("contains", &self.contains),
             ("since", &self.since),
             ("until", &self.until),
         ]
@@ -165,6 +167,8 @@ pub struct EventsPage {
     pub live: Option<String>,
     pub paged: bool,
     pub query: String,
+    /// The listing ran out of time: events received before this were not looked at yet.
+    pub looked_back_to: Option<String>,
 }
 
 impl EventsPage {

@@ -74,6 +74,26 @@ pub async fn pages_never_skip_or_repeat_while_events_arrive(backend: &Backend) {
     };
     let by_someone_else = store.list_events(someone_else, None, 100).await.unwrap();
     assert!(by_someone_else.items.is_empty());
+    let by_body = |text: &str| Filter {
+        body_contains: Some(text.into()),
+        ..Filter::default()
+    };
+    let holding = store
+        .list_events(by_body("\"not\""), None, 100)
+        .await
+        .unwrap();
+    assert_eq!((holding.items.len(), holding.looked_back_to), (28, None));
+    let absent = store
+        .list_events(by_body("absent"), None, 100)
+        .await
+        .unwrap();
+    assert!(
+        absent.items.is_empty() && absent.next.is_none(),
+        "{:?} {:?} {}",
+        absent.next,
+        absent.looked_back_to,
+        absent.items.len()
+    );
     assert!(
         store
             .list_events(other, None, 100)

@@ -12,7 +12,7 @@ use crate::domain::{
 };
 use crate::store::{
     AttemptView, BulkScope, Cursor, DeliveryBrief, DeliverySummary, EventDetail, EventSummary,
-    Filter, Page, StoreError, decode_headers,
+    Filter, Page, StoreError, decode_headers, look,
 };
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.source, e.received_at, e.remote_addr,
@@ -137,22 +137,65 @@ pub async fn list_events(
     after: Option<&Cursor>,
     limit: usize,
 ) -> Result<Page<EventSummary>, StoreError> {
-    let mut clause = query::events(filter, after)?;
-    let limit_param = clause.next_param((limit + 1) as i64);
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
-        clause.sql()
-    );
-    let rows = query::all(client, &sql, &clause.refs()).await?;
-    let mut rows: Vec<(EventSummary, i64)> = rows.iter().map(event_row).collect();
-    let next = query::page_end(&mut rows, limit);
+    // A bad cursor is refused even when there is nothing to list.
+    let cursor_seq = after.map(query::decode).transpose()?;
+    let bounds = query::one(client, "SELECT min(seq), max(seq) FROM events", &[]).await?;
+    let (Some(lowest), Some(highest)) = (
+        bounds.get::<_, Option<i64>>(0),
+        bounds.get::<_, Option<i64>>(1),
+    ) else {
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+            looked_back_to: None,
+        });
+    };
+    let mut upper = match cursor_seq {
+        Some(seq) => seq,
+        None => highest + 1,
+    };
+    // As on SQLite: ranges of seqs, newest first, until the page is full or the time is up.
+    let started = std::time::Instant::now();
+    let mut range = look::FIRST_RANGE;
+    let mut rows: Vec<(EventSummary, i64)> = Vec::new();
+    let mut looked_back_to = None;
+    while rows.len() <= limit && upper > lowest {
+        let lower = (upper - range).max(lowest);
+        let mut clause = query::events(filter, None)?;
+        clause.push("e.seq < ?", upper);
+        clause.push("e.seq >= ?", lower);
+        let limit_param = clause.next_param((limit + 1 - rows.len()) as i64);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
+            clause.sql()
+        );
+        let found = query::all(client, &sql, &clause.refs()).await?;
+        rows.extend(found.iter().map(event_row));
+        upper = lower;
+        if rows.len() <= limit && upper > lowest && started.elapsed() >= look::BUDGET {
+            let sql = "SELECT received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1";
+            looked_back_to = query::opt(client, sql, &[&upper])
+                .await?
+                .map(|row| row.get(0));
+            break;
+        }
+        range = (range * 2).min(look::LARGEST_RANGE);
+    }
+    let next = match looked_back_to {
+        Some(_) => Some(query::encode(upper)),
+        None => query::page_end(&mut rows, limit),
+    };
     let seqs: Vec<i64> = rows.iter().map(|(_, seq)| *seq).collect();
     let mut briefs = briefs(client, &seqs).await?;
     for (event, seq) in rows.iter_mut() {
         event.deliveries = briefs.remove(&*seq).unwrap_or_default();
     }
     let items = rows.into_iter().map(|(event, _)| event).collect();
-    Ok(Page { items, next })
+    Ok(Page {
+        items,
+        next,
+        looked_back_to,
+    })
 }
 
 pub async fn event(
@@ -204,6 +247,7 @@ pub async fn list_deliveries(
     Ok(Page {
         items: rows.into_iter().map(|(item, _)| item).collect(),
         next,
+        looked_back_to: None,
     })
 }
 

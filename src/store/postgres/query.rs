@@ -75,7 +75,12 @@ pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, StoreEr
     for (condition, value) in filter.event_conditions() {
         clause.push_filter(condition, value);
     }
-    if let Some(condition) = filter.any_delivery_condition(|value| clause.filter_param(value)) {
+    if let Some(text) = &filter.body_contains {
+        clause.push("position(? in e.body) > 0", text.as_bytes().to_vec());
+    }
+    if let Some(condition) =
+        filter.any_delivery_condition(|value| clause.filter_param(value), false)
+    {
         clause.push_fixed(&condition);
     }
     if let Some(cursor) = after {

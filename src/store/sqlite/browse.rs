@@ -11,7 +11,7 @@ use super::schema::decode_headers;
 use crate::domain::{Classification, DeliveryId, DeliveryState, EventId};
 use crate::store::{
     BulkScope, Cursor, DeliveryBrief, DeliverySummary, DestinationStats, EventDetail, EventSummary,
-    Filter, JobState, JobView, Page,
+    Filter, JobState, JobView, Page, look,
 };
 
 const EVENT_COLUMNS: &str = "e.seq, e.id, e.source, e.received_at, e.remote_addr,
@@ -63,23 +63,105 @@ pub fn list_events(
     after: Option<&Cursor>,
     limit: usize,
 ) -> rusqlite::Result<Page<EventSummary>> {
-    let mut clause = query::events(filter, after).map_err(bad_input)?;
-    let limit_param = clause.next_param((limit + 1) as i64);
-    let sql = format!(
-        "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
-        clause.sql()
-    );
-    let mut rows: Vec<(EventSummary, i64)> = conn
-        .prepare_cached(&sql)?
-        .query_map(params_from_iter(clause.params.iter()), event_row)?
-        .collect::<rusqlite::Result<_>>()?;
-    let next = page_end(&mut rows, limit);
+    let few = few_deliveries_match(conn, filter)?;
+    list_events_as(conn, filter, after, limit, few, look::BUDGET)
+}
+
+/// `list_events` with the way of matching deliveries and the time budget chosen by the
+/// caller (tests).
+pub(super) fn list_events_as(
+    conn: &Connection,
+    filter: &Filter,
+    after: Option<&Cursor>,
+    limit: usize,
+    few: bool,
+    budget: std::time::Duration,
+) -> rusqlite::Result<Page<EventSummary>> {
+    // A bad cursor is refused even when there is nothing to list.
+    let cursor_seq = after.map(query::decode).transpose().map_err(bad_input)?;
+    let bounds: (Option<i64>, Option<i64>) =
+        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })?;
+    let (Some(lowest), Some(highest)) = bounds else {
+        return Ok(Page {
+            items: Vec::new(),
+            next: None,
+            looked_back_to: None,
+        });
+    };
+    let mut upper = match cursor_seq {
+        Some(seq) => seq,
+        None => highest + 1,
+    };
+    let started = std::time::Instant::now();
+    let mut range = look::FIRST_RANGE;
+    let mut rows: Vec<(EventSummary, i64)> = Vec::new();
+    let mut looked_back_to = None;
+    while rows.len() <= limit && upper > lowest {
+        let lower = (upper - range).max(lowest);
+        let mut clause = query::events(filter, None, few).map_err(bad_input)?;
+        clause.push("e.seq < ?", upper);
+        clause.push("e.seq >= ?", lower);
+        let limit_param = clause.next_param((limit + 1 - rows.len()) as i64);
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
+            clause.sql()
+        );
+        let found = conn
+            .prepare_cached(&sql)?
+            .query_map(params_from_iter(clause.params.iter()), event_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.extend(found);
+        upper = lower;
+        if rows.len() <= limit && upper > lowest && started.elapsed() >= budget {
+            looked_back_to = conn
+                .query_row(
+                    "SELECT received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
+                    params![upper],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            break;
+        }
+        range = (range * 2).min(look::LARGEST_RANGE);
+    }
+    let next = match looked_back_to {
+        Some(_) => Some(query::encode(upper)),
+        None => page_end(&mut rows, limit),
+    };
     let mut items = Vec::with_capacity(rows.len());
     for (mut event, seq) in rows {
         event.deliveries = briefs(conn, seq)?;
         items.push(event);
     }
-    Ok(Page { items, next })
+    Ok(Page {
+        items,
+        next,
+        looked_back_to,
+    })
+}
+
+/// Deliveries counted at most before the listing checks events one by one instead.
+const FEW_DELIVERIES: i64 = 5_000;
+
+/// Whether the filter's delivery conditions match fewer than `FEW_DELIVERIES` deliveries:
+/// then the listing names their events from the index (a filter matching nothing costs no
+/// scan of every event), else it checks the newest events in turn (which find many matches
+/// at once). At most `FEW_DELIVERIES` index entries are read to tell.
+fn few_deliveries_match(conn: &Connection, filter: &Filter) -> rusqlite::Result<bool> {
+    if filter.delivery_conditions().is_empty() {
+        return Ok(false);
+    }
+    let clause = query::delivery_only(filter);
+    let sql = format!(
+        "SELECT count(*) FROM (SELECT 1 FROM deliveries d WHERE {} LIMIT {FEW_DELIVERIES})",
+        clause.sql()
+    );
+    let counted: i64 = conn
+        .prepare_cached(&sql)?
+        .query_row(params_from_iter(clause.params.iter()), |row| row.get(0))?;
+    Ok(counted < FEW_DELIVERIES)
 }
 
 pub fn event(conn: &Connection, id: &EventId) -> rusqlite::Result<Option<EventDetail>> {

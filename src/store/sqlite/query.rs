@@ -48,19 +48,35 @@ impl From<FilterValue> for Value {
 }
 
 /// Events (alias `e`) matching the filter; delivery state and destination are about any
-/// of the event's deliveries.
-pub fn events(filter: &Filter, after: Option<&Cursor>) -> Result<Clause, String> {
+/// of the event's deliveries (`few`: few deliveries match them, see
+/// [`Filter::any_delivery_condition`]).
+pub fn events(filter: &Filter, after: Option<&Cursor>, few: bool) -> Result<Clause, String> {
     let mut clause = Clause::default();
     for (condition, value) in filter.event_conditions() {
         clause.push(condition, value);
     }
-    if let Some(condition) = filter.any_delivery_condition(|value| clause.next_param(value)) {
+    if let Some(text) = &filter.body_contains {
+        clause.push(
+            "instr(e.body, ?) > 0",
+            Value::Blob(text.as_bytes().to_vec()),
+        );
+    }
+    if let Some(condition) = filter.any_delivery_condition(|value| clause.next_param(value), few) {
         clause.push_fixed(&condition);
     }
     if let Some(cursor) = after {
         clause.push("e.seq < ?", decode(cursor)?);
     }
     Ok(clause)
+}
+
+/// Deliveries (alias `d`) matching the filter's delivery conditions only.
+pub fn delivery_only(filter: &Filter) -> Clause {
+    let mut clause = Clause::default();
+    for (condition, value) in filter.delivery_conditions() {
+        clause.push(condition, value);
+    }
+    clause
 }
 
 /// Deliveries (alias `d`, joined to their event `e`) matching the filter.
@@ -103,7 +119,7 @@ mod tests {
             destination: Some("ci".into()),
             ..Filter::default()
         };
-        let clause = events(&filter, Some(&encode(42))).unwrap();
+        let clause = events(&filter, Some(&encode(42)), false).unwrap();
         assert_eq!(
             clause.sql(),
             "e.source = ?1 AND (e.git_ref = ?2 OR e.branch = ?2 OR e.tag = ?2) AND \
@@ -111,6 +127,14 @@ mod tests {
              AND d.state = ?4 AND d.destination = ?5) AND e.seq < ?6"
         );
         assert_eq!(clause.params.len(), 6);
+        let listed = events(&filter, None, true).unwrap();
+        assert!(
+            listed.sql().ends_with(
+                "e.seq IN (SELECT d.event_seq FROM deliveries d WHERE d.state = ?4 AND d.destination = ?5)"
+            ),
+            "{}",
+            listed.sql()
+        );
         assert_eq!(deliveries(&Filter::default()).sql(), "1");
         assert!(decode(&Cursor("x1".into())).is_err());
     }

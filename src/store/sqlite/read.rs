@@ -104,6 +104,7 @@ pub fn list_deliveries(
     Ok(Page {
         items: rows.into_iter().map(|(item, _)| item).collect(),
         next,
+        looked_back_to: None,
     })
 }
 

@@ -7,7 +7,7 @@ use super::*;
 use crate::domain::{Name, Ordering};
 use crate::store::Store;
 use crate::store::conformance::{Backend, store_conformance};
-pub(super) use crate::store::conformance::{claim_request, event};
+pub(super) use crate::store::conformance::{claim_request, done_with, event};
 
 async fn empty_backend() -> Option<Backend> {
     let (dir, store) = open_temp();
@@ -126,4 +126,104 @@ fn claims_are_not_prepared_again_each_time() {
         0,
         "the claim's statement was prepared again"
     );
+}
+
+#[tokio::test]
+async fn both_ways_of_matching_deliveries_list_the_same_events_page_by_page() {
+    use crate::domain::DeliveryState;
+    use crate::store::{Filter, NextState};
+    let (dir, store) = open_temp();
+    for at in 0..40 {
+        let destinations: &[&str] = if at % 3 == 0 { &["a", "b"] } else { &["b"] };
+        store
+            .insert_event(event(None, destinations, at))
+            .await
+            .unwrap();
+    }
+    let claimed = store
+        .claim(claim_request("a", Ordering::Parallel, 100, 50))
+        .await
+        .unwrap();
+    for delivery in claimed.deliveries.iter().step_by(2) {
+        let dead = NextState::Dead("permanent".into());
+        store.complete(done_with(delivery, dead, 60)).await.unwrap();
+    }
+    let conn = Connection::open(dir.path().join("hr.db")).unwrap();
+    for filter in [
+        Filter {
+            state: Some(DeliveryState::Dead),
+            ..Filter::default()
+        },
+        Filter {
+            state: Some(DeliveryState::Pending),
+            ..Filter::default()
+        },
+        Filter {
+            destination: Some("a".into()),
+            ..Filter::default()
+        },
+        Filter {
+            destination: Some("b".into()),
+            state: Some(DeliveryState::Pending),
+            since: Some(10),
+            ..Filter::default()
+        },
+    ] {
+        let mut seen = [Vec::new(), Vec::new()];
+        for (way, few) in [false, true].into_iter().enumerate() {
+            let mut after = None;
+            loop {
+                let budget = crate::store::look::BUDGET;
+                let page =
+                    browse::list_events_as(&conn, &filter, after.as_ref(), 4, few, budget).unwrap();
+                seen[way].extend(page.items.iter().map(|e| e.id.clone()));
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+        }
+        assert!(!seen[0].is_empty(), "{filter:?}");
+        assert_eq!(seen[0], seen[1], "{filter:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_listing_out_of_time_says_how_far_it_looked_and_going_on_finds_the_rest() {
+    use crate::store::Filter;
+    let (dir, store) = open_temp();
+    let mut first = event(None, &["a"], 1);
+    first.body = bytes::Bytes::from_static(b"{\"needle\": 1}");
+    store.insert_event(first).await.unwrap();
+    for at in 2..6_000 {
+        store.insert_event(event(None, &["a"], at)).await.unwrap();
+    }
+    let conn = Connection::open(dir.path().join("hr.db")).unwrap();
+    let needle = Filter {
+        body_contains: Some("needle".into()),
+        ..Filter::default()
+    };
+    let no_time = std::time::Duration::ZERO;
+    let page = browse::list_events_as(&conn, &needle, None, 10, false, no_time).unwrap();
+    assert!(page.items.is_empty(), "the newest range holds no match");
+    let looked = page.looked_back_to.expect("it says it ran out of time");
+    assert!(looked > 1 && looked < 6_000, "{looked}");
+    let mut after = page.next.expect("and where to go on");
+    let mut found = Vec::new();
+    loop {
+        let page =
+            browse::list_events_as(&conn, &needle, Some(&after), 10, false, no_time).unwrap();
+        found.extend(page.items.into_iter().map(|e| e.received_at));
+        match page.next {
+            Some(next) => after = next,
+            None => break,
+        }
+    }
+    assert_eq!(
+        found,
+        [1],
+        "going on from each cursor finds the one match, once"
+    );
+    let unhurried = browse::list_events(&conn, &needle, None, 10).unwrap();
+    assert_eq!((unhurried.items.len(), unhurried.looked_back_to), (1, None));
 }
