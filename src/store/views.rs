@@ -50,11 +50,98 @@ pub struct Page<T> {
 /// How an event listing walks the store: ranges of event seqs, newest first, growing from
 /// the first to the largest, until the page is full or the time is up. A filter matching
 /// little then answers in bounded time with what it found and where to go on, instead of
-/// reading every event. Both backends use these figures.
+/// reading every event. Both backends drive a [`look::Walk`] with their own queries.
 pub mod look {
+    use std::time::{Duration, Instant};
+
     pub const FIRST_RANGE: i64 = 4_096;
     pub const LARGEST_RANGE: i64 = 65_536;
-    pub const BUDGET: std::time::Duration = std::time::Duration::from_millis(60);
+    pub const BUDGET: Duration = Duration::from_millis(60);
+
+    /// Where a listing is in its walk: the next range to look at is below `upper`.
+    pub struct Walk {
+        upper: i64,
+        lowest: i64,
+        range: i64,
+        limit: usize,
+        started: Instant,
+        budget: Duration,
+        out_of_time: bool,
+    }
+
+    impl Walk {
+        /// A walk over seqs `lowest..=highest`, from below `cursor` when there is one, for
+        /// a page of `limit` (one more is looked for, to know whether a next page exists).
+        pub fn new(
+            lowest: i64,
+            highest: i64,
+            cursor: Option<i64>,
+            limit: usize,
+            budget: Duration,
+        ) -> Self {
+            Self {
+                upper: cursor.unwrap_or(highest + 1),
+                lowest,
+                range: FIRST_RANGE,
+                limit,
+                started: Instant::now(),
+                budget,
+                out_of_time: false,
+            }
+        }
+
+        /// The next range (`lower..upper`) and how many rows it may still add, or `None`
+        /// once `found` rows fill the page, the store is walked, or the time is up.
+        pub fn next_range(&mut self, found: usize) -> Option<(i64, i64, usize)> {
+            if found > self.limit || self.upper <= self.lowest || self.out_of_time {
+                return None;
+            }
+            let lower = (self.upper - self.range).max(self.lowest);
+            let range = (lower, self.upper, self.limit + 1 - found);
+            self.upper = lower;
+            self.range = (self.range * 2).min(LARGEST_RANGE);
+            Some(range)
+        }
+
+        /// After a range was looked at: whether the time ran out with the page not full and
+        /// events left; then [`Walk::resume_below`] is where the next page starts.
+        pub fn out_of_time(&mut self, found: usize) -> bool {
+            self.out_of_time = found <= self.limit
+                && self.upper > self.lowest
+                && self.started.elapsed() >= self.budget;
+            self.out_of_time
+        }
+
+        pub fn resume_below(&self) -> i64 {
+            self.upper
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ranges_grow_newest_first_and_stop_at_a_full_page_or_the_bottom() {
+            let mut walk = Walk::new(1, 100_000, None, 10, BUDGET);
+            assert_eq!(walk.next_range(0), Some((100_001 - 4_096, 100_001, 11)));
+            assert_eq!(
+                walk.next_range(3),
+                Some((100_001 - 4_096 - 8_192, 100_001 - 4_096, 8))
+            );
+            assert_eq!(walk.next_range(11), None, "a full page stops the walk");
+            let mut short = Walk::new(5, 20, Some(10), 10, BUDGET);
+            assert_eq!(short.next_range(0), Some((5, 10, 11)));
+            assert_eq!(short.next_range(0), None, "nothing below the lowest seq");
+            let mut hurried = Walk::new(1, 100_000, None, 10, Duration::ZERO);
+            let (lower, _, _) = hurried.next_range(0).unwrap();
+            assert!(hurried.out_of_time(2));
+            assert_eq!(
+                (hurried.next_range(2), hurried.resume_below()),
+                (None, lower)
+            );
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -150,39 +150,31 @@ pub async fn list_events(
             looked_back_to: None,
         });
     };
-    let mut upper = match cursor_seq {
-        Some(seq) => seq,
-        None => highest + 1,
-    };
     // As on SQLite: ranges of seqs, newest first, until the page is full or the time is up.
-    let started = std::time::Instant::now();
-    let mut range = look::FIRST_RANGE;
+    let mut walk = look::Walk::new(lowest, highest, cursor_seq, limit, look::BUDGET);
     let mut rows: Vec<(EventSummary, i64)> = Vec::new();
     let mut looked_back_to = None;
-    while rows.len() <= limit && upper > lowest {
-        let lower = (upper - range).max(lowest);
+    while let Some((lower, upper, wanted)) = walk.next_range(rows.len()) {
         let mut clause = query::events(filter, None)?;
         clause.push("e.seq < ?", upper);
         clause.push("e.seq >= ?", lower);
-        let limit_param = clause.next_param((limit + 1 - rows.len()) as i64);
+        let limit_param = clause.next_param(wanted as i64);
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
             clause.sql()
         );
         let found = query::all(client, &sql, &clause.refs()).await?;
         rows.extend(found.iter().map(event_row));
-        upper = lower;
-        if rows.len() <= limit && upper > lowest && started.elapsed() >= look::BUDGET {
+        if walk.out_of_time(rows.len()) {
             let sql = "SELECT received_at FROM events WHERE seq >= $1 ORDER BY seq LIMIT 1";
-            looked_back_to = query::opt(client, sql, &[&upper])
+            let resume = walk.resume_below();
+            looked_back_to = query::opt(client, sql, &[&resume])
                 .await?
                 .map(|row| row.get(0));
-            break;
         }
-        range = (range * 2).min(look::LARGEST_RANGE);
     }
     let next = match looked_back_to {
-        Some(_) => Some(query::encode(upper)),
+        Some(_) => Some(query::encode(walk.resume_below())),
         None => query::page_end(&mut rows, limit),
     };
     let seqs: Vec<i64> = rows.iter().map(|(_, seq)| *seq).collect();

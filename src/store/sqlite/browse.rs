@@ -90,20 +90,14 @@ pub(super) fn list_events_as(
             looked_back_to: None,
         });
     };
-    let mut upper = match cursor_seq {
-        Some(seq) => seq,
-        None => highest + 1,
-    };
-    let started = std::time::Instant::now();
-    let mut range = look::FIRST_RANGE;
+    let mut walk = look::Walk::new(lowest, highest, cursor_seq, limit, budget);
     let mut rows: Vec<(EventSummary, i64)> = Vec::new();
     let mut looked_back_to = None;
-    while rows.len() <= limit && upper > lowest {
-        let lower = (upper - range).max(lowest);
+    while let Some((lower, upper, wanted)) = walk.next_range(rows.len()) {
         let mut clause = query::events(filter, None, few).map_err(bad_input)?;
         clause.push("e.seq < ?", upper);
         clause.push("e.seq >= ?", lower);
-        let limit_param = clause.next_param((limit + 1 - rows.len()) as i64);
+        let limit_param = clause.next_param(wanted as i64);
         let sql = format!(
             "SELECT {EVENT_COLUMNS} FROM events e WHERE {} ORDER BY e.seq DESC LIMIT {limit_param}",
             clause.sql()
@@ -113,21 +107,18 @@ pub(super) fn list_events_as(
             .query_map(params_from_iter(clause.params.iter()), event_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         rows.extend(found);
-        upper = lower;
-        if rows.len() <= limit && upper > lowest && started.elapsed() >= budget {
+        if walk.out_of_time(rows.len()) {
             looked_back_to = conn
                 .query_row(
                     "SELECT received_at FROM events WHERE seq >= ?1 ORDER BY seq LIMIT 1",
-                    params![upper],
+                    params![walk.resume_below()],
                     |row| row.get(0),
                 )
                 .optional()?;
-            break;
         }
-        range = (range * 2).min(look::LARGEST_RANGE);
     }
     let next = match looked_back_to {
-        Some(_) => Some(query::encode(upper)),
+        Some(_) => Some(query::encode(walk.resume_below())),
         None => page_end(&mut rows, limit),
     };
     let mut items = Vec::with_capacity(rows.len());
