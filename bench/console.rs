@@ -89,6 +89,11 @@ pub async fn timings(base: &str, events: usize) -> anyhow::Result<()> {
             100,
         ),
         (
+            "events list, body search that matches nothing",
+            "/ui/events?contains=needle-in-no-body".to_owned(),
+            100,
+        ),
+        (
             "events list, a project no event has (no index)",
             "/ui/events?project=nobody%2Fnothing".to_owned(),
             100,

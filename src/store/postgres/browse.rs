@@ -139,7 +139,12 @@ pub async fn list_events(
 ) -> Result<Page<EventSummary>, StoreError> {
     // A bad cursor is refused even when there is nothing to list.
     let cursor_seq = after.map(query::decode).transpose()?;
-    let bounds = query::one(client, "SELECT min(seq), max(seq) FROM events", &[]).await?;
+    let bounds = query::one(
+        client,
+        "SELECT (SELECT min(seq) FROM events), (SELECT max(seq) FROM events)",
+        &[],
+    )
+    .await?;
     let (Some(lowest), Some(highest)) = (
         bounds.get::<_, Option<i64>>(0),
         bounds.get::<_, Option<i64>>(1),

@@ -79,10 +79,12 @@ pub(super) fn list_events_as(
 ) -> rusqlite::Result<Page<EventSummary>> {
     // A bad cursor is refused even when there is nothing to list.
     let cursor_seq = after.map(query::decode).transpose().map_err(bad_input)?;
-    let bounds: (Option<i64>, Option<i64>) =
-        conn.query_row("SELECT min(seq), max(seq) FROM events", [], |row| {
-            Ok((row.get(0)?, row.get(1)?))
-        })?;
+    // Two subqueries: SQLite answers min() or max() alone from the key, but not both at once.
+    let bounds: (Option<i64>, Option<i64>) = conn.query_row(
+        "SELECT (SELECT min(seq) FROM events), (SELECT max(seq) FROM events)",
+        [],
+        |row| Ok((row.get(0)?, row.get(1)?)),
+    )?;
     let (Some(lowest), Some(highest)) = bounds else {
         return Ok(Page {
             items: Vec::new(),
