@@ -21,6 +21,8 @@
     all.forEach((row) => row.classList.remove("selected"));
     all[next].classList.add("selected");
     all[next].scrollIntoView({ block: "nearest" });
+    // The selection is part of the URL, so a shared link opens on the same row.
+    history.replaceState(null, "", "#" + all[next].id);
   }
 
   function selected() {
@@ -73,6 +75,10 @@
   document.addEventListener("DOMContentLoaded", () => {
     const body = document.getElementById("rows");
     if (body && body.dataset.live) live(body);
+    if (body && location.hash.startsWith("#row-")) {
+      const index = rows().findIndex((row) => "#" + row.id === location.hash);
+      if (index >= 0) select(index);
+    }
     const job = document.getElementById("job");
     if (job) follow(job, "running");
     const deliveries = document.getElementById("deliveries");

@@ -396,6 +396,7 @@ impl Destination for CommandDestination {
                 status: None,
                 error,
                 response_excerpt: excerpt,
+                response_headers: None,
             },
             destination_down: false,
         }

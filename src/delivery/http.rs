@@ -150,6 +150,7 @@ impl Destination for HttpDestination {
                     .get("retry-after")
                     .and_then(|v| v.to_str().ok())
                     .and_then(parse_retry_after);
+                let headers = header_lines(response.headers());
                 let excerpt = read_excerpt(response).await;
                 let code = status.as_u16();
                 let verdict = if status.is_success() {
@@ -168,6 +169,7 @@ impl Destination for HttpDestination {
                         status: Some(code),
                         error: (!status.is_success()).then(|| format!("HTTP {status}")),
                         response_excerpt: excerpt,
+                        response_headers: headers,
                     },
                     destination_down: destination_down(code),
                 }
@@ -236,6 +238,27 @@ fn describe(kind: &str, err: reqwest::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// At most this much of an answer's headers is kept with the attempt.
+const HEADER_BYTES: usize = 2048;
+
+/// The answer's headers as `name: value` lines, up to `HEADER_BYTES` (a cookie a destination
+/// sets is not kept).
+fn header_lines(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    let mut lines = String::new();
+    for (name, value) in headers {
+        if name == reqwest::header::SET_COOKIE {
+            continue;
+        }
+        let line = format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes()));
+        if lines.len() + line.len() > HEADER_BYTES {
+            lines.push_str("…\n");
+            break;
+        }
+        lines.push_str(&line);
+    }
+    (!lines.is_empty()).then_some(lines)
 }
 
 async fn read_excerpt(mut response: reqwest::Response) -> Option<String> {

@@ -60,6 +60,10 @@ pub struct AttemptDetail {
     pub error: Option<String>,
     /// The start of what the destination answered (response body, command output).
     pub response_excerpt: Option<String>,
+    /// The answer's headers (HTTP), a `name: value` line each, bounded; for comparing
+    /// attempts. Absent for attempts recorded before hookrelay kept them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<String>,
 }
 
 impl AttemptDetail {
@@ -70,6 +74,7 @@ impl AttemptDetail {
             status: None,
             error: Some(error),
             response_excerpt: None,
+            response_headers: None,
         }
     }
 }

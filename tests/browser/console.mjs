@@ -136,9 +136,28 @@ check(await page.evaluate(() => document.scripts.length === 1), "no script from 
 await page.screenshot({ path: path.join(SHOTS, "events-light.png"), fullPage: true });
 await cspClean(page, "events");
 
-// ---- keyboard: j selects, Enter opens
+// ---- keyboard: j selects, Enter opens, ? helps, / searches the bodies
 await page.keyboard.press("j");
-check(await page.evaluate(() => !!document.querySelector("#rows tr.selected")), "j selects a row");
+await page.keyboard.press("j");
+await page.keyboard.press("k");
+const selected = await page.evaluate(() => document.querySelector("#rows tr.selected")?.id);
+check(selected && selected.startsWith("row-evt_"), "j and k move the selection");
+check(page.url().endsWith(`#${selected}`), "the selection is in the URL");
+await page.keyboard.press("?");
+check(await page.evaluate(() => document.getElementById("help").open), "? opens the keyboard help");
+await page.keyboard.press("Escape");
+await page.keyboard.press("Enter");
+await page.waitForURL(new RegExp(`/ui/events/${selected.slice(4)}$`));
+check(true, "Enter opens the selected event");
+await page.goto(`${CONSOLE}/ui/events`);
+await page.keyboard.press("/");
+check(await page.evaluate(() => document.activeElement?.id === "contains"), "/ goes to the body search");
+await page.keyboard.type("alert(3)");
+await page.keyboard.press("Enter");
+await page.waitForURL(/contains=alert/);
+const hits = await page.locator("#rows tr[data-href]").count();
+check(hits === 1 && await page.locator(`#row-${hostileId}`).count() === 1, `a body search finds the one event holding the text (${hits})`);
+await cspClean(page, "search");
 
 // ---- the hostile event
 await page.goto(`${CONSOLE}/ui/events/${hostileId}`);
@@ -163,7 +182,9 @@ await cspClean(page, "event");
 // ---- compare two attempts
 await page.click("a.compare");
 await page.waitForSelector("#compare");
-check(await page.locator("#compare tbody tr").count() >= 5, "two attempts side by side");
+check(await page.locator("#compare tbody tr").count() >= 8, "two attempts side by side");
+const compared = await page.locator("#compare").innerText();
+check(/content-type: text\/html/i.test(compared) && compared.includes("Headers"), "the comparison shows the answers' headers");
 await page.screenshot({ path: path.join(SHOTS, "compare-light.png"), fullPage: true });
 await cspClean(page, "compare");
 
@@ -226,7 +247,7 @@ await evilPage.close();
 const dark = await context({ colorScheme: "dark" });
 await dark.addCookies([session]);
 const darkPage = await dark.newPage();
-for (const [name, url] of [["events", "/ui/events"], ["event", `/ui/events/${hostileId}`], ["destinations", "/ui/destinations"]]) {
+for (const [name, url] of [["events", "/ui/events"], ["event", `/ui/events/${hostileId}`], ["destinations", "/ui/destinations"], ["sources", "/ui/sources"], ["jobs", "/ui/jobs"]]) {
   await darkPage.goto(`${CONSOLE}${url}`);
   await darkPage.screenshot({ path: path.join(SHOTS, `${name}-dark.png`), fullPage: true });
   await cspClean(darkPage, `${name} dark`);

@@ -41,11 +41,12 @@ async fn the_console_in_a_real_browser() {
     let relay = Relay::child(dir.path(), &text);
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console.mjs");
+    let hook = relay.hook_url("gitlab");
     let output = tokio::task::spawn_blocking(move || {
         Command::new("node")
             .arg(script)
             .env("CONSOLE", format!("http://{api}"))
-            .env("HOOK", relay.hook_url("gitlab"))
+            .env("HOOK", hook)
             .env("SECRET", TOKEN)
             .env("ADMIN_TOKEN", ADMIN_TOKEN)
             .env("READ_TOKEN", READ_TOKEN)
@@ -63,6 +64,12 @@ async fn the_console_in_a_real_browser() {
     assert!(
         output.status.success() && stdout.contains("all console checks passed"),
         "the browser journey failed:\n{stdout}\n{stderr}"
+    );
+    let log = relay.log();
+    assert!(log.contains("console: signed in"), "sign-ins are logged");
+    assert!(
+        !log.contains(ADMIN_TOKEN) && !log.contains(READ_TOKEN),
+        "a token reached the log"
     );
 }
 

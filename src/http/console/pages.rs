@@ -179,7 +179,7 @@ pub async fn compare(
     let pick = |n: u32| detail.attempts.iter().find(|a| a.number == n);
     let fields = |n: u32| -> Vec<String> {
         match pick(n) {
-            None => vec!["(no such attempt)".into(); 7],
+            None => vec!["(no such attempt)".into(); 8],
             Some(view) => {
                 let a = &view.attempt;
                 vec![
@@ -189,13 +189,14 @@ pub async fn compare(
                     a.detail.summary.clone(),
                     a.detail.status.map(|s| s.to_string()).unwrap_or_default(),
                     a.detail.error.clone().unwrap_or_default(),
+                    a.detail.response_headers.clone().unwrap_or_default(),
                     a.detail.response_excerpt.clone().unwrap_or_default(),
                 ]
             }
         }
     };
     let labels = [
-        "Started", "Duration", "Verdict", "Summary", "Status", "Error", "Response",
+        "Started", "Duration", "Verdict", "Summary", "Status", "Error", "Headers", "Response",
     ];
     let rows = labels
         .into_iter()

@@ -201,6 +201,7 @@ pub struct AttemptRow {
     pub class: String,
     pub summary: String,
     pub error: String,
+    pub headers: String,
     pub excerpt: String,
 }
 
@@ -218,6 +219,12 @@ impl AttemptRow {
             error: attempt
                 .detail
                 .error
+                .as_deref()
+                .map(visible)
+                .unwrap_or_default(),
+            headers: attempt
+                .detail
+                .response_headers
                 .as_deref()
                 .map(visible)
                 .unwrap_or_default(),

@@ -116,6 +116,7 @@ pub fn done_with(claimed: &ClaimedDelivery, next: NextState, at: i64) -> Attempt
                 status: Some(status),
                 error: (status != 200).then(|| format!("HTTP {status}")),
                 response_excerpt: Some("oops".into()),
+                response_headers: Some("content-type: text/plain\n".into()),
             },
         },
         next,

@@ -27,7 +27,7 @@ pub(super) const SUMMARY_COLUMNS: &str = "d.id, e.id, e.source, e.event_type, d.
 
 /// The columns [`attempt_at`] reads, in its order, for a table aliased `a`.
 pub(super) const ATTEMPT_COLUMNS: &str = "a.started_at, a.duration_ms, a.verdict, a.class,
-    a.summary, a.status, a.error, a.response_excerpt";
+    a.summary, a.status, a.error, a.response_excerpt, a.response_headers";
 
 /// A state column read back; the schema only ever stores known names.
 pub(super) fn state_at(row: &Row, index: usize) -> Result<DeliveryState, StoreError> {
@@ -53,6 +53,7 @@ pub(super) fn attempt_at(row: &Row, start: usize) -> Result<Attempt, StoreError>
             status: status(row, start + 5),
             error: row.get(start + 6),
             response_excerpt: row.get(start + 7),
+            response_headers: row.get(start + 8),
         },
     })
 }

@@ -70,9 +70,10 @@ const RECORD: &str = "
 WITH input AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
                          $6::int[], $7::text[], $8::text[], $9::text[], $10::text[],
-                         $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+                         $11::bigint[], $12::bigint[], $13::text[], $14::text[],
+                         $15::text[])
         AS r (seq, token, state, retry_in, finished, status, error, dead_reason, verdict,
-              summary, started_at, duration_ms, excerpt, class)),
+              summary, started_at, duration_ms, excerpt, class, headers)),
 moved AS (
     UPDATE deliveries d SET state = r.state,
            due_at = CASE WHEN r.retry_in IS NULL THEN NULL
@@ -85,12 +86,12 @@ moved AS (
     RETURNING 1),
 recorded AS (
     INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
-                          response_excerpt, verdict, class, summary)
+                          response_excerpt, verdict, class, summary, response_headers)
     SELECT r.seq,
            (SELECT COUNT(*) FROM attempts a WHERE a.delivery_seq = r.seq)
                + row_number() OVER (PARTITION BY r.seq ORDER BY r.started_at),
            r.started_at, r.duration_ms, r.status, r.error, r.excerpt, r.verdict, r.class,
-           r.summary
+           r.summary, r.headers
     FROM input r
     -- A stale record whose delivery retention already removed leaves no orphan attempt.
     WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.seq = r.seq)
@@ -126,6 +127,7 @@ async fn write(
                 &c.duration_ms,
                 &c.excerpt,
                 &c.class,
+                &c.headers,
             ],
         )
         .await
@@ -156,6 +158,7 @@ struct Columns {
     started_at: Vec<i64>,
     duration_ms: Vec<i64>,
     excerpt: Vec<Option<String>>,
+    headers: Vec<Option<String>>,
     class: Vec<String>,
 }
 
@@ -184,6 +187,7 @@ impl Columns {
         self.started_at.push(attempt.started_at);
         self.duration_ms.push(attempt.duration_ms);
         self.excerpt.push(detail.response_excerpt.clone());
+        self.headers.push(detail.response_headers.clone());
         self.class.push(attempt.class.clone());
     }
 }

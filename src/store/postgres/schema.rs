@@ -179,6 +179,8 @@ ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_delivery_seq_fkey;
     r#"
 -- When an operator stopped an unfinished job (it is then finished too).
 ALTER TABLE jobs ADD COLUMN cancelled_at bigint;
+-- The answer's headers, for comparing attempts.
+ALTER TABLE attempts ADD COLUMN response_headers text;
 "#,
 ];
 

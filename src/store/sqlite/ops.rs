@@ -280,9 +280,9 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
     }
     tx.prepare_cached(
         "INSERT INTO attempts (delivery_seq, number, started_at, duration_ms, status, error,
-                               response_excerpt, verdict, class, summary)
+                               response_excerpt, verdict, class, summary, response_headers)
          VALUES (?1, (SELECT COUNT(*) + 1 FROM attempts WHERE delivery_seq = ?1), ?2, ?3, ?4, ?5,
-                 ?6, ?7, ?8, ?9)",
+                 ?6, ?7, ?8, ?9, ?10)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -295,6 +295,7 @@ pub(super) fn complete(tx: &Connection, record: &AttemptRecord) -> Result<(), St
             attempt.verdict.as_str(),
             attempt.class,
             detail.summary,
+            detail.response_headers,
         ])
     })
     .map_err(backend)?;

@@ -182,6 +182,8 @@ CREATE TABLE leases (
     r#"
 -- When an operator stopped an unfinished job (it is then finished too).
 ALTER TABLE jobs ADD COLUMN cancelled_at INTEGER;
+-- The answer's headers, for comparing attempts.
+ALTER TABLE attempts ADD COLUMN response_headers TEXT;
 "#,
 ];
 
