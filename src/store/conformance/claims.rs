@@ -98,7 +98,10 @@ pub async fn claims_lease_and_completion_moves_state(backend: &Backend) {
     assert_eq!(attempts[1].number, 2);
     let detail = &attempts[1].attempt.detail;
     assert_eq!(detail.response_excerpt.as_deref(), Some("oops"));
-    assert_eq!(detail.response_headers.as_deref(), Some("content-type: text/plain\n"));
+    assert_eq!(
+        detail.response_headers.as_deref(),
+        Some("content-type: text/plain\n")
+    );
     // A stale completion (old lease token) is recorded but does not change the state.
     store
         .complete(done_with(first, NextState::Succeeded, 700))
