@@ -186,7 +186,7 @@ impl App {
         }
         let uncapped = state.trusted_proxies.to_vec();
         let tokens = Arc::new(self.config.api.tokens.clone());
-        let sessions = Arc::new(http::console::session::Sessions::default());
+        let sessions = http::console::session::Sessions::new(self.api.store.clone());
         let console = |secure: bool| {
             http::console::router(http::console::ConsoleState {
                 api: self.api.clone(),

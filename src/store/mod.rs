@@ -265,6 +265,22 @@ pub trait Store: Send + Sync {
     /// Stops an unfinished job: no step runs after this commits (a step is one transaction,
     /// so it lands whole or not at all), and what it changed before stays changed.
     async fn cancel_job(&self, id: &str, now: UnixMillis) -> Result<JobCancel, StoreError>;
+    /// Records a console session, and forgets the ones that ended before `now`.
+    async fn create_session(
+        &self,
+        session: ConsoleSession,
+        now: UnixMillis,
+    ) -> Result<(), StoreError>;
+    /// The session with this key, unless it has ended by `now`.
+    async fn session(
+        &self,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<ConsoleSession>, StoreError>;
+    /// Moves a session's idle end on (use), never past its absolute end.
+    async fn touch_session(&self, key: &str, idle_until: UnixMillis) -> Result<(), StoreError>;
+    /// Ends a session (sign-out).
+    async fn end_session(&self, key: &str) -> Result<(), StoreError>;
     /// The newest `limit` jobs, newest first.
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError>;
     /// Per destination named in the store: counts by state, oldest pending, last outcomes.

@@ -351,6 +351,26 @@ impl JobState {
     }
 }
 
+/// A console session as the store keeps it, so every process on the store knows it (a load
+/// balancer may send one browser to any replica). `key` is the SHA-256 of the cookie's
+/// value, hex: the value itself is never stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSession {
+    pub key: String,
+    pub token_name: String,
+    /// The SHA-256 of the API token it was made from, hex: a session whose token left the
+    /// config ends.
+    pub token_digest: String,
+    /// `read` or `admin`.
+    pub scope: String,
+    pub form_token: String,
+    pub created_at: UnixMillis,
+    /// It ends unused at this time; use moves it on.
+    pub idle_until: UnixMillis,
+    /// It ends at this time regardless.
+    pub expires_at: UnixMillis,
+}
+
 /// What cancelling a job did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobCancel {

@@ -165,7 +165,7 @@ async fn the_console_signs_in_refuses_other_origins_and_escapes_what_senders_wro
     let sink = Sink::start().await;
     let api = free_port();
     let text = config(dir.path(), &sink.url, "paused = true") + &api_section(api);
-    let relay = Relay::start(dir.path(), &text);
+    let mut relay = Relay::start(dir.path(), &text);
     let client = reqwest::Client::new();
     let hostile =
         r#"{"object_kind":"push","user_username":"<script>alert(1)</script></textarea>"}"#;
@@ -330,6 +330,29 @@ async fn the_console_signs_in_refuses_other_origins_and_escapes_what_senders_wro
         .post("/ui/destinations/sink/resume", Some(&origin), &form)
         .await;
     assert_eq!(refused.status(), 403);
+
+    // Sessions are kept in the store: a restart (or another replica) knows them.
+    drop(relay);
+    relay = Relay::start(dir.path(), &text);
+    // A new client: the old server's pooled connections went with it.
+    admin.http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = format!("{}/ui/events", admin.base);
+    let cookie = admin.cookie.clone().unwrap();
+    let status = eventually_saying("the restarted console answers", || {
+        let request = admin.http.get(&url).header("cookie", &cookie).send();
+        async move {
+            match request.await {
+                Ok(answer) => Ok(answer.status().as_u16()),
+                Err(err) => Err(err.to_string()),
+            }
+        }
+    })
+    .await;
+    assert_eq!(status, 200, "the session outlives a restart");
+    let _ = &relay;
 
     // Signing out ends the session for good.
     let form = [("form_token", admin.form_token.as_str())];

@@ -20,11 +20,11 @@ pub async fn login_form(
     State(state): State<ConsoleState>,
     headers: axum::http::HeaderMap,
 ) -> Response {
-    if state
+    let found = state
         .sessions
         .find(&headers, &state.tokens, state.secure)
-        .is_some()
-    {
+        .await;
+    if let Ok(Some(_)) = found {
         return Redirect::to("/ui/events").into_response();
     }
     login_page(StatusCode::OK, None)
@@ -45,8 +45,8 @@ pub struct SignIn {
 }
 
 pub async fn sign_in(State(state): State<ConsoleState>, Form(form): Form<SignIn>) -> Response {
-    match state.sessions.sign_in(&state.tokens, &form.token) {
-        Some(id) => {
+    match state.sessions.sign_in(&state.tokens, &form.token).await {
+        Ok(Some(id)) => {
             tracing::info!("console: signed in");
             (
                 [(header::SET_COOKIE, session::set_cookie(&id, state.secure))],
@@ -54,13 +54,14 @@ pub async fn sign_in(State(state): State<ConsoleState>, Form(form): Form<SignIn>
             )
                 .into_response()
         }
-        None => {
+        Ok(None) => {
             tracing::warn!("console: sign-in refused (not a configured API token)");
             login_page(
                 StatusCode::UNAUTHORIZED,
                 Some("That is not one of this server's API tokens ([api] tokens).".into()),
             )
         }
+        Err(err) => PageError::from(ApiError::from(err)).into_response(),
     }
 }
 
@@ -103,7 +104,11 @@ pub async fn sign_out(
             "Reload the page and sign out again.",
         )));
     }
-    state.sessions.sign_out(&signed);
+    state
+        .sessions
+        .sign_out(&signed)
+        .await
+        .map_err(|err| PageError::from(ApiError::from(err)))?;
     Ok((
         [(header::SET_COOKIE, session::clear_cookie(state.secure))],
         Redirect::to("/ui/login"),

@@ -34,7 +34,7 @@ pub static CSP_REPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::Atomic
 #[derive(Clone)]
 pub struct ConsoleState {
     pub api: ApiState,
-    pub sessions: Arc<Sessions>,
+    pub sessions: Sessions,
     pub tokens: Arc<Vec<ApiToken>>,
     /// The listener speaks HTTPS: the cookie is `Secure` with a `__Host-` name.
     pub secure: bool,
@@ -139,21 +139,23 @@ async fn guard(request: Request, next: Next) -> Response {
 
 /// Finds the session; without one a page goes to sign-in and anything else is refused.
 async fn signed(State(state): State<ConsoleState>, mut request: Request, next: Next) -> Response {
-    match state
+    let found = state
         .sessions
         .find(request.headers(), &state.tokens, state.secure)
-    {
-        Some(signed) => {
+        .await;
+    match found {
+        Ok(Some(signed)) => {
             request.extensions_mut().insert(signed);
             next.run(request).await
         }
-        None if request.method() == Method::GET && request.uri().path() != "/ui/stream" => {
+        Ok(None) if request.method() == Method::GET && request.uri().path() != "/ui/stream" => {
             Redirect::to("/ui/login").into_response()
         }
-        None => failure(
+        Ok(None) => failure(
             StatusCode::UNAUTHORIZED,
             "Your session has ended: sign in again.",
         ),
+        Err(err) => PageError::from(ApiError::from(err)).into_response(),
     }
 }
 

@@ -2,21 +2,23 @@
 //! idle and absolute expiry) named by an HttpOnly cookie; every state change also needs a
 //! same-origin request and the session's form token.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::{HeaderMap, header};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::api::{ApiToken, Scope};
+use crate::domain::now_millis;
+use crate::store::{ConsoleSession, Store, StoreError};
 
 /// A session unused this long ends.
 pub const IDLE: Duration = Duration::from_secs(8 * 3600);
 /// A session ends this long after sign-in, used or not.
 pub const ABSOLUTE: Duration = Duration::from_secs(24 * 3600);
-const MAX_SESSIONS: usize = 10_000;
+/// Use moves a session's idle end on at most this often (each move is a store write).
+const TOUCH_EVERY: i64 = 60_000;
 
 /// Who a signed-in browser is, as one request sees it.
 #[derive(Clone, Debug)]
@@ -25,8 +27,8 @@ pub struct Signed {
     pub token_name: String,
     /// Every form that changes something carries it back.
     pub form_token: String,
-    /// The cookie's value, to revoke it on sign-out.
-    id: String,
+    /// The store's key for the session (the SHA-256 of the cookie's value).
+    key: String,
 }
 
 impl Signed {
@@ -35,96 +37,107 @@ impl Signed {
     }
 }
 
-struct Session {
-    scope: Scope,
-    token_name: String,
-    /// The API token it came from: a session whose token left the config ends.
-    token_digest: [u8; 32],
-    form_token: String,
-    created: Instant,
-    last_seen: Instant,
-}
-
-/// Sessions by the SHA-256 of their id: the id itself is only ever in the browser's cookie.
-#[derive(Default)]
+/// Sessions live in the store, so every process on it knows them and a restart keeps
+/// them; the cookie's value is only ever in the browser.
+#[derive(Clone)]
 pub struct Sessions {
-    live: Mutex<HashMap<[u8; 32], Session>>,
+    store: Arc<dyn Store>,
 }
 
-fn random_id() -> String {
+fn random_hex() -> String {
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).expect("the operating system's random source");
     hex::encode(bytes)
 }
 
-fn digest(text: &str) -> [u8; 32] {
-    Sha256::digest(text.as_bytes()).into()
+fn key_of(cookie_value: &str) -> String {
+    hex::encode(Sha256::digest(cookie_value.as_bytes()))
+}
+
+fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Admin => "admin",
+        Scope::Read => "read",
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis() as i64
 }
 
 impl Sessions {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self { store }
+    }
+
     /// Signs in with `presented` when it is one of `tokens` (compared in constant time);
     /// the new session's cookie value.
-    pub fn sign_in(&self, tokens: &[ApiToken], presented: &str) -> Option<String> {
+    pub async fn sign_in(
+        &self,
+        tokens: &[ApiToken],
+        presented: &str,
+    ) -> Result<Option<String>, StoreError> {
         let presented = Sha256::digest(presented.trim().as_bytes());
-        let token = tokens.iter().fold(None, |found, token| {
+        let found = tokens.iter().fold(None, |found, token| {
             let equal = bool::from(presented.as_slice().ct_eq(token.secret.digest()));
             if equal { Some(token) } else { found }
-        })?;
-        let id = random_id();
-        let now = Instant::now();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.retain(|_, s| {
-            now.duration_since(s.last_seen) < IDLE && now.duration_since(s.created) < ABSOLUTE
         });
-        if live.len() >= MAX_SESSIONS {
-            // The oldest sign-in goes first rather than refusing a new one.
-            if let Some(oldest) = live.iter().min_by_key(|(_, s)| s.created).map(|(k, _)| *k) {
-                live.remove(&oldest);
-            }
-        }
-        let token_digest = *token.secret.digest();
-        live.insert(
-            digest(&id),
-            Session {
-                scope: token.scope,
-                token_name: token.name.clone(),
-                token_digest,
-                form_token: random_id(),
-                created: now,
-                last_seen: now,
-            },
-        );
-        Some(id)
+        let Some(token) = found else {
+            return Ok(None);
+        };
+        let value = random_hex();
+        let now = now_millis();
+        let session = ConsoleSession {
+            key: key_of(&value),
+            token_name: token.name.clone(),
+            token_digest: hex::encode(token.secret.digest()),
+            scope: scope_name(token.scope).to_owned(),
+            form_token: random_hex(),
+            created_at: now,
+            idle_until: now + millis(IDLE),
+            expires_at: now + millis(ABSOLUTE),
+        };
+        self.store.create_session(session, now).await?;
+        Ok(Some(value))
     }
 
     /// The session the request's cookie names, if it is live and its token still configured.
-    pub fn find(&self, headers: &HeaderMap, tokens: &[ApiToken], secure: bool) -> Option<Signed> {
-        let id = cookie(headers, cookie_name(secure))?;
-        let key = digest(id);
-        let now = Instant::now();
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        let session = live.get_mut(&key)?;
-        let expired = now.duration_since(session.last_seen) >= IDLE
-            || now.duration_since(session.created) >= ABSOLUTE;
-        let token_kept = tokens
-            .iter()
-            .any(|t| bool::from(t.secret.digest().as_slice().ct_eq(&session.token_digest)));
-        if expired || !token_kept {
-            live.remove(&key);
-            return None;
+    pub async fn find(
+        &self,
+        headers: &HeaderMap,
+        tokens: &[ApiToken],
+        secure: bool,
+    ) -> Result<Option<Signed>, StoreError> {
+        let Some(value) = cookie(headers, cookie_name(secure)) else {
+            return Ok(None);
+        };
+        let key = key_of(value);
+        let now = now_millis();
+        let Some(session) = self.store.session(&key, now).await? else {
+            return Ok(None);
+        };
+        let token = tokens.iter().find(|t| {
+            let digest = hex::encode(t.secret.digest());
+            bool::from(digest.as_bytes().ct_eq(session.token_digest.as_bytes()))
+        });
+        let Some(token) = token else {
+            self.store.end_session(&key).await?;
+            return Ok(None);
+        };
+        if session.idle_until - now < millis(IDLE) - TOUCH_EVERY {
+            self.store.touch_session(&key, now + millis(IDLE)).await?;
         }
-        session.last_seen = now;
-        Some(Signed {
-            scope: session.scope,
-            token_name: session.token_name.clone(),
-            form_token: session.form_token.clone(),
-            id: id.to_owned(),
-        })
+        Ok(Some(Signed {
+            // The token's scope now, should the config have changed it.
+            scope: token.scope,
+            token_name: session.token_name,
+            form_token: session.form_token,
+            key,
+        }))
     }
 
-    pub fn sign_out(&self, signed: &Signed) {
-        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        live.remove(&digest(&signed.id));
+    pub async fn sign_out(&self, signed: &Signed) -> Result<(), StoreError> {
+        self.store.end_session(&signed.key).await
     }
 }
 

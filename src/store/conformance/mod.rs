@@ -7,6 +7,7 @@ pub mod claims;
 pub mod jobs;
 pub mod operator;
 pub mod races;
+pub mod sessions;
 
 use std::sync::Arc;
 
@@ -137,6 +138,7 @@ macro_rules! store_conformance {
             operator::pages_never_skip_or_repeat_while_events_arrive,
             operator::bulk_replay_changes_exactly_what_the_dry_run_counted,
             jobs::a_cancelled_job_takes_no_more_steps_and_keeps_what_it_changed,
+            sessions::sessions_end_when_idle_expired_or_signed_out,
             operator::cancel_stops_waiting_deliveries_only_and_pauses_are_kept,
             operator::retention_removes_old_finished_events_keeps_dead_longer_and_dedup_still_works,
             operator::a_repeat_is_recognised_after_every_older_event_was_pruned,

@@ -13,6 +13,7 @@ mod load;
 mod query;
 mod records;
 mod schema;
+mod sessions;
 mod store_impl;
 mod tls;
 

@@ -181,6 +181,17 @@ ALTER TABLE attempts DROP CONSTRAINT IF EXISTS attempts_delivery_seq_fkey;
 ALTER TABLE jobs ADD COLUMN cancelled_at bigint;
 -- The answer's headers, for comparing attempts.
 ALTER TABLE attempts ADD COLUMN response_headers text;
+-- Console sessions, by the SHA-256 of the cookie's value.
+CREATE TABLE console_sessions (
+    key          text PRIMARY KEY,
+    token_name   text NOT NULL,
+    token_digest text NOT NULL,
+    scope        text NOT NULL,
+    form_token   text NOT NULL,
+    created_at   bigint NOT NULL,
+    idle_until   bigint NOT NULL,
+    expires_at   bigint NOT NULL
+);
 "#,
 ];
 

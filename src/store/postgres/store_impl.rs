@@ -1,13 +1,13 @@
 //! The `Store` trait on PostgreSQL: ingest through the group commit, bookkeeping and
 //! operator writes as short transactions on pooled connections, reads on the pool.
 
-use super::{PgStore, browse, claims, figures, jobs, load, pg_error};
+use super::{PgStore, browse, claims, figures, jobs, load, pg_error, sessions};
 use crate::domain::{DeliveryId, EventId, Name, UnixMillis, now_millis};
 use crate::store::{
     Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, Change, ClaimRequest, Claimed,
-    Cursor, DeliveryGauge, DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter,
-    JobCancel, JobClaim, JobProgress, JobView, Lease, NewEvent, Page, PruneStep, ReplayOutcome,
-    Store, StoreError, StoredRequest,
+    ConsoleSession, Cursor, DeliveryGauge, DeliverySummary, DestinationStats, EventDetail,
+    EventSummary, Filter, JobCancel, JobClaim, JobProgress, JobView, Lease, NewEvent, Page,
+    PruneStep, ReplayOutcome, Store, StoreError, StoredRequest,
 };
 
 /// Runs `$body` with `$tx` a transaction on a pooled connection, committed if it succeeds.
@@ -152,6 +152,30 @@ impl Store for PgStore {
 
     async fn cancel_job(&self, id: &str, now: UnixMillis) -> Result<JobCancel, StoreError> {
         jobs::cancel_job(&**self.client().await?, id, now).await
+    }
+
+    async fn create_session(
+        &self,
+        session: ConsoleSession,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        sessions::create(&**self.client().await?, &session, now).await
+    }
+
+    async fn session(
+        &self,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        sessions::find(&**self.client().await?, key, now).await
+    }
+
+    async fn touch_session(&self, key: &str, idle_until: UnixMillis) -> Result<(), StoreError> {
+        sessions::touch(&**self.client().await?, key, idle_until).await
+    }
+
+    async fn end_session(&self, key: &str) -> Result<(), StoreError> {
+        sessions::end(&**self.client().await?, key).await
     }
 
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError> {

@@ -16,6 +16,7 @@ mod query;
 mod read;
 mod retention;
 pub(crate) mod schema;
+mod sessions;
 mod store_impl;
 mod writer;
 

@@ -184,6 +184,17 @@ CREATE TABLE leases (
 ALTER TABLE jobs ADD COLUMN cancelled_at INTEGER;
 -- The answer's headers, for comparing attempts.
 ALTER TABLE attempts ADD COLUMN response_headers TEXT;
+-- Console sessions, by the SHA-256 of the cookie's value.
+CREATE TABLE console_sessions (
+    key          TEXT PRIMARY KEY,
+    token_name   TEXT NOT NULL,
+    token_digest TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    form_token   TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    idle_until   INTEGER NOT NULL,
+    expires_at   INTEGER NOT NULL
+);
 "#,
 ];
 

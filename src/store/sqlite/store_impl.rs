@@ -1,13 +1,14 @@
 //! The `Store` trait on SQLite: each operation sent to the writer, or run on the reader
 //! for delivery or the inspector for the API.
 
-use super::{SqliteStore, admin, browse, jobs, read, retention, writer::Command};
+use super::{SqliteStore, admin, browse, jobs, read, retention, sessions, writer::Command};
 use crate::domain::{DeliveryId, EventId, Name, UnixMillis, now_millis};
 use crate::store::Change;
 use crate::store::{
-    Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, ClaimRequest, Claimed, Cursor,
-    DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter, JobCancel, JobClaim,
-    JobProgress, JobView, Lease, NewEvent, Page, ReplayOutcome, Store, StoreError, StoredRequest,
+    Accepted, AttemptRecord, AttemptView, BulkScope, CancelOutcome, ClaimRequest, Claimed,
+    ConsoleSession, Cursor, DeliverySummary, DestinationStats, EventDetail, EventSummary, Filter,
+    JobCancel, JobClaim, JobProgress, JobView, Lease, NewEvent, Page, ReplayOutcome, Store,
+    StoreError, StoredRequest,
 };
 
 #[async_trait::async_trait]
@@ -136,6 +137,36 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.write(move |conn| jobs::cancel_job(conn, &id, now))
             .await
+    }
+
+    async fn create_session(
+        &self,
+        session: ConsoleSession,
+        now: UnixMillis,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| sessions::create(conn, &session, now))
+            .await
+    }
+
+    async fn session(
+        &self,
+        key: &str,
+        now: UnixMillis,
+    ) -> Result<Option<ConsoleSession>, StoreError> {
+        let key = key.to_owned();
+        self.inspect(move |conn| sessions::find(conn, &key, now))
+            .await
+    }
+
+    async fn touch_session(&self, key: &str, idle_until: UnixMillis) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |conn| sessions::touch(conn, &key, idle_until))
+            .await
+    }
+
+    async fn end_session(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |conn| sessions::end(conn, &key)).await
     }
 
     async fn list_jobs(&self, limit: usize) -> Result<Vec<JobView>, StoreError> {
