@@ -65,6 +65,7 @@ pub struct Telemetry {
     pub oldest_pending_seconds: Family<DestinationLabel, Gauge>,
     pub circuit_open: Family<DestinationLabel, Gauge>,
     pub retention_pruned: Counter,
+    pub csp_reports: Counter,
     pub connections_open: Gauge,
     pub connections_refused: Family<Reason, Counter>,
     pub body_budget_used: Gauge,
@@ -96,6 +97,7 @@ impl Telemetry {
             oldest_pending_seconds: Family::default(),
             circuit_open: Family::default(),
             retention_pruned: Counter::default(),
+            csp_reports: Counter::default(),
             connections_open: Gauge::default(),
             connections_refused: Family::default(),
             body_budget_used: Gauge::default(),
@@ -157,6 +159,11 @@ impl Telemetry {
             "retention_pruned_events",
             "Finished events removed by retention",
             t.retention_pruned.clone(),
+        );
+        r.register(
+            "console_csp_reports",
+            "Content-Security-Policy violations browsers reported from the console (should stay 0)",
+            t.csp_reports.clone(),
         );
         r.register(
             "connections_open",

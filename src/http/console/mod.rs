@@ -27,9 +27,6 @@ use super::api::{ApiError, ApiState};
 use crate::config::api::ApiToken;
 use session::{Sessions, Signed};
 
-/// CSP violations browsers reported (`/ui/csp-report`); shown on `/metrics`, always 0.
-pub static CSP_REPORTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
 /// What every console request can reach.
 #[derive(Clone)]
 pub struct ConsoleState {
@@ -99,7 +96,7 @@ pub fn router(state: ConsoleState) -> Router {
         .with_state(state)
 }
 
-const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
     connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; \
     object-src 'none'; report-uri /ui/csp-report";
 
@@ -125,6 +122,8 @@ async fn guard(request: Request, next: Next) -> Response {
         ("referrer-policy", "no-referrer"),
         ("cross-origin-opener-policy", "same-origin"),
         ("x-frame-options", "DENY"),
+        // Another port of this host is the same site: its pages may not embed ours.
+        ("cross-origin-resource-policy", "same-origin"),
     ] {
         // A download sets its own, stricter policy.
         headers

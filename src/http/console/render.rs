@@ -160,9 +160,17 @@ fn left_out(name: &str) -> bool {
             | "cookie"
             | "x-gitlab-token"
             | "proxy-authorization"
-    ) || name.contains("signature")
-        || name.contains("token")
-        || name.contains("secret")
+    ) || [
+        "signature",
+        "token",
+        "secret",
+        "hmac",
+        "api-key",
+        "apikey",
+        "password",
+    ]
+    .iter()
+    .any(|word| name.contains(word))
 }
 
 /// The event as a curl command posting it to `$HOOKRELAY_URL/hooks/<source>`: credentials
@@ -175,8 +183,10 @@ pub fn curl(source: &str, headers: &[(String, String)], body: &[u8]) -> String {
     for (name, value) in headers.iter().filter(|(name, _)| !left_out(name)) {
         lines.push(format!("  -H {}", shell_word(&format!("{name}: {value}"))));
     }
+    // `--data-raw`, not `--data-binary`: curl reads a file for an argument that starts with
+    // `@`, and a body of `@/home/op/.ssh/id_rsa` would post that file.
     let body = String::from_utf8_lossy(body);
-    lines.push(format!("  --data-binary {}", shell_word(&body)));
+    lines.push(format!("  --data-raw {}", shell_word(&body)));
     lines.join(" \\\n")
 }
 
@@ -314,7 +324,9 @@ mod tests {
             "{command}"
         );
         assert!(!command.contains("Content-Length"), "{command}");
-        assert!(command.ends_with("--data-binary '{}'"), "{command}");
+        assert!(command.ends_with("--data-raw '{}'"), "{command}");
+        let file = curl("gitlab", &[], b"@/etc/passwd");
+        assert!(file.ends_with("--data-raw '@/etc/passwd'"), "{file}");
     }
 
     #[test]

@@ -163,15 +163,20 @@ pub fn clear_cookie(secure: bool) -> String {
     format!("{name}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{secure}")
 }
 
+/// The cookie called `name`, when the request carries exactly one: a second one can only
+/// have been set by another site on this host (cookies do not keep to a port), to swap in a
+/// session of its own, so then there is none.
 fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers
+    let mut found = headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(key, _)| *key == name)
-        .map(|(_, value)| value)
+        .filter(|(key, _)| *key == name)
+        .map(|(_, value)| value);
+    let first = found.next()?;
+    found.next().is_none().then_some(first)
 }
 
 /// Whether a state-changing request comes from the console's own pages: the browser's
@@ -255,6 +260,12 @@ mod tests {
         )]);
         assert_eq!(cookie(&map, "hookrelay_session"), Some("abc"));
         assert_eq!(cookie(&map, "__Host-hookrelay_session"), None);
+        let planted = headers(&[("cookie", "hookrelay_session=theirs; hookrelay_session=ours")]);
+        assert_eq!(
+            cookie(&planted, "hookrelay_session"),
+            None,
+            "two of them: neither"
+        );
         assert!(
             set_cookie("x", true).starts_with(
                 "__Host-hookrelay_session=x; Path=/; HttpOnly; SameSite=Strict; Secure"
