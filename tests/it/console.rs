@@ -257,6 +257,27 @@ async fn the_console_signs_in_refuses_other_origins_and_escapes_what_senders_wro
         .await
         .unwrap();
     assert!(!missed.contains(&format!("row-{event}")));
+    // Another site (another port of this host counts) may link here, not fetch from here.
+    let fetched = admin
+        .http
+        .get(format!("{}/ui/events?contains=secret", admin.base))
+        .header("cookie", admin.cookie.as_deref().unwrap())
+        .header("sec-fetch-site", "same-site")
+        .header("sec-fetch-mode", "cors")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fetched.status(), 403);
+    let linked = admin
+        .http
+        .get(format!("{}/ui/events", admin.base))
+        .header("cookie", admin.cookie.as_deref().unwrap())
+        .header("sec-fetch-site", "cross-site")
+        .header("sec-fetch-mode", "navigate")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(linked.status(), 200, "a shared link opens");
     let bad_filter = admin.get("/ui/events?since=yesterday").await;
     assert_eq!(bad_filter.status(), 400);
     assert!(bad_filter.text().await.unwrap().contains("since: expected"));

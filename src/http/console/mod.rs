@@ -104,10 +104,13 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 /// change (sign-in included) before any handler runs.
 async fn guard(request: Request, next: Next) -> Response {
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
-    let mut response = if changes
-        && request.uri().path() != "/ui/csp-report"
-        && !session::same_origin(request.headers())
-    {
+    let refused = match changes {
+        true => {
+            request.uri().path() != "/ui/csp-report" && !session::same_origin(request.headers())
+        }
+        false => !session::may_read(request.headers()),
+    };
+    let mut response = if refused {
         failure(
             StatusCode::FORBIDDEN,
             "This request did not come from the console's own pages, so it was refused.",

@@ -198,6 +198,18 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|rest| rest == host)
 }
 
+/// Whether a read may be answered: any request of the console's own pages, and a person's
+/// navigation from anywhere (a shared link), but not another site's script, image or stream
+/// (which would let a page on another port of this host time searches or hold streams open).
+pub fn may_read(headers: &HeaderMap) -> bool {
+    let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    let mode = headers.get("sec-fetch-mode").map(|v| v.as_bytes());
+    match site {
+        None | Some(b"same-origin") | Some(b"none") => true,
+        Some(_) => mode == Some(b"navigate"),
+    }
+}
+
 /// The form token posted back matches the session's (compared in constant time).
 pub fn form_token_matches(signed: &Signed, posted: &str) -> bool {
     signed.form_token.len() == posted.len()
@@ -249,6 +261,46 @@ mod tests {
         ];
         for (pairs, expected) in table {
             assert_eq!(same_origin(&headers(pairs)), *expected, "{pairs:?}");
+        }
+    }
+
+    #[test]
+    fn other_sites_may_link_here_but_not_fetch_from_here() {
+        let table: &[(&[(&str, &str)], bool)] = &[
+            (&[], true),
+            (
+                &[
+                    ("sec-fetch-site", "same-origin"),
+                    ("sec-fetch-mode", "cors"),
+                ],
+                true,
+            ),
+            (
+                &[("sec-fetch-site", "none"), ("sec-fetch-mode", "navigate")],
+                true,
+            ),
+            (
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("sec-fetch-mode", "navigate"),
+                ],
+                true,
+            ),
+            (
+                &[("sec-fetch-site", "same-site"), ("sec-fetch-mode", "cors")],
+                false,
+            ),
+            (
+                &[
+                    ("sec-fetch-site", "same-site"),
+                    ("sec-fetch-mode", "no-cors"),
+                ],
+                false,
+            ),
+            (&[("sec-fetch-site", "cross-site")], false),
+        ];
+        for (pairs, expected) in table {
+            assert_eq!(may_read(&headers(pairs)), *expected, "{pairs:?}");
         }
     }
 
