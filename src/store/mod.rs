@@ -3,6 +3,7 @@
 //! Two implementations, chosen once from the store URL by [`open`]: `sqlite` (embedded, the
 //! default) and `postgres` (several replicas on one database).
 
+pub mod look;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
