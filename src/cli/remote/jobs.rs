@@ -108,6 +108,8 @@ enum FollowEnd {
     /// Changed everything it matched and (for a replay) every replayed delivery has an outcome.
     Done,
     Failed(String),
+    /// An operator stopped it.
+    Cancelled,
     /// Nothing moved for the stall timeout; why, as far as the CLI can tell.
     Stalled(String),
 }
@@ -121,6 +123,13 @@ impl Follow {
         job: &str,
     ) -> anyhow::Result<ExitCode> {
         let (finished, end) = self.follow(client, job).await?;
+        if let FollowEnd::Cancelled = end {
+            eprintln!(
+                "job {job} was cancelled after changing {} of {}",
+                finished["changed"], finished["matched"]
+            );
+            return Ok(ExitCode::FAILURE);
+        }
         let action = finished["scope"]["action"].as_str().unwrap_or("replay");
         if self.json {
             println!("{finished}");
@@ -136,6 +145,7 @@ impl Follow {
         }
         match end {
             FollowEnd::Done => Ok(ExitCode::SUCCESS),
+            FollowEnd::Cancelled => Ok(ExitCode::FAILURE),
             FollowEnd::Failed(reason) => {
                 eprintln!("job {job} failed: {reason}");
                 Ok(ExitCode::FAILURE)
@@ -201,12 +211,13 @@ impl Follow {
                 }
                 false => bar.set_position(job["changed"].as_u64().unwrap_or(0)),
             }
-            if job["state"] == "failed" || job["state"] == "cancelled" {
+            if job["state"] == "cancelled" {
                 bar.abandon();
-                let reason = match job["state"] == "cancelled" {
-                    true => "cancelled by an operator".to_owned(),
-                    false => text(job, "error"),
-                };
+                return Ok((last, FollowEnd::Cancelled));
+            }
+            if job["state"] == "failed" {
+                bar.abandon();
+                let reason = text(job, "error");
                 return Ok((last, FollowEnd::Failed(reason)));
             }
             let waiting = job["waiting"].as_u64().unwrap_or(0);

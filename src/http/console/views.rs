@@ -203,6 +203,8 @@ pub struct AttemptRow {
     pub error: String,
     pub headers: String,
     pub excerpt: String,
+    /// An HTTP answer (its excerpt is a response body), not a command's output.
+    pub answered_http: bool,
 }
 
 impl AttemptRow {
@@ -222,6 +224,7 @@ impl AttemptRow {
                 .as_deref()
                 .map(visible)
                 .unwrap_or_default(),
+            answered_http: attempt.detail.status.is_some(),
             headers: attempt
                 .detail
                 .response_headers
