@@ -182,9 +182,10 @@ fn recorder(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) 
         dir.join(format!("{name}.sh")),
         dir.join(format!("{name}.log")),
     );
+    // One write per run: adnanh/webhook runs hooks at the same time, and two appends (the
+    // fields, then the newline) from two runs interleaved into one line.
     let body = format!(
-        "#!/bin/sh\nprintf '%s|' \"$@\" \"$SHA\" >> {}\necho >> {}\n",
-        log.display(),
+        "#!/bin/sh\nline=$(printf '%s|' \"$@\" \"$SHA\")\nprintf '%s\\n' \"$line\" >> {}\n",
         log.display()
     );
     std::fs::write(&script, body).unwrap();
