@@ -79,7 +79,7 @@ impl App {
             crate::domain::EventId::generate()
         );
         let engine = delivery::Engine::start(
-            &config,
+            &delivery_settings(&config),
             store.clone(),
             &paused,
             owner.clone(),
@@ -247,6 +247,28 @@ impl App {
 }
 
 /// The running delivery engine, from outside.
+/// What delivery runs, from the config: delivery itself never reads the config.
+pub fn delivery_settings(config: &Config) -> delivery::Settings {
+    let forward_defaults = config
+        .sources
+        .iter()
+        .map(|(name, source)| {
+            let headers = crate::ingest::provider_for(source.provider).forwarded_headers();
+            (
+                name.clone(),
+                headers.iter().map(|h| h.to_string()).collect(),
+            )
+        })
+        .collect();
+    delivery::Settings {
+        destinations: config.destinations.clone(),
+        forward_defaults: Arc::new(forward_defaults),
+        memory: config.server.delivery_memory,
+        grace: config.server.shutdown_grace,
+        deliver: config.server.roles.deliver,
+    }
+}
+
 #[derive(Clone)]
 pub struct Delivery(Arc<Mutex<delivery::Engine>>);
 
@@ -287,7 +309,7 @@ impl Reload for ConfigReloader {
         self.engine
             .lock()
             .await
-            .apply(&config, &Default::default())
+            .apply(&delivery_settings(&config), &Default::default())
             .map_err(|err| format!("{err:#}"))?;
         self.routing.replace(http::Routing::from_config(&config));
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) =

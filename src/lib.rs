@@ -12,6 +12,7 @@
 //! - [`telemetry`]: Prometheus metrics, recorded where things happen.
 //! - [`signing`]: HMAC and Standard Webhooks primitives, inbound verify and outbound sign.
 //! - [`import`]: adnanh/webhook hooks files as hookrelay configs.
+//! - [`settings`]: how settings are checked (located problems, durations, sizes), for config and destinations.
 //! - [`send`]: signed sample events for `hookrelay send`.
 //! - [`client`]: a typed client of the management API (CLI, tests).
 //! - [`cli`]: the command line.
@@ -29,6 +30,7 @@ pub mod jobs;
 pub mod recent;
 pub mod routing;
 pub mod send;
+pub mod settings;
 pub mod signing;
 pub mod store;
 pub mod telemetry;

@@ -1,10 +1,11 @@
-//! Validation of `[destinations.NAME]`: URL, timeout, concurrency, ordering, forwarded
-//! headers and the retry policy, each error located.
+//! Validation of `[destinations.NAME]`: what every kind shares (timeout, concurrency,
+//! ordering, breaker, retry policy), each error located; the kind's own settings are checked
+//! by its home in `delivery::destinations`.
 
 use std::time::Duration;
 
 use super::raw::{RawDestination, RawRetry, parse_duration_in};
-use super::{Checker, DestinationConfig, HOUR, HttpTarget, Secret, Target};
+use super::{Checker, DestinationConfig, HOUR};
 use crate::domain::RetryPolicy;
 use crate::domain::{KeyPart, Name, OnInterrupt, Ordering};
 
@@ -15,25 +16,7 @@ pub(super) fn validate_destination(
     raw: &RawDestination,
 ) -> Option<DestinationConfig> {
     let name = c.check(location, Name::parse(name));
-    let target = match raw.kind.as_str() {
-        "http" => http_target(c, location, raw).map(Target::Http),
-        "command" => {
-            if raw.url.is_some() {
-                c.error(
-                    format!("{location}.url"),
-                    "a command destination has no url",
-                );
-            }
-            super::command::validate_command(c, location, raw).map(Target::Command)
-        }
-        other => {
-            c.error(
-                format!("{location}.kind"),
-                format!("unknown destination kind {other:?}; supported: \"http\", \"command\""),
-            );
-            None
-        }
-    };
+    let target = crate::delivery::destinations::validate(c, location, &raw.kind, &raw.settings);
     let is_command = raw.kind == "command";
     let timeout = match &raw.timeout {
         Some(text) => c.check(
@@ -135,90 +118,6 @@ pub(super) fn validate_destination(
     })
 }
 
-fn http_target(c: &mut Checker, location: &str, raw: &RawDestination) -> Option<HttpTarget> {
-    let Some(text) = &raw.url else {
-        c.error(format!("{location}.url"), "an http destination needs a url");
-        return None;
-    };
-    let url = c.check(
-        format!("{location}.url"),
-        reqwest::Url::parse(text)
-            // Never the URL itself: it may carry `user:password` or a token.
-            .map_err(|err| format!("is not a URL: {err}"))
-            .and_then(|url| match url.scheme() {
-                "http" | "https" => Ok(url),
-                other => Err(format!("scheme {other:?} is not http or https")),
-            }),
-    );
-    let secret = match &raw.secret {
-        Some(text) => Some(c.check(format!("{location}.secret"), Secret::resolve(text))?),
-        None => None,
-    };
-    let forward_headers = forward_headers(
-        c,
-        &format!("{location}.forward_headers"),
-        &raw.forward_headers,
-    );
-    let allow_private_network = raw.allow_private_network.unwrap_or(false);
-    if let Some(url) = &url
-        && let Some(why) = crate::delivery::http::literal_refusal(url, allow_private_network)
-    {
-        c.error(format!("{location}.url"), why);
-    }
-    Some(HttpTarget {
-        url: url?,
-        secret,
-        forward_headers: forward_headers?,
-        allow_private_network,
-        follow_redirects: raw.follow_redirects.unwrap_or(false),
-    })
-}
-
-/// Headers hookrelay sets itself and hop-by-hop headers are never copied (nor credentials,
-/// which ingest knows: `ingest::CREDENTIAL_HEADERS`).
-const NOT_FORWARDABLE: &[&str] = &[
-    "host",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "webhook-id",
-    "webhook-timestamp",
-    "webhook-signature",
-    "content-type",
-];
-
-fn forward_headers(
-    c: &mut Checker,
-    location: &str,
-    raw: &Option<Vec<String>>,
-) -> Option<Option<Vec<String>>> {
-    let Some(list) = raw else {
-        return Some(None);
-    };
-    let mut names = Vec::new();
-    for (i, name) in list.iter().enumerate() {
-        let lower = name.to_ascii_lowercase();
-        if http::HeaderName::from_bytes(lower.as_bytes()).is_err() {
-            c.error(
-                format!("{location}[{i}]"),
-                format!("{name:?} is not a header name"),
-            );
-        } else if not_forwardable(&lower.as_str()) {
-            c.error(
-                format!("{location}[{i}]"),
-                format!("{name:?} is set by hookrelay or must not be forwarded"),
-            );
-        } else {
-            names.push(lower);
-        }
-    }
-    Some(Some(names))
-}
-
 fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<RetryPolicy> {
     let defaults = RetryPolicy::default();
     let mut duration =
@@ -285,8 +184,4 @@ fn validate_retry(c: &mut Checker, location: &str, raw: &RawRetry) -> Option<Ret
         retry_after_cap: retry_after_cap?,
         permanent_4xx: raw.permanent_4xx.unwrap_or(defaults.permanent_4xx),
     })
-}
-
-fn not_forwardable(name: &&str) -> bool {
-    NOT_FORWARDABLE.contains(name) || crate::ingest::CREDENTIAL_HEADERS.contains(name)
 }

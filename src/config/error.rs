@@ -3,12 +3,8 @@
 
 use std::fmt;
 
-/// One problem in the config and where it is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub location: String,
-    pub message: String,
-}
+pub use crate::settings::ConfigError;
+pub(super) use crate::settings::without_values;
 
 /// Every problem found, so one `config check` run shows them all.
 #[derive(Debug)]
@@ -66,16 +62,4 @@ pub(super) fn toml_error(err: &toml::de::Error, text: &str) -> String {
         }
         None => message,
     }
-}
-
-/// serde's messages quote the value they did not expect (`invalid type: string "..."`,
-/// `integer `12345``); the value may be a secret, the kind of value is enough.
-pub(super) fn without_values(message: &str) -> String {
-    static VALUE: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
-        regex::Regex::new(
-            r#"(invalid (?:type|value|length): [a-z ]+?) ?(?:"(?:[^"\\]|\\.)*"|`[^`]*`)"#,
-        )
-        .expect("valid pattern")
-    });
-    VALUE.replace_all(message.trim(), "$1").into_owned()
 }

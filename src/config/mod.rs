@@ -1,7 +1,6 @@
 //! Typed configuration: one TOML file plus `HOOKRELAY_*` overrides, validated once, every error located.
 
 pub mod api;
-mod command;
 mod destination;
 mod error;
 mod raw;
@@ -15,14 +14,15 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use crate::delivery::destinations::{DestinationConfig, Target};
 pub use crate::domain::Secret;
 pub use error::{ConfigError, ConfigErrors};
 use error::{toml_error, without_values};
 pub use server::Roles;
 
-use crate::domain::RetryPolicy;
-use crate::domain::{Name, Ordering};
+use crate::domain::Name;
 use crate::routing::Route;
+use crate::settings::Checker;
 use raw::RawConfig;
 
 pub const DEFAULT_STORE: &str = "sqlite://hookrelay.db";
@@ -108,44 +108,6 @@ pub struct SourceConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
-#[derive(Debug, Clone)]
-pub struct DestinationConfig {
-    pub name: Name,
-    /// What the destination is, by kind.
-    pub target: Target,
-    pub timeout: Duration,
-    pub concurrency: usize,
-    pub ordering: Ordering,
-    /// `latest` ordering: the parts of an event its coalescing key is made of.
-    pub coalesce_by: Vec<crate::domain::KeyPart>,
-    /// Deliveries are stored and held, not attempted, until the destination is resumed.
-    pub paused: bool,
-    pub breaker: crate::delivery::breaker::BreakerPolicy,
-    pub retry: RetryPolicy,
-    /// What an attempt cut off by hookrelay stopping (kill -9, power loss) leads to.
-    pub on_interrupt: crate::domain::OnInterrupt,
-}
-
-/// A destination's kind and what only that kind needs.
-#[derive(Debug, Clone)]
-pub enum Target {
-    Http(HttpTarget),
-    Command(crate::delivery::command::CommandTarget),
-}
-
-#[derive(Debug, Clone)]
-pub struct HttpTarget {
-    pub url: reqwest::Url,
-    /// Signs forwarded requests (`webhook-signature`) so the receiver can verify us.
-    pub secret: Option<Secret>,
-    /// Original headers copied onto forwarded requests; `None` means the provider's defaults.
-    pub forward_headers: Option<Vec<String>>,
-    /// Loopback, private and link-local addresses may be delivered to (metadata never).
-    pub allow_private_network: bool,
-    /// Follow 3xx answers (to allowed addresses) instead of recording them as failures.
-    pub follow_redirects: bool,
-}
-
 fn read_file(path: &Path) -> Result<(String, String), ConfigErrors> {
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
@@ -215,39 +177,6 @@ impl RawConfig {
         use serde::Deserialize;
         RawConfig::deserialize(toml::Value::Table(table))
             .map_err(|err| without_values(err.message()))
-    }
-}
-
-/// Collects errors (and warnings) instead of stopping at the first one.
-struct Checker {
-    errors: Vec<ConfigError>,
-    warnings: Vec<ConfigError>,
-}
-
-impl Checker {
-    fn error(&mut self, location: impl Into<String>, message: impl Into<String>) {
-        self.errors.push(ConfigError {
-            location: location.into(),
-            message: message.into(),
-        });
-    }
-
-    fn warn(&mut self, location: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(ConfigError {
-            location: location.into(),
-            message: message.into(),
-        });
-    }
-
-    fn check<T>(&mut self, location: impl Into<String>, result: Result<T, String>) -> Option<T> {
-        result
-            .map_err(|message| {
-                self.errors.push(ConfigError {
-                    location: location.into(),
-                    message,
-                })
-            })
-            .ok()
     }
 }
 

@@ -1,9 +1,10 @@
 //! The config file as written (serde shapes), `HOOKRELAY_*` environment overlays, unit parsing.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use serde::Deserialize;
+
+pub use crate::settings::{RawSize, parse_duration, parse_duration_in, parse_size};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -119,52 +120,26 @@ pub enum RawGenericAuth {
     },
 }
 
+/// Unknown keys are not refused here: they are the kind's, which refuses what it does not know.
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawSize {
-    Bytes(u64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawDestination {
     #[serde(alias = "type", default = "default_destination_type")]
     pub kind: String,
-    pub url: Option<String>,
-    // `kind = "command"` (see config/command.rs).
-    pub argv: Option<Vec<super::command::RawValue>>,
-    pub shell: Option<bool>,
-    pub working_dir: Option<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, super::command::RawValue>,
-    pub inherit_env: Option<super::command::RawInherit>,
-    pub user: Option<String>,
-    pub group: Option<String>,
-    /// `"body"`: the raw body on stdin; `"none"` (default): empty stdin.
-    pub stdin: Option<String>,
-    #[serde(default)]
-    pub permanent_exit_codes: Vec<i32>,
-    pub kill_grace: Option<String>,
     /// `"retry"` (default) or `"dead"`: after an attempt cut off by hookrelay stopping.
     pub on_interrupt: Option<String>,
-    pub output_limit: Option<RawSize>,
     /// `latest` ordering: what the coalescing key is made of (default source and ref).
     pub coalesce_by: Option<Vec<String>>,
     pub timeout: Option<String>,
     pub concurrency: Option<i64>,
     pub ordering: Option<String>,
-    pub secret: Option<String>,
-    pub forward_headers: Option<Vec<String>>,
     pub paused: Option<bool>,
-    /// Loopback, private and link-local addresses are refused unless this is true.
-    pub allow_private_network: Option<bool>,
-    /// 3xx answers are recorded as failures unless this is true.
-    pub follow_redirects: Option<bool>,
     #[serde(default)]
     pub circuit_breaker: RawBreaker,
     #[serde(default)]
     pub retry: RawRetry,
+    /// The kind's own settings (`delivery::destinations` checks them).
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,53 +298,10 @@ fn parse_env_value(key: &str, raw: &str) -> toml::Value {
     text()
 }
 
-pub fn parse_duration(raw: &str) -> Result<Duration, String> {
-    humantime::parse_duration(raw.trim())
-        .map_err(|err| format!("{raw:?} is not a duration like \"10s\" or \"1h 30m\": {err}"))
-}
-
-/// A duration within `min..=max`, so no setting can stall or overflow the server.
-pub fn parse_duration_in(raw: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let duration = parse_duration(raw)?;
-    if duration < min || duration > max {
-        return Err(format!(
-            "{raw:?} is outside {} ..= {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        ));
-    }
-    Ok(duration)
-}
-
-pub fn parse_size(raw: &RawSize) -> Result<u64, String> {
-    let text = match raw {
-        RawSize::Bytes(bytes) => return Ok(*bytes),
-        RawSize::Text(text) => text.trim(),
-    };
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let number: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a size like \"25MiB\" or 1048576"))?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "kb" => 1000,
-        "kib" | "k" => 1024,
-        "mb" => 1000 * 1000,
-        "mib" | "m" => 1024 * 1024,
-        "gb" => 1000 * 1000 * 1000,
-        "gib" | "g" => 1024 * 1024 * 1024,
-        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
-    };
-    number
-        .checked_mul(factor)
-        .ok_or_else(|| format!("{text:?} is too large"))
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]

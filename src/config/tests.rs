@@ -1,6 +1,7 @@
 //! Config parsing and validation tests: every error names where it is.
 
 use super::*;
+use crate::domain::Ordering;
 
 const VALID: &str = r#"
 [server]

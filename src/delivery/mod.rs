@@ -5,8 +5,7 @@ pub mod address;
 mod attempt;
 pub mod breaker;
 mod changes;
-pub mod command;
-pub mod http;
+pub mod destinations;
 pub mod plan;
 mod requests;
 mod worker;
@@ -19,9 +18,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+pub use destinations::{DestinationConfig, ForwardDefaults, Target};
+
 use crate::domain::{AttemptDetail, Name, Verdict};
-use crate::ingest::provider_for;
 use crate::store::{Store, StoredRequest};
 
 /// What a destination is handed for one attempt.
@@ -60,6 +59,20 @@ pub trait Destination: Send + Sync {
     async fn deliver(&self, outbound: &Outbound<'_>) -> AttemptOutcome;
 }
 
+/// What delivery runs, taken from the config by the app (delivery never reads the config).
+#[derive(Clone)]
+pub struct Settings {
+    pub destinations: std::collections::BTreeMap<Name, DestinationConfig>,
+    /// Per source, the original headers its deliveries carry on by default.
+    pub forward_defaults: ForwardDefaults,
+    /// Bytes of stored requests held in memory for delivery at once.
+    pub memory: u64,
+    /// How long attempts in flight may finish at shutdown.
+    pub grace: Duration,
+    /// Whether this process delivers (`server.roles`).
+    pub deliver: bool,
+}
+
 /// Running delivery workers; the store's change feed wakes them when deliveries are due. The set of
 /// workers follows the config: [`Engine::apply`] starts, restarts and stops them on reload.
 pub struct Engine {
@@ -76,6 +89,8 @@ pub struct Engine {
     /// Whether this process delivers (`server.roles`); without it no worker runs, and
     /// destinations are still built so a bad one is refused as anywhere.
     deliver: bool,
+    /// The forwarding defaults the running workers were built with.
+    forward_defaults: ForwardDefaults,
 }
 
 /// A running destination's switches and state, shared by its worker and the API.
@@ -179,29 +194,27 @@ impl Engine {
     /// Starts one worker per configured destination. `paused` holds the pauses operators
     /// set at runtime (they win over the config's initial `paused`).
     pub fn start(
-        config: &Config,
+        settings: &Settings,
         store: Arc<dyn Store>,
         paused: &HashMap<String, bool>,
         lease_owner: String,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         let mut engine = Self {
-            requests: Arc::new(requests::Requests::new(
-                store.clone(),
-                config.server.delivery_memory,
-            )),
+            requests: Arc::new(requests::Requests::new(store.clone(), settings.memory)),
             store,
             lease_owner,
-            grace: config.server.shutdown_grace,
+            grace: settings.grace,
             shutdown,
             running: HashMap::new(),
             workers: JoinSet::new(),
             wakers: Wakers::default(),
             controls: Controls::default(),
             breakers: Breakers::default(),
-            deliver: config.server.roles.deliver,
+            deliver: settings.deliver,
+            forward_defaults: Default::default(),
         };
-        engine.apply(config, paused)?;
+        engine.apply(settings, paused)?;
         tokio::spawn(changes::follow(
             engine.store.changes(),
             engine.store.clone(),
@@ -212,36 +225,58 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Makes the running workers match `config`: every destination's worker is (re)started
-    /// with its new settings, removed ones stop. A stopping worker lets its attempts in flight
-    /// finish within the grace period and gives the rest back, so nothing is dropped; a pause
-    /// set at runtime carries over. Fails without changing anything if a destination cannot
-    /// be built.
-    pub fn apply(&mut self, config: &Config, paused: &HashMap<String, bool>) -> anyhow::Result<()> {
-        let mut defaults: HashMap<Name, Vec<String>> = HashMap::new();
-        for (name, source) in &config.sources {
-            let headers = provider_for(source.provider).forwarded_headers();
-            defaults.insert(
-                name.clone(),
-                headers.iter().map(|h| h.to_string()).collect(),
-            );
-        }
-        let defaults = Arc::new(defaults);
+    /// Makes the running workers match `settings`: a destination whose settings changed gets
+    /// a new worker (and a new connection), removed ones stop, unchanged ones keep running
+    /// untouched. A stopping worker lets its attempts in flight finish within the grace
+    /// period and gives the rest back, so nothing is dropped; a pause set at runtime carries
+    /// over. Fails without changing anything if a destination cannot be built.
+    pub fn apply(
+        &mut self,
+        settings: &Settings,
+        paused: &HashMap<String, bool>,
+    ) -> anyhow::Result<()> {
+        let defaults_changed = settings.forward_defaults != self.forward_defaults;
+        let keep: Vec<Name> = settings
+            .destinations
+            .iter()
+            .filter(|(name, destination)| {
+                !defaults_changed
+                    && self
+                        .running
+                        .get(*name)
+                        .is_some_and(|(_, ctx)| ctx.config == **destination)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
         let mut built = Vec::new();
-        for (name, destination) in &config.destinations {
-            let target = build(destination, &defaults)
+        for (name, destination) in &settings.destinations {
+            if keep.contains(name) {
+                continue;
+            }
+            let target = destinations::build(destination, &settings.forward_defaults)
                 .map_err(|err| anyhow::anyhow!("destination {name}: {err}"))?;
             built.push((name.clone(), destination.clone(), target));
         }
-        for (_, (stop, _)) in self.running.drain() {
-            stop.cancel();
-        }
+        self.forward_defaults = settings.forward_defaults.clone();
+        self.running.retain(|name, (stop, _)| {
+            let kept = keep.contains(name);
+            if !kept {
+                stop.cancel();
+            }
+            kept
+        });
         if !self.deliver {
             built.clear();
         }
         let mut wakers = HashMap::new();
         let mut controls = HashMap::new();
         let mut breakers = HashMap::new();
+        for name in &keep {
+            let (_, ctx) = &self.running[name];
+            wakers.insert(name.clone(), ctx.waker.clone());
+            controls.insert(name.clone(), ctx.control.clone());
+            breakers.insert(name.clone(), ctx.breaker_open.clone());
+        }
         for (name, destination, target) in built {
             let is_paused = match self.controls.get(name.as_str()) {
                 Some(old) => old.is_paused(),
@@ -324,24 +359,6 @@ impl Engine {
             }
         }
     }
-}
-
-/// Builds a destination of the configured kind: the one place that knows every kind.
-fn build(
-    config: &crate::config::DestinationConfig,
-    defaults: &Arc<HashMap<Name, Vec<String>>>,
-) -> anyhow::Result<Arc<dyn Destination>> {
-    Ok(match &config.target {
-        crate::config::Target::Http(target) => Arc::new(http::HttpDestination::new(
-            config,
-            target,
-            defaults.clone(),
-        )?),
-        crate::config::Target::Command(target) => Arc::new(command::CommandDestination::new(
-            target.clone(),
-            config.timeout,
-        )),
-    })
 }
 
 /// Each running destination's wake-up, which the change feed's follower pulls.

@@ -100,7 +100,8 @@ mod tests {
     }
 
     fn failed_with(status: Option<u16>, retry_after_secs: Option<u64>, strict: bool) -> Outcome {
-        let permanent = status.is_some_and(|s| super::super::http::is_permanent(s, strict));
+        let permanent =
+            status.is_some_and(|s| super::super::destinations::http::is_permanent(s, strict));
         let verdict = match permanent {
             true => Verdict::Permanent,
             false => Verdict::Retryable,

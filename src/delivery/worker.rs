@@ -16,10 +16,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::Destination;
+use super::DestinationConfig;
 use super::attempt;
 use super::breaker::{Allowance, Breaker};
 use super::requests::{Loaded, Requests};
-use crate::config::DestinationConfig;
 use crate::domain::{Name, Ordering, UnixMillis, now_millis};
 use crate::store::{ClaimRequest, ClaimedDelivery, Lease, Store, StoreError};
 

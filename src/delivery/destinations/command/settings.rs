@@ -1,13 +1,33 @@
-//! Validation of `kind = "command"` destinations: argv, where values come from, environment,
+//! `kind = "command"` settings and their validation: argv, where values come from, environment,
 //! user and group, exit codes, output bounds.
 
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Checker;
-use super::raw::{RawDestination, parse_duration_in, parse_size};
-use crate::delivery::command::{ArgValue, CommandTarget, FIELDS, InheritEnv};
+use std::collections::BTreeMap;
+
+use super::{ArgValue, CommandTarget, FIELDS, InheritEnv};
+use crate::settings::{Checker, RawSize, parse_duration_in, parse_size};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCommand {
+    pub argv: Option<Vec<RawValue>>,
+    pub shell: Option<bool>,
+    pub working_dir: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, RawValue>,
+    pub inherit_env: Option<RawInherit>,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    /// `"body"`: the raw body on stdin; `"none"` (default): empty stdin.
+    pub stdin: Option<String>,
+    #[serde(default)]
+    pub permanent_exit_codes: Vec<i32>,
+    pub kill_grace: Option<String>,
+    pub output_limit: Option<RawSize>,
+}
 
 /// A value as written: a literal, or a table naming where it comes from.
 #[derive(Debug, Deserialize)]
@@ -85,10 +105,10 @@ fn id_of(file: &str, name: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("no {name:?} in {file}"))
 }
 
-pub(super) fn validate_command(
+pub(in crate::delivery::destinations) fn validate(
     c: &mut Checker,
     location: &str,
-    raw: &RawDestination,
+    raw: &RawCommand,
 ) -> Option<CommandTarget> {
     let argv: Vec<Option<ArgValue>> = match &raw.argv {
         Some(argv) if !argv.is_empty() => argv

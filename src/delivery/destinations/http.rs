@@ -5,10 +5,15 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::address::{GuardedResolver, literal_address, refusal};
-use super::{AttemptOutcome, Destination, Outbound};
-use crate::config::{DestinationConfig, HttpTarget, Secret};
-use crate::domain::{AttemptDetail, HOPS_HEADER, Name, Verdict};
+mod settings;
+
+pub(super) use settings::validate;
+pub use settings::{HttpTarget, RawHttp};
+
+use super::DestinationConfig;
+use crate::delivery::address::{GuardedResolver, literal_address, refusal};
+use crate::delivery::{AttemptOutcome, Destination, Outbound};
+use crate::domain::{AttemptDetail, HOPS_HEADER, Name, Secret, Verdict};
 use crate::signing::{standard_secret, standard_v1_signature};
 
 /// Bytes of a response body kept with the attempt: enough to see an error message.

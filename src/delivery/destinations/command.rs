@@ -9,9 +9,13 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWriteExt as _};
 
+mod settings;
 mod verdict;
 
-use super::{AttemptOutcome, Destination, Outbound};
+pub(super) use settings::validate;
+pub use settings::{RawCommand, RawInherit, RawValue};
+
+use crate::delivery::{AttemptOutcome, Destination, Outbound};
 use crate::domain::{AttemptDetail, Verdict};
 use crate::store::StoredRequest;
 
@@ -29,19 +33,7 @@ pub enum ArgValue {
     BodyFile,
 }
 
-pub const FIELDS: &[&str] = &[
-    "ref",
-    "branch",
-    "tag",
-    "project",
-    "commit_before",
-    "commit_after",
-    "sender",
-    "event_type",
-    "source",
-    "event_id",
-    "delivery_id",
-];
+pub use super::message::FIELDS;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum InheritEnv {
@@ -50,7 +42,7 @@ pub enum InheritEnv {
     Names(Vec<String>),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CommandTarget {
     pub argv: Vec<ArgValue>,
     /// Run `argv[0]` as a `/bin/sh -c` script, the other values as `$1`, `$2`, ...
@@ -87,8 +79,6 @@ impl CommandDestination {
 /// The text of one value for this delivery; `None` when it names something absent (empty).
 fn resolve(value: &ArgValue, outbound: &Outbound<'_>, body_file: &Option<PathBuf>) -> String {
     let request = outbound.request;
-    let class = &request.classification;
-    let text = |v: &Option<String>| v.clone().unwrap_or_default();
     match value {
         ArgValue::Literal(text) => text.clone(),
         ArgValue::Pointer(pointer) => serde_json::from_slice::<Value>(&request.body)
@@ -105,20 +95,9 @@ fn resolve(value: &ArgValue, outbound: &Outbound<'_>, body_file: &Option<PathBuf
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
             .unwrap_or_default(),
-        ArgValue::Field(field) => match field.as_str() {
-            "ref" => text(&class.git_ref),
-            "branch" => text(&class.branch),
-            "tag" => text(&class.tag),
-            "project" => text(&class.project),
-            "commit_before" => text(&class.commit_before),
-            "commit_after" => text(&class.commit_after),
-            "sender" => text(&class.sender),
-            "event_type" => text(&class.event_type),
-            "source" => request.source.as_str().to_owned(),
-            "event_id" => request.event_id.as_str().to_owned(),
-            "delivery_id" => outbound.delivery_id.to_owned(),
-            _ => String::new(),
-        },
+        ArgValue::Field(field) => {
+            super::message::field(field, request, outbound.delivery_id).unwrap_or_default()
+        }
         ArgValue::BodyFile => body_file
             .as_ref()
             .map(|p| p.display().to_string())
