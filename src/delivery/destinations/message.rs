@@ -138,24 +138,28 @@ pub fn headers(
     defaults: &super::ForwardDefaults,
 ) -> Vec<(String, String)> {
     let request = outbound.request;
+    // The names the HTTP destination sends, so a consumer reads one set whatever the transport.
     let mut out = vec![
         ("webhook-id".to_owned(), outbound.delivery_id.to_owned()),
         (
             "webhook-timestamp".to_owned(),
-            (request.received_at / 1000).to_string(),
+            (crate::domain::now_millis() / 1000).to_string(),
         ),
         (
-            "hookrelay-event-id".to_owned(),
+            "x-hookrelay-event-id".to_owned(),
             request.event_id.as_str().to_owned(),
         ),
         (
-            "hookrelay-source".to_owned(),
+            "x-hookrelay-attempt".to_owned(),
+            outbound.attempt.to_string(),
+        ),
+        (
+            "x-hookrelay-source".to_owned(),
             request.source.as_str().to_owned(),
         ),
-        ("hookrelay-attempt".to_owned(), outbound.attempt.to_string()),
     ];
     if let Some(event_type) = &request.event_type {
-        out.push(("hookrelay-event-type".to_owned(), event_type.clone()));
+        out.push(("x-hookrelay-event-type".to_owned(), event_type.clone()));
     }
     if let Some(content_type) = &request.content_type {
         out.push(("content-type".to_owned(), content_type.clone()));
