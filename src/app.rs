@@ -30,6 +30,7 @@ pub struct App {
     tls: Option<http::tls::TlsAcceptor>,
     api_socket: Option<http::api::socket::ApiSocket>,
     api_listener: Option<TcpListener>,
+    notifications: Arc<std::sync::RwLock<crate::notify::Settings>>,
 }
 
 impl App {
@@ -78,12 +79,14 @@ impl App {
             std::process::id(),
             crate::domain::EventId::generate()
         );
+        let (tell, told) = crate::notify::channel();
         let engine = delivery::Engine::start(
             &delivery_settings(&config),
             store.clone(),
             &paused,
             owner.clone(),
             token.clone(),
+            roles.deliver.then(|| tell.clone()),
         )?;
         if roles.sweep {
             crate::jobs::Runner {
@@ -95,6 +98,13 @@ impl App {
             .spawn();
         }
         let state = http::AppState::new(&config, store.clone(), engine.status());
+        let notifications = Arc::new(std::sync::RwLock::new(config.notifications.clone()));
+        if roles.deliver {
+            let router = notification_router(state.routing.clone());
+            let notifier =
+                crate::notify::Notifier::new(store.clone(), router, notifications.clone());
+            tokio::spawn(notifier.run(told, token.clone()));
+        }
         let api = ApiState {
             store: store.clone(),
             catalog: Arc::new(std::sync::RwLock::new(Arc::new(Catalog::from_config(
@@ -116,6 +126,7 @@ impl App {
             tls,
             api_socket,
             api_listener,
+            notifications,
         })
     }
 
@@ -160,6 +171,7 @@ impl App {
             store: self.store.clone(),
             routing: self.state.routing.clone(),
             catalog: self.api.catalog.clone(),
+            notifications: self.notifications.clone(),
         });
         self.api.reload = Some(reloader.clone());
         reloader
@@ -247,6 +259,32 @@ impl App {
 }
 
 /// The running delivery engine, from outside.
+/// Routes hookrelay's own notifications with the routes in force (reloads included).
+fn notification_router(routing: http::LiveRouting) -> crate::notify::Router {
+    let source = crate::domain::Name::parse(crate::notify::SOURCE).expect("a valid name");
+    Arc::new(move |classification| {
+        let routing = routing.current();
+        if !routing.routes.iter().any(|route| route.source == source) {
+            return None;
+        }
+        let facts = crate::routing::EventFacts {
+            classification,
+            payload: None,
+        };
+        let routed = crate::routing::destinations_for(&routing.routes, &source, &facts)
+            .into_iter()
+            .map(|destination| crate::domain::Routed {
+                coalesce_key: routing
+                    .coalescing
+                    .get(&destination)
+                    .map(|parts| crate::routing::coalescing_key(parts, &source, classification)),
+                destination,
+            })
+            .collect();
+        Some(routed)
+    })
+}
+
 /// What delivery runs, from the config: delivery itself never reads the config.
 pub fn delivery_settings(config: &Config) -> delivery::Settings {
     let forward_defaults = config
@@ -290,6 +328,7 @@ pub struct ConfigReloader {
     store: Arc<dyn Store>,
     routing: http::LiveRouting,
     catalog: Arc<std::sync::RwLock<Arc<Catalog>>>,
+    notifications: Arc<std::sync::RwLock<crate::notify::Settings>>,
 }
 
 #[async_trait::async_trait]
@@ -312,6 +351,10 @@ impl Reload for ConfigReloader {
             .apply(&delivery_settings(&config), &Default::default())
             .map_err(|err| format!("{err:#}"))?;
         self.routing.replace(http::Routing::from_config(&config));
+        *self
+            .notifications
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = config.notifications.clone();
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(Catalog::from_config(&config));
         notes.extend(orphaned_deliveries(&config, self.store.as_ref()).await);

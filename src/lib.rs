@@ -9,6 +9,7 @@
 //! - [`store`]: the `Store` trait and the embedded SQLite implementation.
 //! - [`delivery`]: workers, the retry planner, destinations.
 //! - [`jobs`]: leased background work (bulk jobs, retention sweeps), continued by any runner.
+//! - [`notify`]: hookrelay's own happenings (dead deliveries, failing destinations, ...) as events of the built-in source `hookrelay`.
 //! - [`telemetry`]: Prometheus metrics, recorded where things happen.
 //! - [`signing`]: HMAC and Standard Webhooks primitives, inbound verify and outbound sign.
 //! - [`import`]: adnanh/webhook hooks files as hookrelay configs.
@@ -27,6 +28,7 @@ pub mod http;
 pub mod import;
 pub mod ingest;
 pub mod jobs;
+pub mod notify;
 pub mod recent;
 pub mod routing;
 pub mod send;

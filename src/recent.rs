@@ -72,6 +72,12 @@ impl Recent {
         }
     }
 
+    /// Every name counted in the last hour.
+    pub fn names(&self) -> Vec<String> {
+        let rings = self.rings.lock().unwrap_or_else(|p| p.into_inner());
+        rings.keys().cloned().collect()
+    }
+
     /// Each kind's counts per minute over the last hour, oldest first.
     pub fn last_hour(&self, name: &str) -> BTreeMap<String, Vec<u64>> {
         self.last_hour_at(name, now_millis())

@@ -46,6 +46,16 @@ pub struct DestinationState {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationOutcome {
+    /// `delivery.dead`, `destination.failing`, ...
+    pub r#type: String,
+    /// `sent`, `duplicate` (another replica sent it), or why not: `cooldown`,
+    /// `already_failing`, `nothing_to_recover`, `still_high`, `budget`, `loop`, `unrouted`,
+    /// `dropped`, `not_stored`.
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Reason {
     pub reason: String,
 }
@@ -66,6 +76,7 @@ pub struct Telemetry {
     pub circuit_open: Family<DestinationLabel, Gauge>,
     pub retention_pruned: Counter,
     pub csp_reports: Counter,
+    pub notifications: Family<NotificationOutcome, Counter>,
     pub connections_open: Gauge,
     pub connections_refused: Family<Reason, Counter>,
     pub body_budget_used: Gauge,
@@ -98,6 +109,7 @@ impl Telemetry {
             circuit_open: Family::default(),
             retention_pruned: Counter::default(),
             csp_reports: Counter::default(),
+            notifications: Family::default(),
             connections_open: Gauge::default(),
             connections_refused: Family::default(),
             body_budget_used: Gauge::default(),
@@ -161,6 +173,11 @@ impl Telemetry {
             t.retention_pruned.clone(),
         );
         r.register(
+            "notifications",
+            "hookrelay's own notifications (delivery.dead, destination.failing, ...): sent, or why not",
+            t.notifications.clone(),
+        );
+        r.register(
             "console_csp_reports",
             "Content-Security-Policy violations browsers reported from the console (should stay 0)",
             t.csp_reports.clone(),
@@ -202,6 +219,15 @@ impl Telemetry {
         self.requests
             .get_or_create(&SourceOutcome {
                 source: source.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn notification(&self, r#type: &str, outcome: &str) {
+        self.notifications
+            .get_or_create(&NotificationOutcome {
+                r#type: r#type.to_owned(),
                 outcome: outcome.to_owned(),
             })
             .inc();

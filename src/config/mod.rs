@@ -3,6 +3,7 @@
 pub mod api;
 mod destination;
 mod error;
+mod notifications;
 mod raw;
 mod retention;
 mod route;
@@ -40,6 +41,8 @@ pub struct Config {
     pub sources: BTreeMap<Name, SourceConfig>,
     pub destinations: BTreeMap<Name, DestinationConfig>,
     pub routes: Vec<Route>,
+    /// When hookrelay tells of its own happenings (`[notifications]`).
+    pub notifications: crate::notify::Settings,
     /// Valid but risky settings (`config check` prints them, `serve` logs them).
     pub warnings: Vec<ConfigError>,
 }
@@ -189,6 +192,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let store_url = raw.server.store.as_deref().unwrap_or(DEFAULT_STORE);
     let api = api::validate_api(&mut c, &raw.api, store_url);
     let retention = retention::validate_retention(&mut c, &raw.retention);
+    let notifications = notifications::validate_notifications(&mut c, &raw.notifications);
     let mut sources = BTreeMap::new();
     for (name, source) in &raw.sources {
         let location = format!("sources.{name}");
@@ -257,6 +261,7 @@ fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         sources,
         destinations,
         routes,
+        notifications: notifications.expect("checked"),
         warnings: c.warnings,
     })
 }

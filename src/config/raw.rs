@@ -21,6 +21,8 @@ pub struct RawConfig {
     pub destinations: BTreeMap<String, RawDestination>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub notifications: super::notifications::RawNotifications,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -14,10 +14,15 @@ pub(super) fn validate_route(
     let source = c.check(format!("{location}.source"), Name::parse(&route.source));
     if let Some(source) = &source
         && !raw.sources.contains_key(source.as_str())
+        && source.as_str() != crate::notify::SOURCE
     {
         c.error(
             format!("{location}.source"),
-            format!("unknown source {:?}", source.as_str()),
+            format!(
+                "unknown source {:?} (\"{}\" is hookrelay's own notifications)",
+                source.as_str(),
+                crate::notify::SOURCE
+            ),
         );
     }
     if route.destinations.is_empty() {

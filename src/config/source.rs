@@ -15,7 +15,16 @@ pub(super) fn validate_source(
     name: &str,
     raw: &RawSource,
 ) -> Option<SourceConfig> {
-    let name = c.check(location, Name::parse(name));
+    let name = c.check(
+        location,
+        Name::parse(name).and_then(|name| match name.as_str() == crate::notify::SOURCE {
+            true => Err(format!(
+                "\"{}\" is the built-in source of hookrelay's own notifications; choose another name",
+                crate::notify::SOURCE
+            )),
+            false => Ok(name),
+        }),
+    );
     let provider = c.check(
         format!("{location}.provider"),
         raw.provider.parse::<ProviderKind>(),

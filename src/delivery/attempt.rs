@@ -8,7 +8,48 @@ use super::Outbound;
 use super::plan::{Decision, PlanInput, plan_next};
 use super::worker::WorkerContext;
 use crate::domain::{Attempt, AttemptDetail, UnixMillis, Verdict, now_millis};
+use crate::notify::About;
 use crate::store::{AttemptRecord, ClaimedDelivery, NextState, StoredRequest};
+
+/// An attempt's record, and what to tell once it is stored: that the delivery is dead.
+pub(super) struct Attempted {
+    pub record: AttemptRecord,
+    pub dead: Option<About>,
+}
+
+/// The failure in a few words for a notification: the summary, and the error when it adds to it.
+fn failure_reason(detail: &AttemptDetail) -> String {
+    match &detail.error {
+        Some(error) if !detail.summary.contains(error.as_str()) => {
+            format!("{}: {error}", detail.summary)
+        }
+        _ => detail.summary.clone(),
+    }
+}
+
+fn dead_about(
+    ctx: &WorkerContext,
+    delivery: &ClaimedDelivery,
+    request: &StoredRequest,
+    record: &AttemptRecord,
+) -> Option<About> {
+    let NextState::Dead(reason) = &record.next else {
+        return None;
+    };
+    ctx.tell.as_ref()?;
+    Some(About::Dead {
+        destination: ctx.name.as_str().to_owned(),
+        delivery_id: delivery.id.as_str().to_owned(),
+        event_id: delivery.event_id.as_str().to_owned(),
+        source: request.source.as_str().to_owned(),
+        event_type: request.event_type.clone(),
+        attempts: delivery.attempts + 1,
+        reason: format!(
+            "{reason}; last attempt: {}",
+            failure_reason(&record.attempt.detail)
+        ),
+    })
+}
 
 /// The record of an attempt that hookrelay's own stop cut off, and what follows by
 /// `on_interrupt`: another try (by the retry policy) or dead at once.
@@ -58,10 +99,20 @@ pub(super) async fn attempt(
     ctx: &WorkerContext,
     delivery: &ClaimedDelivery,
     request: &StoredRequest,
+) -> Attempted {
+    let record = match delivery.interrupted {
+        true => interrupted(ctx, delivery),
+        false => attempt_now(ctx, delivery, request).await,
+    };
+    let dead = dead_about(ctx, delivery, request, &record);
+    Attempted { record, dead }
+}
+
+async fn attempt_now(
+    ctx: &WorkerContext,
+    delivery: &ClaimedDelivery,
+    request: &StoredRequest,
 ) -> AttemptRecord {
-    if delivery.interrupted {
-        return interrupted(ctx, delivery);
-    }
     let number = delivery.attempts + 1;
     let started_at = now_millis();
     let clock = Instant::now();
@@ -91,6 +142,16 @@ pub(super) async fn attempt(
             tracing::warn!(destination = %ctx.name, "circuit breaker open: only probing until a delivery succeeds");
         } else {
             tracing::info!(destination = %ctx.name, "circuit breaker closed: delivering again");
+        }
+        if let Some(tell) = &ctx.tell {
+            let destination = ctx.name.as_str().to_owned();
+            tell.tell(match open {
+                true => About::Failing {
+                    destination,
+                    reason: failure_reason(&outcome.detail),
+                },
+                false => About::Recovered { destination },
+            });
         }
     }
     let telemetry = crate::telemetry::get();
@@ -150,15 +211,23 @@ pub(super) async fn attempt(
 
 /// Stores an attempt's record. If that fails, the delivery stays leased until the lease
 /// expires and is then tried again: at-least-once holds, with the same `webhook-id`.
-pub(super) async fn store(ctx: &WorkerContext, delivery: &ClaimedDelivery, record: AttemptRecord) {
-    if let Err(err) = ctx.store.complete(record).await {
-        tracing::error!(delivery = %delivery.id, error = %err, "could not record the attempt; it is repeated once its lease expires");
+/// A dead delivery is told only once its record is stored.
+pub(super) async fn store(ctx: &WorkerContext, delivery: &ClaimedDelivery, attempted: Attempted) {
+    match ctx.store.complete(attempted.record).await {
+        Ok(()) => {
+            if let (Some(tell), Some(dead)) = (&ctx.tell, attempted.dead) {
+                tell.tell(dead);
+            }
+        }
+        Err(err) => {
+            tracing::error!(delivery = %delivery.id, error = %err, "could not record the attempt; it is repeated once its lease expires");
+        }
     }
 }
 
 /// When the record asks for the next try, if it does.
-pub(super) fn retry_at(record: &AttemptRecord) -> Option<UnixMillis> {
-    match record.next {
+pub(super) fn retry_at(attempted: &Attempted) -> Option<UnixMillis> {
+    match attempted.record.next {
         NextState::RetryAt(at) => Some(at),
         NextState::Succeeded | NextState::Dead(_) => None,
     }

@@ -91,6 +91,7 @@ pub struct Engine {
     deliver: bool,
     /// The forwarding defaults the running workers were built with.
     forward_defaults: ForwardDefaults,
+    tell: Option<crate::notify::Tell>,
 }
 
 /// A running destination's switches and state, shared by its worker and the API.
@@ -199,6 +200,7 @@ impl Engine {
         paused: &HashMap<String, bool>,
         lease_owner: String,
         shutdown: CancellationToken,
+        tell: Option<crate::notify::Tell>,
     ) -> anyhow::Result<Self> {
         let mut engine = Self {
             requests: Arc::new(requests::Requests::new(store.clone(), settings.memory)),
@@ -213,6 +215,7 @@ impl Engine {
             breakers: Breakers::default(),
             deliver: settings.deliver,
             forward_defaults: Default::default(),
+            tell,
         };
         engine.apply(settings, paused)?;
         tokio::spawn(changes::follow(
@@ -313,6 +316,7 @@ impl Engine {
                 requests: self.requests.clone(),
                 breaker_open: breaker_open.clone(),
                 control: control.clone(),
+                tell: self.tell.clone(),
             };
             let ctx = Arc::new(ctx);
             self.workers.spawn(worker::run(ctx.clone()));

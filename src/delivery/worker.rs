@@ -43,6 +43,8 @@ pub struct WorkerContext {
     /// Mirrors the breaker's state for `/metrics`.
     pub breaker_open: Arc<AtomicBool>,
     pub control: Arc<super::DestinationControl>,
+    /// Where dead deliveries and breaker changes are told (notifications), if anywhere.
+    pub tell: Option<crate::notify::Tell>,
 }
 
 impl WorkerContext {

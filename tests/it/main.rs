@@ -21,6 +21,7 @@ mod ingest;
 mod inprocess;
 mod jobs;
 mod metrics;
+mod notifications;
 mod operate;
 mod outbound;
 mod outcomes;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod format;
 mod settings;
 
 pub(super) use settings::validate;
@@ -30,6 +31,7 @@ pub struct HttpDestination {
     /// Original headers copied onto forwarded requests; `None`: the source provider's.
     forward: Option<Vec<String>>,
     defaults: Arc<HashMap<Name, Vec<String>>>,
+    format: format::Format,
 }
 
 impl HttpDestination {
@@ -76,6 +78,7 @@ impl HttpDestination {
             defaults,
             allow_internal,
             permanent_4xx: config.retry.permanent_4xx,
+            format: target.format,
         })
     }
 }
@@ -115,17 +118,23 @@ impl Destination for HttpDestination {
         }
         let request = outbound.request;
         let timestamp = crate::domain::now_millis() / 1000;
+        let formatted = self.format.body(request);
+        let body = formatted.clone().unwrap_or_else(|| request.body.clone());
         let mut builder = self
             .client
             .post(self.url.clone())
             .timeout(self.timeout)
-            .body(request.body.clone())
+            .body(body.clone())
             .header("webhook-id", outbound.delivery_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("x-hookrelay-event-id", request.event_id.as_str())
             .header("x-hookrelay-attempt", outbound.attempt.to_string());
-        if let Some(content_type) = &request.content_type {
-            builder = builder.header("content-type", content_type.as_str());
+        match (&formatted, &request.content_type) {
+            (Some(_), _) => builder = builder.header("content-type", "application/json"),
+            (None, Some(content_type)) => {
+                builder = builder.header("content-type", content_type.as_str())
+            }
+            (None, None) => {}
         }
         builder = builder.header(HOPS_HEADER, (hops(&request.headers) + 1).to_string());
         let forward = match &self.forward {
@@ -138,13 +147,14 @@ impl Destination for HttpDestination {
         };
         for (name, value) in &request.headers {
             // The body is forwarded exactly as received, so its encoding (gzip) goes with it.
-            if name == "content-encoding" || forward.iter().any(|f| f.eq_ignore_ascii_case(name)) {
+            if formatted.is_none() && name == "content-encoding"
+                || forward.iter().any(|f| f.eq_ignore_ascii_case(name))
+            {
                 builder = builder.header(name.as_str(), value.as_slice());
             }
         }
         if let Some(key) = &self.signing_key {
-            let signature =
-                standard_v1_signature(key, outbound.delivery_id, timestamp, &request.body);
+            let signature = standard_v1_signature(key, outbound.delivery_id, timestamp, &body);
             builder = builder.header("webhook-signature", signature);
         }
         match builder.send().await {

@@ -16,6 +16,8 @@ pub struct RawHttp {
     pub allow_private_network: Option<bool>,
     /// 3xx answers are recorded as failures unless this is true.
     pub follow_redirects: Option<bool>,
+    /// `"raw"` (default), `"slack"` or `"discord"`: a chat message instead of the body.
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -29,6 +31,7 @@ pub struct HttpTarget {
     pub allow_private_network: bool,
     /// Follow 3xx answers (to allowed addresses) instead of recording them as failures.
     pub follow_redirects: bool,
+    pub format: super::format::Format,
 }
 
 pub(in crate::delivery::destinations) fn validate(
@@ -60,6 +63,13 @@ pub(in crate::delivery::destinations) fn validate(
         &raw.forward_headers,
     );
     let allow_private_network = raw.allow_private_network.unwrap_or(false);
+    let format = match &raw.format {
+        Some(text) => c.check(
+            format!("{location}.format"),
+            super::format::Format::parse(text),
+        ),
+        None => Some(Default::default()),
+    };
     if let Some(url) = &url
         && let Some(why) = super::literal_refusal(url, allow_private_network)
     {
@@ -71,5 +81,6 @@ pub(in crate::delivery::destinations) fn validate(
         forward_headers: forward_headers?,
         allow_private_network,
         follow_redirects: raw.follow_redirects.unwrap_or(false),
+        format: format?,
     })
 }
