@@ -22,6 +22,8 @@ pub struct RawNotifications {
     pub rejecting_window: Option<String>,
     pub rejecting_min_requests: Option<i64>,
     pub check_interval: Option<String>,
+    /// Dead deliveries told together once per this long (unset: one message each).
+    pub dead_digest: Option<String>,
 }
 
 pub(super) fn validate_notifications(
@@ -56,6 +58,10 @@ pub(super) fn validate_notifications(
         defaults.check_interval,
         Duration::from_millis(100),
     );
+    let dead_digest = match &raw.dead_digest {
+        Some(_) => duration("dead_digest", &raw.dead_digest, Duration::ZERO, second).map(Some),
+        None => Some(None),
+    };
     let window = duration(
         "rejecting_window",
         &raw.rejecting_window,
@@ -117,5 +123,6 @@ pub(super) fn validate_notifications(
         rejecting_window_minutes: window_minutes?,
         rejecting_min_requests: rejecting_min_requests?,
         check_interval: check_interval?,
+        dead_digest: dead_digest?,
     })
 }

@@ -18,6 +18,15 @@ pub enum About {
         attempts: u32,
         reason: String,
     },
+    /// Several dead deliveries told at once (`dead_digest`).
+    DeadDigest {
+        /// (destination, delivery id, event id) of the first ones.
+        deliveries: Vec<(String, String, String)>,
+        count: u64,
+        /// Per destination, how many.
+        by_destination: Vec<(String, u64)>,
+        window_seconds: u64,
+    },
     Failing {
         destination: String,
         reason: String,
@@ -44,7 +53,7 @@ pub enum About {
 impl About {
     pub fn kind(&self) -> Kind {
         match self {
-            About::Dead { .. } => Kind::DeliveryDead,
+            About::Dead { .. } | About::DeadDigest { .. } => Kind::DeliveryDead,
             About::Failing { .. } => Kind::DestinationFailing,
             About::Recovered { .. } => Kind::DestinationRecovered,
             About::Backlog { .. } => Kind::BacklogHigh,
@@ -56,10 +65,23 @@ impl About {
     pub fn subject(&self) -> &str {
         match self {
             About::Dead { delivery_id, .. } => delivery_id,
+            About::DeadDigest { deliveries, .. } => deliveries.first().map_or("", |d| &d.1),
             About::Failing { destination, .. }
             | About::Recovered { destination }
             | About::Backlog { destination, .. } => destination,
             About::Rejecting { source, .. } => source,
+        }
+    }
+
+    /// The destination (or source) it is about, which routes' `projects` can pick.
+    pub fn about(&self) -> Option<&str> {
+        match self {
+            About::Dead { destination, .. }
+            | About::Failing { destination, .. }
+            | About::Recovered { destination }
+            | About::Backlog { destination, .. } => Some(destination),
+            About::Rejecting { source, .. } => Some(source),
+            About::DeadDigest { .. } => None,
         }
     }
 
@@ -80,6 +102,29 @@ impl About {
                 if *attempts == 1 { "" } else { "s" },
                 one_line(reason),
             ),
+            About::DeadDigest {
+                deliveries,
+                count,
+                by_destination,
+                window_seconds,
+            } => {
+                let per: Vec<String> = by_destination
+                    .iter()
+                    .map(|(destination, n)| format!("{n} to \"{destination}\""))
+                    .collect();
+                let ids: Vec<&str> = deliveries.iter().map(|d| d.1.as_str()).collect();
+                format!(
+                    "{count} deliveries went dead in {}: {} ({}{}). Replay them with: hookrelay replay --state dead",
+                    humantime::format_duration(std::time::Duration::from_secs(*window_seconds)),
+                    per.join(", "),
+                    ids.join(", "),
+                    if (*count as usize) > ids.len() {
+                        ", …"
+                    } else {
+                        ""
+                    },
+                )
+            }
             About::Failing {
                 destination,
                 reason,
@@ -139,6 +184,17 @@ impl About {
                 "destination": destination, "delivery_id": delivery_id, "event_id": event_id,
                 "source": source, "event_type": event_type, "attempts": attempts, "reason": reason,
             }),
+            About::DeadDigest {
+                deliveries,
+                count,
+                by_destination,
+                window_seconds,
+            } => json!({
+                "count": count,
+                "window_seconds": window_seconds,
+                "by_destination": by_destination.iter().map(|(d, n)| json!({"destination": d, "count": n})).collect::<Vec<_>>(),
+                "deliveries": deliveries.iter().map(|(d, id, event)| json!({"destination": d, "delivery_id": id, "event_id": event})).collect::<Vec<_>>(),
+            }),
             About::Failing {
                 destination,
                 reason,
@@ -173,12 +229,15 @@ impl About {
     }
 
     /// What it is classified as: its type, and the destination or source it is about as the
-    /// project (so routes and filters can pick by it); `dedup_key` makes the same
+    /// project (so routes' `projects` and filters can pick by it); `dedup_key` makes the same
     /// notification from two replicas (or twice) one event.
     pub fn classification(&self, at: UnixMillis, min_interval_ms: i64) -> Classification {
         let kind = self.kind();
-        let dedup_key = match kind {
-            Kind::DeliveryDead => format!("{}/{}", kind.event_type(), self.subject()),
+        let dedup_key = match (kind, self) {
+            (_, About::DeadDigest { .. }) => {
+                format!("{}/digest/{}", kind.event_type(), self.subject())
+            }
+            (Kind::DeliveryDead, _) => format!("{}/{}", kind.event_type(), self.subject()),
             // One per subject per cooldown period, whichever replica sends it.
             _ => format!(
                 "{}/{}/{}",
@@ -189,7 +248,7 @@ impl About {
         };
         Classification {
             event_type: Some(kind.event_type().to_owned()),
-            project: Some(self.subject().to_owned()),
+            project: self.about().map(str::to_owned),
             dedup_key: Some(dedup_key),
             ..Classification::default()
         }

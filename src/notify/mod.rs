@@ -46,6 +46,8 @@ pub struct Settings {
     /// ... and at least this many requests came.
     pub rejecting_min_requests: u64,
     pub check_interval: Duration,
+    /// Dead deliveries told together, one message per this long; `None`: one each.
+    pub dead_digest: Option<Duration>,
 }
 
 impl Default for Settings {
@@ -59,6 +61,7 @@ impl Default for Settings {
             rejecting_window_minutes: 5,
             rejecting_min_requests: 5,
             check_interval: Duration::from_secs(15),
+            dead_digest: None,
         }
     }
 }
@@ -102,7 +105,13 @@ pub struct Notifier {
     pub router: Router,
     pub settings: Arc<RwLock<Settings>>,
     gate: Gate,
+    /// Dead deliveries waiting for the digest, and when it goes out.
+    digest: Vec<About>,
+    digest_due: Option<tokio::time::Instant>,
 }
+
+/// At most this many deliveries are named in a digest (all are counted).
+const DIGEST_NAMES: usize = 20;
 
 impl Notifier {
     pub fn new(store: Arc<dyn Store>, router: Router, settings: Arc<RwLock<Settings>>) -> Self {
@@ -111,6 +120,8 @@ impl Notifier {
             router,
             settings,
             gate: Gate::default(),
+            digest: Vec::new(),
+            digest_due: None,
         }
     }
 
@@ -135,6 +146,7 @@ impl Notifier {
                     self.check_levels().await;
                     next_check = tokio::time::Instant::now() + self.settings().check_interval;
                 }
+                _ = sleep_until_some(self.digest_due) => self.send_digest().await,
             }
         }
     }
@@ -153,6 +165,51 @@ impl Notifier {
         }
         let now = now_millis();
         let settings = self.settings();
+        if let (About::Dead { .. }, Some(every)) = (&about, settings.dead_digest) {
+            self.digest.push(about);
+            self.digest_due
+                .get_or_insert_with(|| tokio::time::Instant::now() + every);
+            return;
+        }
+        let decision = self
+            .gate
+            .happening(about.kind(), about.subject(), now, settings.limits());
+        self.act(about, decision, now, &settings).await;
+    }
+
+    async fn send_digest(&mut self) {
+        self.digest_due = None;
+        let dead = std::mem::take(&mut self.digest);
+        let settings = self.settings();
+        let mut by_destination: Vec<(String, u64)> = Vec::new();
+        let mut deliveries = Vec::new();
+        for about in &dead {
+            if let About::Dead {
+                destination,
+                delivery_id,
+                event_id,
+                ..
+            } = about
+            {
+                match by_destination.iter_mut().find(|(d, _)| d == destination) {
+                    Some((_, n)) => *n += 1,
+                    None => by_destination.push((destination.clone(), 1)),
+                }
+                if deliveries.len() < DIGEST_NAMES {
+                    deliveries.push((destination.clone(), delivery_id.clone(), event_id.clone()));
+                }
+            }
+        }
+        if deliveries.is_empty() {
+            return;
+        }
+        let about = About::DeadDigest {
+            deliveries,
+            count: dead.len() as u64,
+            by_destination,
+            window_seconds: settings.dead_digest.unwrap_or_default().as_secs(),
+        };
+        let now = now_millis();
         let decision = self
             .gate
             .happening(about.kind(), about.subject(), now, settings.limits());
@@ -263,6 +320,13 @@ impl Notifier {
                 tracing::warn!(notification = kind, error = %err, "notification not stored");
             }
         }
+    }
+}
+
+async fn sleep_until_some(due: Option<tokio::time::Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -23,6 +23,7 @@ fn messages(sink: &Sink) -> Vec<(String, String)> {
                 let text = body["text"].as_str().unwrap().to_owned();
                 let kind = [
                     ("is dead after", "delivery.dead"),
+                    ("went dead in", "delivery.dead"),
                     ("is failing", "destination.failing"),
                     ("recovered", "destination.recovered"),
                     ("deliveries waiting", "backlog.high"),
@@ -232,4 +233,30 @@ destinations = ["chat"]
     })
     .await;
     assert_eq!(count(&messages(&chat), "backlog.high"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_deliveries_can_be_told_in_one_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (flaky, chat) = (Sink::start().await, Sink::start().await);
+    flaky.set_status(500);
+    let text = config(dir.path(), &flaky.url, &chat.url, HAPPENINGS)
+        .replace("failures = 3,", "failures = 1000,")
+        .replace(
+            "[notifications]\n",
+            "[notifications]\ndead_digest = \"2s\"\n",
+        );
+    let relay = Relay::child(dir.path(), &text);
+    let client = reqwest::Client::new();
+    accept_pushes(&client, &relay, 0..3).await;
+    chat.wait_for(1).await;
+    let told = messages(&chat);
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert!(
+        told[0]
+            .1
+            .contains("3 deliveries went dead in 2s: 3 to \"flaky\""),
+        "{told:?}"
+    );
+    assert_eq!(metric(&relay, "delivery.dead", "sent").await, 1);
 }
