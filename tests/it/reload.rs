@@ -134,3 +134,45 @@ async fn nothing_accepted_is_lost_across_twenty_reloads_under_load() {
     let reloads = relay.log().matches("config reloaded").count();
     assert_eq!(reloads, 20);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_leaves_an_unchanged_destination_and_its_attempt_in_flight_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sink, other) = (Sink::start().await, Sink::start().await);
+    // A short grace: a worker replaced by the reload would give its attempt up at once.
+    let text = config(dir.path(), &sink.url, "")
+        .replace("shutdown_grace = \"5s\"", "shutdown_grace = \"100ms\"");
+    let relay = Relay::child(dir.path(), &text);
+    sink.delay(std::time::Duration::from_secs(2));
+    let client = reqwest::Client::new();
+    accept_pushes(&client, &relay, 0..1).await;
+    sink.wait_for(1).await;
+    // Another destination arrives; `sink`'s settings are the same.
+    std::fs::write(
+        dir.path().join("hookrelay.toml"),
+        with_other(&text, &other.url),
+    )
+    .unwrap();
+    let reloaded = relay.cli(&["reload"]);
+    assert!(
+        reloaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reloaded.stderr)
+    );
+    let delivered = eventually("the attempt in flight to finish", || async {
+        let listed = relay.cli(&["deliveries", "list", "--destination", "sink", "--json"]);
+        let line = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .next()?
+            .to_owned();
+        let delivery: Value = serde_json::from_str(&line).ok()?;
+        (delivery["state"] == "succeeded").then_some(delivery)
+    })
+    .await;
+    assert_eq!(delivered["attempts"], 1, "{delivered}");
+    assert_eq!(
+        sink.count(),
+        1,
+        "the attempt in flight was cut off and made again"
+    );
+}
