@@ -20,10 +20,9 @@ pub(super) struct Attempted {
 /// The failure in a few words for a notification: the summary, and the error when it adds to it.
 fn failure_reason(detail: &AttemptDetail) -> String {
     match &detail.error {
-        Some(error) if !detail.summary.contains(error.as_str()) => {
-            format!("{}: {error}", detail.summary)
-        }
-        _ => detail.summary.clone(),
+        Some(error) if error.contains(detail.summary.as_str()) => error.clone(),
+        Some(error) => format!("{}: {error}", detail.summary),
+        None => detail.summary.clone(),
     }
 }
 

@@ -97,7 +97,7 @@ impl About {
                 attempts,
                 reason,
             } => format!(
-                "Delivery {delivery_id} of {source} {} ({event_id}) to destination \"{destination}\" is dead after {attempts} attempt{}: {}. Replay it with: hookrelay deliveries replay {delivery_id}",
+                "Delivery {delivery_id} of {source} {} ({event_id}) to destination \"{destination}\" is dead after {attempts} attempt{}: {}. Replay it with: hookrelay replay {delivery_id}",
                 event_type.as_deref().unwrap_or("event"),
                 if *attempts == 1 { "" } else { "s" },
                 one_line(reason),
