@@ -298,6 +298,7 @@ async fn destinations(command: DestinationsCommand, api: &ApiArgs) -> anyhow::Re
             }
             let mut shown = table(&[
                 "DESTINATION",
+                "KIND",
                 "STATE",
                 "PENDING",
                 "IN FLIGHT",
@@ -325,6 +326,7 @@ async fn destinations(command: DestinationsCommand, api: &ApiArgs) -> anyhow::Re
                 };
                 shown.add_row(vec![
                     text(d, "name").into(),
+                    text(d, "kind").into(),
                     state_cell(&text(d, "state")),
                     text(d, "pending").into(),
                     text(d, "in_flight").into(),

@@ -16,6 +16,9 @@ pub struct DestinationView {
     /// `healthy`, `failing` (circuit breaker open), `paused`, or `not_configured` (deliveries
     /// wait for a destination the config no longer has).
     pub state: String,
+    /// The destination's kind (`http`, `command`, `nats`, `amqp`, `redis`, `mqtt`); absent
+    /// for one no longer configured.
+    pub kind: Option<String>,
     pub ordering: Option<String>,
     pub concurrency: Option<usize>,
     /// Seconds the oldest waiting delivery has waited.
@@ -83,6 +86,7 @@ pub async fn list_destinations(State(state): State<ApiState>) -> ApiResult<Vec<D
         let mut view = view(info.name.as_str(), live, stat, now);
         view.ordering = Some(format!("{:?}", info.ordering).to_lowercase());
         view.concurrency = Some(info.concurrency);
+        view.kind = Some(info.kind.to_owned());
         views.push(view);
     }
     for (name, stat) in stats {
@@ -97,6 +101,7 @@ fn view(name: &str, live: &str, mut stat: DestinationStats, now: UnixMillis) -> 
     stat.name = name.to_owned();
     DestinationView {
         state: live.to_owned(),
+        kind: None,
         ordering: None,
         concurrency: None,
         oldest_pending_age_secs: stat

@@ -75,6 +75,7 @@ impl Catalog {
                     paused: d.paused,
                     ordering: d.ordering,
                     concurrency: d.concurrency,
+                    kind: d.target.kind(),
                 })
                 .collect(),
             sources: config
@@ -94,6 +95,8 @@ pub struct DestinationInfo {
     pub paused: bool,
     pub ordering: Ordering,
     pub concurrency: usize,
+    /// `http`, `command`, `nats`, ...
+    pub kind: &'static str,
 }
 
 /// Who is calling, decided once per request by the listener's guard.

@@ -234,6 +234,7 @@ pub async fn destinations(
                 configured: view.state != "not_configured",
                 state: view.state.replace('_', " "),
                 ordering: view.ordering.clone().unwrap_or_default(),
+                kind: view.kind.clone().unwrap_or_default(),
                 backlog: f.pending + f.in_flight,
                 oldest: f
                     .oldest_pending_at

@@ -344,6 +344,7 @@ impl Chart {
 pub struct DestinationRow {
     pub name: String,
     pub state: String,
+    pub kind: String,
     pub ordering: String,
     pub backlog: u64,
     pub oldest: String,
