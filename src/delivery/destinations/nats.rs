@@ -8,7 +8,7 @@ use async_nats::HeaderName;
 use async_nats::connection::State;
 use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
-use async_nats::jetstream::{self, publish::PublishAck};
+use async_nats::jetstream::{self, ErrorCode, publish::PublishAck};
 
 mod settings;
 
@@ -136,6 +136,15 @@ impl NatsDestination {
                 "connection lost",
                 "connect_error",
                 format!("the connection to NATS at {server} was lost before the ack"),
+            ),
+            (_, Some(answer)) if answer.error_code() == ErrorCode::STREAM_NOT_MATCH => permanent(
+                "wrong stream",
+                "wrong_stream",
+                format!(
+                    "subject {subject} is not captured by stream {} (the server: {})",
+                    self.target.stream.as_deref().unwrap_or("?"),
+                    message::detail_text(&answer.to_string())
+                ),
             ),
             // The stream answered: a 4xx-like refusal (wrong stream, too large for the
             // stream) stays a refusal; 5xx-like (no space, no quorum) may pass later.

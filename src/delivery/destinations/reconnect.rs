@@ -52,9 +52,9 @@ impl<C: Clone> Reconnecting<C> {
             && let Some(left) = when.checked_duration_since(Instant::now())
         {
             return Err(format!(
-                "not connected; the next connect is in {} ms (backing off after {} failed)",
-                left.as_millis(),
-                slot.failures
+                "backing off: {} failed connect(s) in a row, the next in {} ms",
+                slot.failures,
+                left.as_millis()
             ));
         }
         match connect().await {
@@ -97,7 +97,7 @@ mod tests {
         // Within the delay the broker is not asked again.
         let waiting = kept.get(async || Ok::<_, String>(1)).await.unwrap_err();
         assert!(
-            waiting.starts_with("not connected; the next connect is in"),
+            waiting.starts_with("backing off: 1 failed connect(s) in a row"),
             "{waiting}"
         );
         tokio::time::sleep(delay_after(1)).await;
