@@ -138,6 +138,8 @@ async fn a_subject_no_stream_captures_is_a_dead_letter_saying_so() {
     let event = post_raw(&relay, b"{}", &[]).await;
     let id = delivery_of(&relay, &event);
     let shown = shown_when(&relay, &id, "dead", |out| out.contains("\"dead\"")).await;
+    // Dead at the first answer: no retry can make a stream appear.
+    assert!(shown.contains("permanent failure"), "{shown}");
     assert!(
         shown.contains(&format!("no stream captures subject {prefix}-nowhere.raw")),
         "{shown}"

@@ -128,6 +128,7 @@ async fn durable_aof_on_a_server_that_cannot_confirm_is_a_dead_letter_saying_why
     let event = post_raw(&relay, b"{}", &[]).await;
     let id = delivery_of(&relay, &event);
     let shown = shown_when(&relay, &id, "dead", |out| out.contains("\"dead\"")).await;
+    assert!(shown.contains("permanent failure"), "{shown}");
     let stored = entries(&mut redis, &stream).await;
     assert_eq!(stored.len(), 1, "appended, only not confirmed");
     assert!(
