@@ -230,3 +230,51 @@ async fn every_acknowledged_push_is_stored_exactly_once_after_kill_9() {
     );
     assert!(duplicated.is_empty(), "stored twice: {duplicated:?}");
 }
+
+#[test]
+fn settings_are_checked_and_no_password_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "url = \"nats://app:hunter2@127.0.0.1\"";
+    for (destination, expected) in [
+        (
+            "kind = \"nats\"\nurl = \"http://app:hunter2@host\"\nsubject = \"a\"".to_owned(),
+            "destinations.broker.url: scheme \"http\" is not nats or tls",
+        ),
+        (
+            "kind = \"nats\"\nurl = \"nats://app:hunter2@\"\nsubject = \"a\"".to_owned(),
+            "destinations.broker.url: is not a URL",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}\nsubject = \"a.{{nope}}\""),
+            "destinations.broker.subject: unknown field {nope}",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}\nsubject = \"a.>\""),
+            "destinations.broker.subject: a subject to publish to has no wildcards",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}\nsubject = \"a..{{project}}\""),
+            "destinations.broker.subject: a subject has no empty tokens",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}"),
+            "destinations.broker.subject: a nats destination needs a subject",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}\nsubject = \"a\"\nstream = \"A.B\""),
+            "destinations.broker.stream: a stream name has no",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}\nsubject = \"a\"\ntoken = \"t\""),
+            "credentials are in the url and in user/password/token",
+        ),
+        (
+            format!("kind = \"nats\"\n{url}\nsubject = \"a\"\nqueue = \"q\""),
+            "unknown field `queue`",
+        ),
+    ] {
+        let output = config_check(dir.path(), &broker_config(dir.path(), &destination));
+        assert!(output.contains(expected), "{destination}:\n{output}");
+        assert!(!output.contains("hunter2"), "{destination}:\n{output}");
+    }
+}

@@ -235,3 +235,51 @@ async fn every_acknowledged_push_is_appended_exactly_once_after_kill_9() {
     assert!(duplicated.is_empty(), "appended twice: {duplicated:?}");
     let _: () = redis.del(&stream).await.unwrap();
 }
+
+#[test]
+fn settings_are_checked_and_no_password_is_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = "url = \"redis://:hunter2@127.0.0.1\"";
+    for (destination, expected) in [
+        (
+            "kind = \"redis\"\nurl = \"rediss://:hunter2@host\"\nstream = \"s\"".to_owned(),
+            "destinations.broker.url: rediss (TLS) is not supported",
+        ),
+        (
+            "kind = \"redis\"\nurl = \"hunter2\"\nstream = \"s\"".to_owned(),
+            "destinations.broker.url: is not a URL",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}\nstream = \"s:{{nope}}\""),
+            "destinations.broker.stream: unknown field {nope}",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}"),
+            "destinations.broker.stream: a redis destination needs a stream key",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}\nstream = \"s\"\ndurable = \"always\""),
+            "destinations.broker.durable: \"always\" is not \"none\" or \"aof\"",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}\nstream = \"s\"\ndedup_window = \"5ms\""),
+            "destinations.broker.dedup_window: is under a second",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}\nstream = \"s\"\nmaxlen = 0"),
+            "destinations.broker.maxlen: is 0",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}\nstream = \"s\"\nforward_headers = [\"body\"]"),
+            "\"body\" is the field the body is sent in",
+        ),
+        (
+            format!("kind = \"redis\"\n{url}\nstream = \"s\"\nkey = \"k\""),
+            "unknown field `key`",
+        ),
+    ] {
+        let output = config_check(dir.path(), &broker_config(dir.path(), &destination));
+        assert!(output.contains(expected), "{destination}:\n{output}");
+        assert!(!output.contains("hunter2"), "{destination}:\n{output}");
+    }
+}
