@@ -73,6 +73,9 @@ impl<C: Clone> Reconnecting<C> {
     }
 
     /// Forgets the kept client after a connection error: a later attempt connects anew.
+    /// (A NATS client is kept: it reconnects by itself, and a forgotten one would go on
+    /// reconnecting in the background.)
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub async fn forget(&self) {
         self.slot.lock().await.client = None;
     }
