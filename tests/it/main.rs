@@ -2,6 +2,8 @@
 //! real binary as a child (`Relay::child`: kill, signals, `/metrics`, logs) against real HTTP.
 
 mod api;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod broker_common;
 mod bulk;
 mod cli;
 mod cluster;
@@ -21,6 +23,8 @@ mod ingest;
 mod inprocess;
 mod jobs;
 mod metrics;
+#[cfg(feature = "nats")]
+mod nats;
 mod notifications;
 mod operate;
 mod outbound;
@@ -30,6 +34,8 @@ mod providers;
 mod proxy;
 mod records;
 mod recovery;
+#[cfg(feature = "redis")]
+mod redis;
 mod reload;
 mod replicas;
 mod replicas_breaker;

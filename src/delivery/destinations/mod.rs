@@ -6,6 +6,12 @@
 pub mod command;
 pub mod http;
 pub mod message;
+#[cfg(feature = "nats")]
+pub mod nats;
+#[cfg(any(feature = "nats", feature = "redis"))]
+mod reconnect;
+#[cfg(feature = "redis")]
+pub mod redis;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +25,14 @@ use crate::domain::{KeyPart, Name, OnInterrupt, Ordering, RetryPolicy};
 use crate::settings::{Checker, without_values};
 
 /// Every kind this build knows, as written in `kind = "..."`.
-pub const KINDS: &[&str] = &["http", "command"];
+pub const KINDS: &[&str] = &[
+    "http",
+    "command",
+    #[cfg(feature = "nats")]
+    "nats",
+    #[cfg(feature = "redis")]
+    "redis",
+];
 
 /// One destination as configured: what every kind shares, and its kind's own settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +58,10 @@ pub struct DestinationConfig {
 pub enum Target {
     Http(http::HttpTarget),
     Command(command::CommandTarget),
+    #[cfg(feature = "nats")]
+    Nats(nats::NatsTarget),
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisTarget),
 }
 
 impl Target {
@@ -52,6 +69,10 @@ impl Target {
         match self {
             Target::Http(_) => "http",
             Target::Command(_) => "command",
+            #[cfg(feature = "nats")]
+            Target::Nats(_) => "nats",
+            #[cfg(feature = "redis")]
+            Target::Redis(_) => "redis",
         }
     }
 }
@@ -72,6 +93,16 @@ pub fn validate(
         "command" => {
             let raw = parse(c, location, settings)?;
             command::validate(c, location, &raw).map(Target::Command)
+        }
+        #[cfg(feature = "nats")]
+        "nats" => {
+            let raw = parse(c, location, settings)?;
+            nats::validate(c, location, &raw).map(Target::Nats)
+        }
+        #[cfg(feature = "redis")]
+        "redis" => {
+            let raw = parse(c, location, settings)?;
+            redis::validate(c, location, &raw).map(Target::Redis)
         }
         other => {
             let known = KINDS
@@ -120,6 +151,16 @@ pub fn build(
         Target::Command(target) => Arc::new(command::CommandDestination::new(
             target.clone(),
             config.timeout,
+        )),
+        #[cfg(feature = "nats")]
+        Target::Nats(target) => {
+            Arc::new(nats::NatsDestination::new(config, target, defaults.clone()))
+        }
+        #[cfg(feature = "redis")]
+        Target::Redis(target) => Arc::new(redis::RedisDestination::new(
+            config,
+            target,
+            defaults.clone(),
         )),
     })
 }
