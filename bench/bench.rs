@@ -4,6 +4,7 @@
 //! Run through `bench/run.sh`, which builds in release mode and installs wrk if needed.
 
 mod attack;
+mod brokers;
 mod console;
 mod delivery;
 mod floor;
@@ -108,6 +109,22 @@ async fn main() -> anyhow::Result<()> {
     if std::env::var("BENCH_ONLY").as_deref() == Ok("retention") {
         let sink = support::Sink::start().await?;
         return retention_soak(&relay_bin, dir.path(), &sink.url, &body).await;
+    }
+    if std::env::var("BENCH_ONLY").as_deref() == Ok("brokers") {
+        let sink = support::Sink::start().await?;
+        let concurrency = std::env::var("BENCH_BROKER_CONCURRENCY")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(16);
+        return brokers::compare(
+            &relay_bin,
+            dir.path(),
+            &body,
+            &sink,
+            forward_count,
+            concurrency,
+        )
+        .await;
     }
     if std::env::var("BENCH_ONLY").as_deref() == Ok("postgres-retention") {
         let sink = support::Sink::start().await?;
@@ -224,6 +241,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  memory after {memory_events} events stored with the destination paused: {memory_now:.1} MB resident (peak {memory_peak:.1} MB)   (target <= 64 MB)"
     );
+    println!();
+    brokers::compare(&relay_bin, dir.path(), &body, &sink, forward_count, 16).await?;
     println!();
     // (d) the front door under attack: the real sender's answer latency, side by side.
     let config_path = dir.path().join("attack.toml");
