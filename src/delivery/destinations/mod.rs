@@ -3,9 +3,15 @@
 //! exit codes, broker acknowledgements). `config` checks the settings every kind shares and
 //! hands the rest of a destination's table to [`validate`]; delivery builds with [`build`].
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod command;
 pub mod http;
 pub mod message;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
+#[cfg(any(feature = "amqp", feature = "mqtt"))]
+mod reconnect;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,7 +25,14 @@ use crate::domain::{KeyPart, Name, OnInterrupt, Ordering, RetryPolicy};
 use crate::settings::{Checker, without_values};
 
 /// Every kind this build knows, as written in `kind = "..."`.
-pub const KINDS: &[&str] = &["http", "command"];
+pub const KINDS: &[&str] = &[
+    "http",
+    "command",
+    #[cfg(feature = "amqp")]
+    "amqp",
+    #[cfg(feature = "mqtt")]
+    "mqtt",
+];
 
 /// One destination as configured: what every kind shares, and its kind's own settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +58,10 @@ pub struct DestinationConfig {
 pub enum Target {
     Http(http::HttpTarget),
     Command(command::CommandTarget),
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpTarget),
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttTarget),
 }
 
 impl Target {
@@ -52,6 +69,10 @@ impl Target {
         match self {
             Target::Http(_) => "http",
             Target::Command(_) => "command",
+            #[cfg(feature = "amqp")]
+            Target::Amqp(_) => "amqp",
+            #[cfg(feature = "mqtt")]
+            Target::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -72,6 +93,16 @@ pub fn validate(
         "command" => {
             let raw = parse(c, location, settings)?;
             command::validate(c, location, &raw).map(Target::Command)
+        }
+        #[cfg(feature = "amqp")]
+        "amqp" => {
+            let raw = parse(c, location, settings)?;
+            amqp::validate(c, location, &raw).map(Target::Amqp)
+        }
+        #[cfg(feature = "mqtt")]
+        "mqtt" => {
+            let raw = parse(c, location, settings)?;
+            mqtt::validate(c, location, &raw).map(Target::Mqtt)
         }
         other => {
             let known = KINDS
@@ -121,6 +152,14 @@ pub fn build(
             target.clone(),
             config.timeout,
         )),
+        #[cfg(feature = "amqp")]
+        Target::Amqp(target) => {
+            Arc::new(amqp::AmqpDestination::new(config, target, defaults.clone()))
+        }
+        #[cfg(feature = "mqtt")]
+        Target::Mqtt(target) => {
+            Arc::new(mqtt::MqttDestination::new(config, target, defaults.clone()))
+        }
     })
 }
 
