@@ -1,6 +1,8 @@
 //! One integration-test binary (one link step): the service in-process (`Relay::start`) or the
 //! real binary as a child (`Relay::child`: kill, signals, `/metrics`, logs) against real HTTP.
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod api;
 mod bulk;
 mod cli;
