@@ -23,6 +23,8 @@ mod ingest;
 mod inprocess;
 mod jobs;
 mod metrics;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 mod operate;
 mod outbound;
 mod outcomes;

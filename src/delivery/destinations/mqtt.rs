@@ -110,6 +110,7 @@ impl MqttDestination {
         match ack {
             Ack::Answered(reason, text) => judge(reason, text, &topic),
             Ack::Lost(why) => unreachable("connection lost", "connection_lost", why),
+            Ack::NotConnected(why) => unreachable("connect error", "connect_error", why),
         }
     }
 }

@@ -26,6 +26,8 @@ pub enum Ack {
     Answered(PubAckReason, Option<String>),
     /// The connection ended before a PUBACK: why.
     Lost(String),
+    /// The connection was never made: why.
+    NotConnected(String),
 }
 
 #[derive(Default)]
@@ -39,6 +41,18 @@ struct Waiters {
     collided: Option<oneshot::Sender<Ack>>,
     /// Why the session ended; set once, when it does.
     ended: Option<String>,
+    /// Whether the broker ever accepted the connection (CONNACK).
+    connected: bool,
+}
+
+impl Waiters {
+    /// What an attempt that could not be answered is told, once the session has ended.
+    fn failure(&self, why: String) -> Ack {
+        match self.connected {
+            true => Ack::Lost(why),
+            false => Ack::NotConnected(why),
+        }
+    }
 }
 
 pub struct Session {
@@ -87,7 +101,7 @@ impl Session {
             {
                 let mut waiters = lock(&self.waiters);
                 if let Some(why) = &waiters.ended {
-                    return Ack::Lost(why.clone());
+                    return waiters.failure(why.clone());
                 }
                 waiters.queued.push_back(waiter);
             }
@@ -100,7 +114,8 @@ impl Session {
                 let mut waiters = lock(&self.waiters);
                 waiters.queued.pop_back();
                 let why = waiters.ended.clone();
-                return Ack::Lost(why.unwrap_or_else(|| "the MQTT client refused it".to_owned()));
+                return waiters
+                    .failure(why.unwrap_or_else(|| "the MQTT client refused it".to_owned()));
             }
             answer
         };
@@ -126,6 +141,7 @@ async fn drive(
         let mut w = lock(&waiters);
         match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                w.connected = true;
                 backoff
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -161,6 +177,7 @@ async fn drive(
     }
     let mut w = lock(&waiters);
     w.ended = Some(why.clone());
+    let failure = w.failure(why.clone());
     let w = &mut *w;
     let waiting = w
         .queued
@@ -168,6 +185,9 @@ async fn drive(
         .chain(w.sent.drain().map(|(_, waiter)| waiter))
         .chain(w.collided.take());
     for waiter in waiting {
-        let _ = waiter.send(Ack::Lost(why.clone()));
+        let _ = waiter.send(match &failure {
+            Ack::NotConnected(why) => Ack::NotConnected(why.clone()),
+            _ => Ack::Lost(why.clone()),
+        });
     }
 }
