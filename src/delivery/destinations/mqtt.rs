@@ -103,7 +103,7 @@ impl MqttDestination {
             .publish(
                 topic.clone(),
                 self.target.retain,
-                outbound.request.body.clone().into(),
+                outbound.request.body.clone(),
                 self.properties(outbound),
             )
             .await;
@@ -190,7 +190,7 @@ mod tests {
             (PubAckReason::QuotaExceeded, Verdict::Retryable),
             (PubAckReason::UnspecifiedError, Verdict::Retryable),
         ] {
-            let outcome = judge(reason.clone(), Some("why".to_owned()), "t");
+            let outcome = judge(reason, Some("why".to_owned()), "t");
             assert_eq!(outcome.verdict, verdict, "{reason:?}");
             assert!(!outcome.destination_down);
         }

@@ -177,7 +177,7 @@ async fn drive(
     }
     let mut w = lock(&waiters);
     w.ended = Some(why.clone());
-    let failure = w.failure(why.clone());
+    let connected = w.connected;
     let w = &mut *w;
     let waiting = w
         .queued
@@ -185,9 +185,9 @@ async fn drive(
         .chain(w.sent.drain().map(|(_, waiter)| waiter))
         .chain(w.collided.take());
     for waiter in waiting {
-        let _ = waiter.send(match &failure {
-            Ack::NotConnected(why) => Ack::NotConnected(why.clone()),
-            _ => Ack::Lost(why.clone()),
+        let _ = waiter.send(match connected {
+            true => Ack::Lost(why.clone()),
+            false => Ack::NotConnected(why.clone()),
         });
     }
 }
