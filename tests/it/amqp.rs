@@ -7,100 +7,20 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use lapin::options::{
-    BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-    QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::ExchangeKind;
+use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions};
+use lapin::types::FieldTable;
 use serde_json::Value;
 use tokio::sync::Notify;
 
+use self::rabbit::{Collected, TestQueue, broker, header, unique};
 use crate::harness::*;
 use crate::proxy::Proxy;
 
+mod rabbit;
+
 const BROKER: &str = "127.0.0.1:5672";
 const URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
-
-/// A channel to the local RabbitMQ, or `None` (skipped) when it is not running; under CI
-/// a missing broker fails the test.
-async fn broker() -> Option<Channel> {
-    let connected = async {
-        let connection = Connection::connect(URL, ConnectionProperties::default()).await?;
-        connection.create_channel().await
-    };
-    match connected.await {
-        Ok(channel) => Some(channel),
-        Err(err) => {
-            let message =
-                format!("RabbitMQ is not reachable on {BROKER} ({err}); .ci/run starts it");
-            assert!(std::env::var_os("CI").is_none(), "{message}");
-            eprintln!("skipped: {message}");
-            None
-        }
-    }
-}
-
-/// A name no other test (or run) uses.
-fn unique(what: &str) -> String {
-    format!(
-        "hookrelay-test-{what}-{}-{:08x}",
-        std::process::id(),
-        fastrand::u32(..)
-    )
-}
-
-/// A durable queue of this name, emptied and deleted when the test ends.
-struct TestQueue {
-    channel: Channel,
-    name: String,
-}
-
-impl TestQueue {
-    async fn declare(channel: &Channel, name: &str) -> TestQueue {
-        let options = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        channel
-            .queue_declare(name.into(), options, FieldTable::default())
-            .await
-            .unwrap();
-        TestQueue {
-            channel: channel.clone(),
-            name: name.to_owned(),
-        }
-    }
-
-    /// Every message waiting in the queue now (taken off it).
-    async fn take_all(&self) -> Vec<(Vec<u8>, BasicProperties)> {
-        let mut taken = Vec::new();
-        let options = BasicGetOptions { no_ack: true };
-        while let Some(got) = self
-            .channel
-            .basic_get(self.name.as_str().into(), options)
-            .await
-            .unwrap()
-        {
-            taken.push((got.delivery.data, got.delivery.properties));
-        }
-        taken
-    }
-
-    async fn delete(self) {
-        let _ = self
-            .channel
-            .queue_delete(self.name.as_str().into(), QueueDeleteOptions::default())
-            .await;
-    }
-}
-
-fn header(properties: &BasicProperties, name: &str) -> Option<String> {
-    match properties.headers().as_ref()?.inner().get(name)? {
-        AMQPValue::LongString(value) => Some(String::from_utf8_lossy(value.as_bytes()).into()),
-        other => Some(format!("{other:?}")),
-    }
-}
 
 /// A generic source (any bytes, no signature, from 127.0.0.1) and a GitLab one, both routed
 /// to the amqp destination `rabbit` with these settings (retried quickly unless they say).
@@ -304,29 +224,6 @@ async fn unroutable_is_retried_and_a_missing_exchange_is_permanent_until_it_exis
     let _ = channel
         .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
         .await;
-}
-
-/// The bodies taken off a queue so far, across polls.
-#[derive(Default)]
-struct Collected(std::sync::Mutex<Vec<Vec<u8>>>);
-
-impl Collected {
-    async fn wait_for(&self, queue: &TestQueue, what: &str, done: impl Fn(&[Vec<u8>]) -> bool) {
-        let done = &done;
-        eventually(what, move || async move {
-            let taken = queue.take_all().await;
-            let mut bodies = self.0.lock().unwrap();
-            bodies.extend(taken.into_iter().map(|(data, _)| data));
-            done(&bodies).then_some(())
-        })
-        .await
-    }
-
-    fn bodies(&self) -> Vec<Vec<u8>> {
-        let mut bodies = self.0.lock().unwrap().clone();
-        bodies.sort();
-        bodies
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
