@@ -48,8 +48,11 @@ impl TestQueue {
             durable: true,
             ..QueueDeclareOptions::default()
         };
+        // A test that fails never deletes its queue: the broker does, ten minutes unused.
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-expires".into(), AMQPValue::LongUInt(600_000));
         channel
-            .queue_declare(name.into(), options, FieldTable::default())
+            .queue_declare(name.into(), options, arguments)
             .await
             .unwrap();
         TestQueue {
