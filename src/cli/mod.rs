@@ -132,9 +132,14 @@ pub fn main() -> ExitCode {
 
 /// `HOOKRELAY_LOG`, else the ecosystem's `RUST_LOG`, else `info`.
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOOKRELAY_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("HOOKRELAY_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The AMQP client logs a returned message whole (body and headers) and every channel
+    // error; each attempt's record says what happened, so it speaks only when asked by name.
+    if !filter.to_string().contains("lapin") {
+        filter = filter.add_directive("lapin=off".parse().expect("a valid directive"));
+    }
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

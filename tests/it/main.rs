@@ -1,6 +1,8 @@
 //! One integration-test binary (one link step): the service in-process (`Relay::start`) or the
 //! real binary as a child (`Relay::child`: kill, signals, `/metrics`, logs) against real HTTP.
 
+#[cfg(feature = "amqp")]
+mod amqp;
 mod api;
 #[cfg(any(feature = "nats", feature = "redis"))]
 mod broker_common;
@@ -23,6 +25,8 @@ mod ingest;
 mod inprocess;
 mod jobs;
 mod metrics;
+#[cfg(feature = "mqtt")]
+mod mqtt;
 #[cfg(feature = "nats")]
 mod nats;
 mod notifications;

@@ -3,12 +3,21 @@
 //! exit codes, broker acknowledgements). `config` checks the settings every kind shares and
 //! hands the rest of a destination's table to [`validate`]; delivery builds with [`build`].
 
+#[cfg(feature = "amqp")]
+pub mod amqp;
 pub mod command;
 pub mod http;
 pub mod message;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 #[cfg(feature = "nats")]
 pub mod nats;
-#[cfg(any(feature = "nats", feature = "redis"))]
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt"
+))]
 mod reconnect;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -32,6 +41,10 @@ pub const KINDS: &[&str] = &[
     "nats",
     #[cfg(feature = "redis")]
     "redis",
+    #[cfg(feature = "amqp")]
+    "amqp",
+    #[cfg(feature = "mqtt")]
+    "mqtt",
 ];
 
 /// One destination as configured: what every kind shares, and its kind's own settings.
@@ -62,6 +75,10 @@ pub enum Target {
     Nats(nats::NatsTarget),
     #[cfg(feature = "redis")]
     Redis(redis::RedisTarget),
+    #[cfg(feature = "amqp")]
+    Amqp(amqp::AmqpTarget),
+    #[cfg(feature = "mqtt")]
+    Mqtt(mqtt::MqttTarget),
 }
 
 impl Target {
@@ -73,6 +90,10 @@ impl Target {
             Target::Nats(_) => "nats",
             #[cfg(feature = "redis")]
             Target::Redis(_) => "redis",
+            #[cfg(feature = "amqp")]
+            Target::Amqp(_) => "amqp",
+            #[cfg(feature = "mqtt")]
+            Target::Mqtt(_) => "mqtt",
         }
     }
 }
@@ -103,6 +124,16 @@ pub fn validate(
         "redis" => {
             let raw = parse(c, location, settings)?;
             redis::validate(c, location, &raw).map(Target::Redis)
+        }
+        #[cfg(feature = "amqp")]
+        "amqp" => {
+            let raw = parse(c, location, settings)?;
+            amqp::validate(c, location, &raw).map(Target::Amqp)
+        }
+        #[cfg(feature = "mqtt")]
+        "mqtt" => {
+            let raw = parse(c, location, settings)?;
+            mqtt::validate(c, location, &raw).map(Target::Mqtt)
         }
         other => {
             let known = KINDS
@@ -162,6 +193,14 @@ pub fn build(
             target,
             defaults.clone(),
         )),
+        #[cfg(feature = "amqp")]
+        Target::Amqp(target) => {
+            Arc::new(amqp::AmqpDestination::new(config, target, defaults.clone()))
+        }
+        #[cfg(feature = "mqtt")]
+        Target::Mqtt(target) => {
+            Arc::new(mqtt::MqttDestination::new(config, target, defaults.clone()))
+        }
     })
 }
 
