@@ -85,7 +85,47 @@ async fn kinds(sink_url: &str, run: &str) -> Vec<Kind> {
             "kind = \"redis\"\nurl = \"redis://127.0.0.1:6379\"\nstream = \"hookrelay-bench-{run}\"\nmaxlen = 1000000"
         ),
     });
+    #[cfg(feature = "amqp")]
+    match amqp_queue(run).await {
+        Ok(queue) => kinds.push(Kind {
+            name: "amqp (publisher confirm)",
+            settings: format!(
+                "kind = \"amqp\"\nurl = \"amqp://guest:guest@127.0.0.1:5672/%2f\"\nrouting_key = \"{queue}\""
+            ),
+        }),
+        Err(err) => println!("  amqp: skipped ({err:#})"),
+    }
+    #[cfg(feature = "mqtt")]
+    kinds.push(Kind {
+        name: "mqtt (QoS 1 PUBACK)",
+        settings: format!(
+            "kind = \"mqtt\"\nurl = \"mqtt://127.0.0.1:1883\"\ntopic = \"hookrelay-bench/{run}/{{event_type}}\""
+        ),
+    });
     kinds
+}
+
+/// A durable queue of its own on the default exchange (gone ten minutes after the run).
+#[cfg(feature = "amqp")]
+async fn amqp_queue(run: &str) -> anyhow::Result<String> {
+    use lapin::types::{AMQPValue, FieldTable};
+    let connection = lapin::Connection::connect(
+        "amqp://guest:guest@127.0.0.1:5672/%2f",
+        lapin::ConnectionProperties::default(),
+    )
+    .await?;
+    let channel = connection.create_channel().await?;
+    let queue = format!("hookrelay-bench-{run}");
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-expires".into(), AMQPValue::LongUInt(600_000));
+    let options = lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare(queue.as_str().into(), options, arguments)
+        .await?;
+    Ok(queue)
 }
 
 /// A JetStream stream of its own for this run; returns the subject to publish to.
@@ -173,7 +213,22 @@ pub async fn compare(
             support::micros_each(cpu, done),
         );
     }
+    cleanup(&run).await;
     Ok(())
+}
+
+/// What this run left in the shared brokers: the Redis stream and the JetStream stream (the
+/// queue expires by itself; MQTT keeps nothing without subscribers).
+async fn cleanup(run: &str) {
+    let _ = Command::new("redis-cli")
+        .args(["DEL", &format!("hookrelay-bench-{run}")])
+        .output();
+    #[cfg(feature = "nats")]
+    if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {
+        let _ = async_nats::jetstream::new(client)
+            .delete_stream(format!("HOOKRELAY_BENCH_{run}"))
+            .await;
+    }
 }
 
 fn uuid_like() -> String {
