@@ -8,6 +8,7 @@ mod brokers;
 mod console;
 mod delivery;
 mod floor;
+#[cfg(feature = "postgres")]
 mod postgres;
 mod soak;
 mod support;
@@ -126,10 +127,12 @@ async fn main() -> anyhow::Result<()> {
         )
         .await;
     }
+    #[cfg(feature = "postgres")]
     if std::env::var("BENCH_ONLY").as_deref() == Ok("postgres-retention") {
         let sink = support::Sink::start().await?;
         return postgres::retention(&relay_bin, dir.path(), &body, &sink.url).await;
     }
+    #[cfg(feature = "postgres")]
     if let Ok("postgres" | "postgres-forward") = std::env::var("BENCH_ONLY").as_deref() {
         let sink = support::Sink::start().await?;
         return postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count)
@@ -287,8 +290,11 @@ async fn main() -> anyhow::Result<()> {
     println!("  peak resident memory under attack: {attack_rss:.1} MB");
 
     retention_soak(&relay_bin, dir.path(), &sink.url, &body).await?;
-    postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count).await?;
-    postgres::retention(&relay_bin, dir.path(), &body, &sink.url).await?;
+    #[cfg(feature = "postgres")]
+    {
+        postgres::compare(&relay_bin, dir.path(), &body, &sink, seconds, forward_count).await?;
+        postgres::retention(&relay_bin, dir.path(), &body, &sink.url).await?;
+    }
 
     println!();
     println!(

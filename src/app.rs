@@ -101,8 +101,20 @@ impl App {
         let notifications = Arc::new(std::sync::RwLock::new(config.notifications.clone()));
         if roles.deliver {
             let router = notification_router(state.routing.clone());
-            let notifier =
-                crate::notify::Notifier::new(store.clone(), router, notifications.clone());
+            let breakers = engine.status().breakers;
+            let breakers: crate::notify::Breakers = Arc::new(move || {
+                breakers
+                    .snapshot()
+                    .into_iter()
+                    .map(|(name, open)| (name.as_str().to_owned(), open))
+                    .collect()
+            });
+            let notifier = crate::notify::Notifier::new(
+                store.clone(),
+                router,
+                breakers,
+                notifications.clone(),
+            );
             tokio::spawn(notifier.run(told, token.clone()));
         }
         let api = ApiState {

@@ -230,14 +230,17 @@ impl About {
 
     /// What it is classified as: its type, and the destination or source it is about as the
     /// project (so routes' `projects` and filters can pick by it); `dedup_key` makes the same
-    /// notification from two replicas (or twice) one event.
+    /// notification from two replicas (or twice) one event: `at` places it in its cooldown
+    /// period (for a recovery, the time its failure was told, so a recovery pairs with its
+    /// failure's period).
     pub fn classification(&self, at: UnixMillis, min_interval_ms: i64) -> Classification {
         let kind = self.kind();
         let dedup_key = match (kind, self) {
             (_, About::DeadDigest { .. }) => {
                 format!("{}/digest/{}", kind.event_type(), self.subject())
             }
-            (Kind::DeliveryDead, _) => format!("{}/{}", kind.event_type(), self.subject()),
+            // A replayed delivery may die again: each death is its own notification.
+            (Kind::DeliveryDead, _) => format!("{}/{}/{at}", kind.event_type(), self.subject()),
             // One per subject per cooldown period, whichever replica sends it.
             _ => format!(
                 "{}/{}/{}",

@@ -100,9 +100,13 @@ pub fn channel() -> (Tell, mpsc::Receiver<About>) {
 /// built-in source at all (then nothing is stored).
 pub type Router = Arc<dyn Fn(&Classification) -> Option<Vec<Routed>> + Send + Sync>;
 
+/// Each running destination's circuit breaker now: (name, open).
+pub type Breakers = Arc<dyn Fn() -> Vec<(String, bool)> + Send + Sync>;
+
 pub struct Notifier {
     pub store: Arc<dyn Store>,
     pub router: Router,
+    pub breakers: Breakers,
     pub settings: Arc<RwLock<Settings>>,
     gate: Gate,
     /// Dead deliveries waiting for the digest, and when it goes out.
@@ -114,10 +118,16 @@ pub struct Notifier {
 const DIGEST_NAMES: usize = 20;
 
 impl Notifier {
-    pub fn new(store: Arc<dyn Store>, router: Router, settings: Arc<RwLock<Settings>>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        router: Router,
+        breakers: Breakers,
+        settings: Arc<RwLock<Settings>>,
+    ) -> Self {
         Self {
             store,
             router,
+            breakers,
             settings,
             gate: Gate::default(),
             digest: Vec::new(),
@@ -171,9 +181,7 @@ impl Notifier {
                 .get_or_insert_with(|| tokio::time::Instant::now() + every);
             return;
         }
-        let decision = self
-            .gate
-            .happening(about.kind(), about.subject(), now, settings.limits());
+        let decision = self.decide(&about, now, &settings);
         self.act(about, decision, now, &settings).await;
     }
 
@@ -210,9 +218,7 @@ impl Notifier {
             window_seconds: settings.dead_digest.unwrap_or_default().as_secs(),
         };
         let now = now_millis();
-        let decision = self
-            .gate
-            .happening(about.kind(), about.subject(), now, settings.limits());
+        let decision = self.decide(&about, now, &settings);
         self.act(about, decision, now, &settings).await;
     }
 
@@ -222,9 +228,13 @@ impl Notifier {
         }
         let settings = self.settings();
         let now = now_millis();
+        let mut last_failures = std::collections::HashMap::new();
         match self.store.destination_stats().await {
             Ok(stats) => {
                 for stat in stats {
+                    if let Some(failure) = &stat.last_failure {
+                        last_failures.insert(stat.name.clone(), failure.detail.summary.clone());
+                    }
                     let oldest = stat
                         .oldest_pending_at
                         .map(|at| ((now - at).max(0) / 1000) as u64);
@@ -242,6 +252,7 @@ impl Notifier {
             }
             Err(err) => tracing::warn!(error = %err, "notifications: backlogs not read"),
         }
+        self.check_breakers(&last_failures, now, &settings).await;
         for (source, refused, requests, reasons) in refusals(settings.rejecting_window_minutes) {
             if source == SOURCE {
                 continue;
@@ -259,12 +270,66 @@ impl Notifier {
         }
     }
 
+    /// The breakers as they are now, against what was told: a failure held back (cooldown,
+    /// budget) is told once it may be while the breaker is still open; a destination told
+    /// failing whose breaker is closed now (rebuilt by a reload, say) is told recovered; one
+    /// that is gone is forgotten.
+    async fn check_breakers(
+        &mut self,
+        last_failures: &std::collections::HashMap<String, String>,
+        now: UnixMillis,
+        settings: &Settings,
+    ) {
+        let breakers = (self.breakers)();
+        for (destination, open) in &breakers {
+            let told = self.gate.failing_since(destination).is_some();
+            let about = match (open, told) {
+                (true, false) => About::Failing {
+                    destination: destination.clone(),
+                    reason: last_failures
+                        .get(destination)
+                        .cloned()
+                        .unwrap_or_else(|| "its circuit breaker is open".to_owned()),
+                },
+                (false, true) => About::Recovered {
+                    destination: destination.clone(),
+                },
+                _ => continue,
+            };
+            let decision = self.decide(&about, now, settings);
+            self.act(about, decision, now, settings).await;
+        }
+        for destination in self.gate.failing() {
+            if !breakers.iter().any(|(name, _)| *name == destination) {
+                self.gate.forget(&destination);
+            }
+        }
+    }
+
+    /// The gate's decision, and for a recovery the time its failure was told (its dedup key
+    /// pairs it with that failure).
+    fn decide(
+        &mut self,
+        about: &About,
+        now: UnixMillis,
+        settings: &Settings,
+    ) -> (Decision, UnixMillis) {
+        let key_time = match about {
+            About::Recovered { destination } => self.gate.failing_since(destination).unwrap_or(now),
+            _ => now,
+        };
+        let decision = self
+            .gate
+            .happening(about.kind(), about.subject(), now, settings.limits());
+        (decision, key_time)
+    }
+
     async fn level(&mut self, about: About, high: bool, now: UnixMillis, settings: &Settings) {
         if let Some(decision) =
             self.gate
                 .level(about.kind(), about.subject(), high, now, settings.limits())
         {
-            self.act(about, decision, now, settings).await;
+            self.act(about, (decision, now), now, settings).await;
         }
     }
 
@@ -272,10 +337,12 @@ impl Notifier {
         (self.router)(&Classification::default()).is_some()
     }
 
+    /// Stores the notification the gate let through; `key_time` places it in its dedup
+    /// period.
     async fn act(
         &mut self,
         about: About,
-        decision: Decision,
+        (decision, key_time): (Decision, UnixMillis),
         now: UnixMillis,
         settings: &Settings,
     ) {
@@ -287,7 +354,7 @@ impl Notifier {
                 return;
             }
         };
-        let classification = about.classification(now, settings.limits().min_interval_ms);
+        let classification = about.classification(key_time, settings.limits().min_interval_ms);
         let destinations = (self.router)(&classification).unwrap_or_default();
         if destinations.is_empty() {
             crate::telemetry::get().notification(kind, "unrouted");

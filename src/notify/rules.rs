@@ -82,7 +82,8 @@ pub struct Limits {
 #[derive(Debug, Default)]
 pub struct Gate {
     last_sent: HashMap<(Kind, String), UnixMillis>,
-    failing: HashSet<String>,
+    /// Destinations told failing and not yet recovered, with when that was told.
+    failing: HashMap<String, UnixMillis>,
     high: HashSet<(Kind, String)>,
     minute: i64,
     sent_this_minute: u32,
@@ -99,25 +100,42 @@ impl Gate {
         limits: Limits,
     ) -> Decision {
         match kind {
-            Kind::DestinationFailing if self.failing.contains(subject) => {
+            Kind::DestinationFailing if self.failing.contains_key(subject) => {
                 Decision::Hold(Held::AlreadyFailing)
             }
             Kind::DestinationFailing => {
                 let decision = self.cooled_and_budgeted(kind, subject, now, limits);
                 if let Decision::Send { .. } = decision {
-                    self.failing.insert(subject.to_owned());
+                    self.failing.insert(subject.to_owned(), now);
                 }
                 decision
             }
             // The pair's second half is never held by the budget or a cooldown: whoever was
             // told of the failure hears of the recovery.
-            Kind::DestinationRecovered if self.failing.remove(subject) => Decision::Send {
-                held_back: std::mem::take(&mut self.held_back),
-            },
+            Kind::DestinationRecovered if self.failing.remove(subject).is_some() => {
+                Decision::Send {
+                    held_back: std::mem::take(&mut self.held_back),
+                }
+            }
             Kind::DestinationRecovered => Decision::Hold(Held::NothingToRecover),
             // Each delivery is its own subject: only the budget holds one.
             _ => self.budgeted(now, limits),
         }
+    }
+
+    /// When `destination` was told failing, if it was and has not recovered since.
+    pub fn failing_since(&self, destination: &str) -> Option<UnixMillis> {
+        self.failing.get(destination).copied()
+    }
+
+    /// Destinations told failing and not recovered.
+    pub fn failing(&self) -> Vec<String> {
+        self.failing.keys().cloned().collect()
+    }
+
+    /// A destination that is gone: nothing to recover from any more.
+    pub fn forget(&mut self, destination: &str) {
+        self.failing.remove(destination);
     }
 
     /// A level condition read now (backlog, rejections): told when it becomes high, then

@@ -8,12 +8,15 @@ mod api;
 mod broker_common;
 mod bulk;
 mod cli;
+#[cfg(feature = "postgres")]
 mod cluster;
 mod command;
 mod command_life;
 mod console;
 mod crash;
+#[cfg(feature = "postgres")]
 mod database_restart;
+#[cfg(feature = "postgres")]
 mod database_tls;
 mod delivery;
 mod faults;
@@ -41,8 +44,11 @@ mod recovery;
 #[cfg(feature = "redis")]
 mod redis;
 mod reload;
+#[cfg(feature = "postgres")]
 mod replicas;
+#[cfg(feature = "postgres")]
 mod replicas_breaker;
+#[cfg(feature = "postgres")]
 mod replicas_latest;
 mod robustness;
 mod roles;

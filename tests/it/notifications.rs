@@ -14,12 +14,9 @@ fn messages(sink: &Sink) -> Vec<(String, String)> {
             .map(|r| {
                 assert_eq!(r.headers["content-type"], "application/json");
                 let body: Value = serde_json::from_slice(&r.body).unwrap();
-                let object = body.as_object().unwrap();
-                assert_eq!(
-                    object.len(),
-                    1,
-                    "Slack's shape is {{\"text\"}} only: {body}"
-                );
+                // Slack's shape: the text, with formatting and unfurling off.
+                assert_eq!(body["mrkdwn"], false, "{body}");
+                assert_eq!(body["unfurl_links"], false, "{body}");
                 let text = body["text"].as_str().unwrap().to_owned();
                 let kind = [
                     ("is dead after", "delivery.dead"),
@@ -259,4 +256,45 @@ async fn dead_deliveries_can_be_told_in_one_digest() {
         "{told:?}"
     );
     assert_eq!(metric(&relay, "delivery.dead", "sent").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_destination_fixed_by_a_reload_is_told_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broken, fixed, chat) = (
+        Sink::start().await,
+        Sink::start().await,
+        Sink::start().await,
+    );
+    broken.set_status(500);
+    let text = config(dir.path(), &broken.url, &chat.url, HAPPENINGS);
+    let relay = Relay::child(dir.path(), &text);
+    let client = reqwest::Client::new();
+    accept_pushes(&client, &relay, 0..3).await;
+    chat.wait_until("the failure told", |r| {
+        r.iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("is failing"))
+    })
+    .await;
+    // The operator points it somewhere that works: the rebuilt destination starts with a
+    // closed breaker and no delivery has to succeed for the recovery to be told.
+    std::fs::write(
+        dir.path().join("hookrelay.toml"),
+        text.replace(&broken.url, &fixed.url),
+    )
+    .unwrap();
+    let reloaded = relay.cli(&["reload"]);
+    assert!(
+        reloaded.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reloaded.stderr)
+    );
+    chat.wait_until("the recovery told", |r| {
+        r.iter()
+            .any(|r| String::from_utf8_lossy(&r.body).contains("recovered"))
+    })
+    .await;
+    let told = messages(&chat);
+    assert_eq!(count(&told, "destination.failing"), 1, "{told:?}");
+    assert_eq!(count(&told, "destination.recovered"), 1, "{told:?}");
 }

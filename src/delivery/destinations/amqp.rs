@@ -246,6 +246,16 @@ impl AmqpDestination {
                 ),
             };
         }
+        // Another attempt's channel error closed the shared channel under this one: the
+        // broker is up, the next attempt opens a channel again.
+        if let lapin::ErrorKind::InvalidChannelState(..) = err.kind() {
+            return refused(
+                Verdict::Retryable,
+                "channel closed",
+                "channel_closed",
+                format!("the channel closed during the publish: {err}"),
+            );
+        }
         link.connection = None;
         unreachable(
             "connection lost",

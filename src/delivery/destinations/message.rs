@@ -67,7 +67,18 @@ impl Template {
                     literal.push('}');
                 }
                 '{' => {
-                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    let mut name = String::new();
+                    let mut closed = false;
+                    for c in chars.by_ref() {
+                        if c == '}' {
+                            closed = true;
+                            break;
+                        }
+                        name.push(c);
+                    }
+                    if !closed {
+                        return Err(format!("{{{name} is not closed (write {{{{ for a brace)"));
+                    }
                     if !FIELDS.contains(&name.as_str()) {
                         return Err(format!(
                             "unknown field {{{name}}}; known: {}",
@@ -202,6 +213,7 @@ mod tests {
             ("a{{b}}", Ok(())),
             ("x.{nope}", Err("unknown field {nope}")),
             ("x}", Err("a lone }")),
+            ("a.{project", Err("{project is not closed")),
             ("", Err("is empty")),
         ];
         for (text, expected) in table {

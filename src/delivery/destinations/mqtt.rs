@@ -111,6 +111,7 @@ impl MqttDestination {
             Ack::Answered(reason, text) => judge(reason, text, &topic),
             Ack::Lost(why) => unreachable("connection lost", "connection_lost", why),
             Ack::NotConnected(why) => unreachable("connect error", "connect_error", why),
+            Ack::Busy(why) => refused(Verdict::Retryable, "client busy", "busy", why),
         }
     }
 }

@@ -25,7 +25,15 @@ pub struct NatsDestination {
     timeout: Duration,
     defaults: ForwardDefaults,
     jetstream: Reconnecting<jetstream::Context>,
+    /// Since when (ms) the kept client has been seen not connected; 0 while it is.
+    not_connected_since: std::sync::atomic::AtomicI64,
 }
+
+/// The kept client's own reconnects, at most: a client left behind (a reload while the
+/// server is down, a password that no longer works) stops trying after about 2.5 minutes.
+const CLIENT_RECONNECTS: usize = 30;
+/// A client not connected for this long has given up: the next attempt connects anew.
+const GIVE_UP_AFTER_MS: i64 = 180_000;
 
 impl NatsDestination {
     /// Connects on the first attempt, not here.
@@ -35,6 +43,7 @@ impl NatsDestination {
             timeout: config.timeout,
             defaults,
             jetstream: Reconnecting::default(),
+            not_connected_since: Default::default(),
         }
     }
 
@@ -43,6 +52,7 @@ impl NatsDestination {
             .name("hookrelay")
             .connection_timeout(self.timeout)
             // Once connected, the client reconnects by itself, with hookrelay's backoff.
+            .max_reconnects(CLIENT_RECONNECTS)
             .reconnect_delay_callback(|tries| {
                 delay_after(u32::try_from(tries).unwrap_or(u32::MAX))
             });
@@ -71,10 +81,24 @@ impl NatsDestination {
         };
         // Publishing while the client reconnects would only queue the message and wait out
         // the attempt's time: say so at once instead.
+        use std::sync::atomic::Ordering::Relaxed;
         if context.client().connection_state() != State::Connected {
+            let now = crate::domain::now_millis();
+            let since = match self.not_connected_since.load(Relaxed) {
+                0 => {
+                    self.not_connected_since.store(now, Relaxed);
+                    now
+                }
+                since => since,
+            };
+            if now - since > GIVE_UP_AFTER_MS {
+                self.not_connected_since.store(0, Relaxed);
+                self.jetstream.forget().await;
+            }
             let error = format!("not connected to NATS at {server} (reconnecting)");
             return failure("connect error", "connect_error", error);
         }
+        self.not_connected_since.store(0, Relaxed);
         let subject = self
             .target
             .subject

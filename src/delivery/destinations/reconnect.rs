@@ -103,9 +103,8 @@ impl<C: Clone> Reconnecting<C> {
     }
 
     /// Forgets the kept client after a connection error: a later attempt connects anew.
-    /// (A NATS client is kept: it reconnects by itself, and a forgotten one would go on
-    /// reconnecting in the background.)
-    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    /// (A NATS client reconnects by itself: it is forgotten only once it has given up.)
+    #[cfg_attr(not(any(feature = "redis", feature = "nats")), allow(dead_code))]
     pub async fn forget(&self) {
         self.slot.lock().await.client = None;
     }

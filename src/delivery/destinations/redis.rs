@@ -181,7 +181,13 @@ impl RedisDestination {
             );
         }
         let code = err.code().unwrap_or("ERR").to_owned();
-        let transient = TRANSIENT_CODES.contains(&code.as_str());
+        // An error raised inside the append-once script comes back as `ERR Error running
+        // script ... -READONLY ...` on older servers: the code that matters is in the text.
+        let transient = TRANSIENT_CODES.contains(&code.as_str())
+            || (code == "ERR"
+                && TRANSIENT_CODES
+                    .iter()
+                    .any(|c| text.contains(&format!("-{c}"))));
         AttemptOutcome {
             verdict: if transient {
                 Verdict::Retryable

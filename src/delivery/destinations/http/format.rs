@@ -13,7 +13,7 @@ pub enum Format {
     /// The event's body as received (the default).
     #[default]
     Raw,
-    /// `{"text": ...}`: Slack incoming webhooks, Mattermost, Rocket.Chat.
+    /// `{"text": ..., "mrkdwn": false, ...}`: Slack incoming webhooks, Mattermost, Rocket.Chat.
     Slack,
     /// `{"content": ..., "allowed_mentions": {"parse": []}}`: Discord webhooks.
     Discord,
@@ -36,7 +36,12 @@ impl Format {
         let text = line(request);
         let body = match self {
             Format::Raw => return None,
-            Format::Slack => json!({ "text": slack_escape(&text) }),
+            Format::Slack => json!({
+                "text": slack_escape(&text),
+                "mrkdwn": false,
+                "unfurl_links": false,
+                "unfurl_media": false,
+            }),
             Format::Discord => json!({
                 "content": truncate(&discord_escape(&text), 1900),
                 "allowed_mentions": { "parse": [] },
@@ -77,7 +82,7 @@ fn line(request: &StoredRequest) -> String {
 /// and Rocket.Chat read `@channel`: a zero-width joiner after `@` keeps the text readable
 /// and inert.
 fn slack_escape(text: &str) -> String {
-    one_line(text)
+    unlinked(&one_line(text))
         .replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -87,13 +92,18 @@ fn slack_escape(text: &str) -> String {
 /// Discord pings nobody with `allowed_mentions` empty; markdown and links are escaped.
 fn discord_escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in one_line(text).chars() {
+    for c in unlinked(&one_line(text)).chars() {
         if "\\*_~`|>[]()<#@:".contains(c) {
             out.push('\\');
         }
         out.push(c);
     }
     out
+}
+
+/// A word joiner inside `://` keeps a URL from sender text readable but not a link.
+fn unlinked(text: &str) -> String {
+    text.replace("://", ":/\u{2060}/")
 }
 
 fn one_line(text: &str) -> String {
@@ -118,7 +128,7 @@ mod tests {
         let hostile = "deploy <!channel> @here <https://evil|click> & *bold*\nnext";
         assert_eq!(
             slack_escape(hostile),
-            "deploy &lt;!channel&gt; @\u{2060}here &lt;https://evil|click&gt; &amp; *bold* next"
+            "deploy &lt;!channel&gt; @\u{2060}here &lt;https:/\u{2060}/evil|click&gt; &amp; *bold* next"
         );
         let discord = discord_escape(hostile);
         assert!(discord.contains("\\@here"), "{discord}");

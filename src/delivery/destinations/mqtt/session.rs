@@ -28,6 +28,8 @@ pub enum Ack {
     Lost(String),
     /// The connection was never made: why.
     NotConnected(String),
+    /// Not sent: the client's queue to the event loop was full (the broker is slow to ack).
+    Busy(String),
 }
 
 #[derive(Default)]
@@ -58,8 +60,6 @@ impl Waiters {
 pub struct Session {
     client: AsyncClient,
     waiters: Arc<Mutex<Waiters>>,
-    /// Publishes enter `queued` and the event loop's channel in the same order.
-    sending: tokio::sync::Mutex<()>,
     /// Stops the event loop task when the destination drops this session.
     _stop: DropGuard,
 }
@@ -78,7 +78,6 @@ impl Session {
         Session {
             client,
             waiters,
-            sending: tokio::sync::Mutex::new(()),
             _stop: stop.drop_guard(),
         }
     }
@@ -95,27 +94,30 @@ impl Session {
         payload: Bytes,
         properties: PublishProperties,
     ) -> Ack {
+        // The waiter joins `queued` and the publish enters the client's channel under one
+        // lock and without an await: nothing can cancel one without the other, so waiters
+        // and packet ids stay paired in order.
         let answer = {
-            let _in_order = self.sending.lock().await;
             let (waiter, answer) = oneshot::channel();
-            {
-                let mut waiters = lock(&self.waiters);
-                if let Some(why) = &waiters.ended {
-                    return waiters.failure(why.clone());
-                }
-                waiters.queued.push_back(waiter);
+            let mut waiters = lock(&self.waiters);
+            if let Some(why) = &waiters.ended {
+                return waiters.failure(why.clone());
             }
-            let sent = self
-                .client
-                .publish_with_properties(topic, QoS::AtLeastOnce, retain, payload, properties)
-                .await;
-            if sent.is_err() {
+            waiters.queued.push_back(waiter);
+            let sent = self.client.try_publish_with_properties(
+                topic,
+                QoS::AtLeastOnce,
+                retain,
+                payload,
+                properties,
+            );
+            if let Err(err) = sent {
                 // Never reached the event loop: take back this publish's place.
-                let mut waiters = lock(&self.waiters);
                 waiters.queued.pop_back();
-                let why = waiters.ended.clone();
-                return waiters
-                    .failure(why.unwrap_or_else(|| "the MQTT client refused it".to_owned()));
+                return match &waiters.ended {
+                    Some(why) => waiters.failure(why.clone()),
+                    None => Ack::Busy(format!("the MQTT client's queue is full ({err})")),
+                };
             }
             answer
         };
