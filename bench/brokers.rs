@@ -7,8 +7,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
 use crate::support::{self, Process};
 
 const TOKEN: &str = "bench-token";
@@ -63,6 +61,15 @@ fn succeeded(relay_bin: &Path, config_path: &Path) -> anyhow::Result<u64> {
     anyhow::bail!("no destination out in {text:?}")
 }
 
+#[cfg_attr(
+    not(any(
+        feature = "nats",
+        feature = "redis",
+        feature = "amqp",
+        feature = "mqtt"
+    )),
+    allow(unused_mut, unused_variables)
+)]
 async fn kinds(sink_url: &str, run: &str) -> Vec<Kind> {
     let mut kinds = vec![Kind {
         name: "http (instant sink)",
@@ -131,6 +138,7 @@ async fn amqp_queue(run: &str) -> anyhow::Result<String> {
 /// A JetStream stream of its own for this run; returns the subject to publish to.
 #[cfg(feature = "nats")]
 async fn nats_stream(run: &str) -> anyhow::Result<String> {
+    use anyhow::Context as _;
     let client = tokio::time::timeout(
         Duration::from_secs(5),
         async_nats::connect("nats://127.0.0.1:4222"),

@@ -217,6 +217,7 @@ pub fn own_cpu_time() -> Duration {
 
 /// CPU time used so far by every process whose command is `name` (e.g. the database
 /// server's processes); one that ended in between takes its time with it.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub fn processes_cpu_time(name: &str) -> Duration {
     let wanted = format!("({name})");
     let Ok(entries) = std::fs::read_dir("/proc") else {

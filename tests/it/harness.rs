@@ -419,6 +419,7 @@ impl Sink {
     }
 
     /// Answers 503 to every `n`th request from now on (10: a tenth of them).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))] // the replica tests use it
     pub fn fail_every(&self, n: usize) {
         self.state.fail_every.store(n, Ordering::SeqCst);
     }
