@@ -33,6 +33,9 @@ impl Format {
 
     /// The body to send in place of the event's, `None` for `raw`.
     pub fn body(self, request: &StoredRequest) -> Option<Bytes> {
+        if self == Format::Raw {
+            return None;
+        }
         let text = line(request);
         let body = match self {
             Format::Raw => return None,
