@@ -245,8 +245,14 @@ pub async fn compare(
 /// What this run left in the shared brokers: the Redis stream and the JetStream stream (the
 /// queue expires by itself; MQTT keeps nothing without subscribers).
 async fn cleanup(run: &str) {
-    let _ = Command::new("redis-cli")
-        .args(["DEL", &format!("hookrelay-bench-{run}")])
+    // The stream and the append-once script's keys beside it (one per delivery).
+    let _ = Command::new("sh")
+        .args([
+            "-c",
+            &format!(
+                "redis-cli --scan --pattern 'hookrelay-bench-{run}*' | xargs -r -n 1000 redis-cli del"
+            ),
+        ])
         .output();
     #[cfg(feature = "nats")]
     if let Ok(client) = async_nats::connect("nats://127.0.0.1:4222").await {

@@ -49,9 +49,11 @@ fn field<'a>(entry: &'a Entry, name: &str) -> Option<&'a [u8]> {
         .map(|(_, v)| v.as_slice())
 }
 
+/// A ten-minute dedup window: long enough for every test, and the keys beside the stream
+/// (one per delivery) leave the shared Redis by themselves.
 fn destination(server: &str, key: &str, extra: &str) -> String {
     format!(
-        "kind = \"redis\"\nurl = \"redis://{server}\"\nstream = \"{key}\"\nforward_headers = [\"x-trace\"]\n{extra}"
+        "kind = \"redis\"\nurl = \"redis://{server}\"\nstream = \"{key}\"\nforward_headers = [\"x-trace\"]\ndedup_window = \"10m\"\n{extra}"
     )
 }
 
