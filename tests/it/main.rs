@@ -30,6 +30,8 @@ mod jobs;
 mod metrics;
 #[cfg(feature = "mqtt")]
 mod mqtt;
+#[cfg(feature = "mqtt")]
+mod mqtt_limits;
 #[cfg(feature = "nats")]
 mod nats;
 mod notifications;

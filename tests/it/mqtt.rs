@@ -130,7 +130,7 @@ fn unique(what: &str) -> String {
 
 /// A generic source (any bytes, from 127.0.0.1) and a GitLab one, both routed to the mqtt
 /// destination `broker` with these settings.
-fn mqtt_config(dir: &std::path::Path, destination: &str) -> String {
+pub(crate) fn mqtt_config(dir: &std::path::Path, destination: &str) -> String {
     format!(
         r#"
 [server]
@@ -165,7 +165,7 @@ destinations = ["broker"]
     )
 }
 
-fn deliveries(relay: &Relay) -> Vec<Value> {
+pub(crate) fn deliveries(relay: &Relay) -> Vec<Value> {
     let output = relay.cli(&["deliveries", "list", "--json"]);
     String::from_utf8(output.stdout)
         .unwrap()

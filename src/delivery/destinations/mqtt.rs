@@ -112,6 +112,7 @@ impl MqttDestination {
             Ack::Lost(why) => unreachable("connection lost", "connection_lost", why),
             Ack::NotConnected(why) => unreachable("connect error", "connect_error", why),
             Ack::Busy(why) => refused(Verdict::Retryable, "client busy", "busy", why),
+            Ack::TooLarge(why) => refused(Verdict::Permanent, "too large", "too_large", why),
         }
     }
 }

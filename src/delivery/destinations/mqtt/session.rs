@@ -30,6 +30,9 @@ pub enum Ack {
     NotConnected(String),
     /// Not sent: the client's queue to the event loop was full (the broker is slow to ack).
     Busy(String),
+    /// Not sent: larger than the broker's Maximum Packet Size (sending it would end the
+    /// connection, and every attempt in flight with it).
+    TooLarge(String),
 }
 
 #[derive(Default)]
@@ -45,6 +48,8 @@ struct Waiters {
     ended: Option<String>,
     /// Whether the broker ever accepted the connection (CONNACK).
     connected: bool,
+    /// The largest packet the broker takes (its CONNACK's Maximum Packet Size), if it said.
+    broker_max: Option<u32>,
 }
 
 impl Waiters {
@@ -103,6 +108,14 @@ impl Session {
             if let Some(why) = &waiters.ended {
                 return waiters.failure(why.clone());
             }
+            if let Some(max) = waiters.broker_max {
+                let size = packet_size(&topic, &payload, &properties);
+                if size > max as usize {
+                    return Ack::TooLarge(format!(
+                        "the message is about {size} bytes; the broker takes at most {max} (its Maximum Packet Size)"
+                    ));
+                }
+            }
             waiters.queued.push_back(waiter);
             let sent = self.client.try_publish_with_properties(
                 topic,
@@ -127,6 +140,27 @@ impl Session {
     }
 }
 
+/// A PUBLISH packet's size, from above: fixed header, topic, packet id, properties, payload.
+fn packet_size(topic: &str, payload: &Bytes, properties: &PublishProperties) -> usize {
+    let strings = |pairs: &[(String, String)]| -> usize {
+        pairs
+            .iter()
+            .map(|(k, v)| 1 + 2 + k.len() + 2 + v.len())
+            .sum()
+    };
+    let content_type = properties
+        .content_type
+        .as_ref()
+        .map_or(0, |c| 1 + 2 + c.len());
+    5 + 2
+        + topic.len()
+        + 2
+        + 4
+        + strings(&properties.user_properties)
+        + content_type
+        + payload.len()
+}
+
 /// Polls the event loop until the connection fails or the session is dropped, matching
 /// packet ids and PUBACKs to waiting attempts; then fails every attempt still waiting.
 async fn drive(
@@ -142,8 +176,9 @@ async fn drive(
         };
         let mut w = lock(&waiters);
         match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+            Ok(Event::Incoming(Packet::ConnAck(connack))) => {
                 w.connected = true;
+                w.broker_max = connack.properties.and_then(|p| p.max_packet_size);
                 backoff
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
