@@ -4,14 +4,11 @@
 //! nothing acknowledged. Each test uses its own queue and exchange names.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use lapin::ExchangeKind;
 use lapin::options::{ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions};
 use lapin::types::FieldTable;
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use self::rabbit::{Collected, TestQueue, broker, header, unique};
 use crate::harness::*;
@@ -275,8 +272,7 @@ async fn deliveries_wait_out_a_broker_outage_and_all_arrive_after_it() {
     queue.delete().await;
 }
 
-const REQUESTS: usize = 2_000;
-const KILL_AFTER: usize = 700;
+use crate::broker_common::{BURST as REQUESTS, n_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_loses_nothing_acknowledged() {
@@ -292,37 +288,7 @@ async fn kill_9_during_a_burst_loses_nothing_acknowledged() {
     let text = amqp_config(dir.path(), &destination);
     let mut relay = Relay::child(dir.path(), &text);
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(REQUESTS)
-        .build()
-        .unwrap();
-    let acknowledged = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let enough = Arc::new(Notify::new());
-    let mut requests = tokio::task::JoinSet::new();
-    for n in 0..REQUESTS {
-        let (client, url) = (client.clone(), relay.hook_url("gitlab"));
-        let (acknowledged, count, enough) = (acknowledged.clone(), count.clone(), enough.clone());
-        requests.spawn(async move {
-            let response = send_push(&client, &url, n, Some(&format!("key-{n}"))).await;
-            if let Ok(response) = response
-                && response.status().is_success()
-            {
-                acknowledged.lock().unwrap().insert(n);
-                if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
-                    enough.notify_one();
-                }
-            }
-        });
-    }
-    enough.notified().await;
-    relay.kill();
-    while requests.join_next().await.is_some() {}
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(
-        acknowledged.len() < REQUESTS,
-        "the kill came after every request was answered; the test proved nothing"
-    );
+    let acknowledged = crate::broker_common::burst_cut_by_kill(&mut relay).await;
 
     let _relay = Relay::child(dir.path(), &text);
     let collected = Collected::default();
@@ -347,9 +313,4 @@ async fn kill_9_during_a_burst_loses_nothing_acknowledged() {
     // recorded (as many again) may come twice.
     assert!(duplicates <= 64, "{duplicates} duplicates");
     queue.delete().await;
-}
-
-fn n_of(body: &[u8]) -> usize {
-    let body: Value = serde_json::from_slice(body).unwrap();
-    body["n"].as_u64().unwrap() as usize
 }

@@ -3,10 +3,6 @@
 //! the rule for a broker that is not there (skip locally, fail in CI).
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use tokio::sync::Notify;
 
 use crate::harness::*;
 
@@ -69,29 +65,7 @@ pub async fn burst_cut_by_kill(relay: &mut Relay) -> BTreeSet<usize> {
         .pool_max_idle_per_host(BURST)
         .build()
         .unwrap();
-    let acknowledged = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let enough = Arc::new(Notify::new());
-    let mut requests = tokio::task::JoinSet::new();
-    for n in 0..BURST {
-        let (client, url) = (client.clone(), relay.hook_url("gitlab"));
-        let (acknowledged, count, enough) = (acknowledged.clone(), count.clone(), enough.clone());
-        requests.spawn(async move {
-            let response = send_push(&client, &url, n, Some(&format!("key-{n}"))).await;
-            if let Ok(response) = response
-                && response.status().is_success()
-            {
-                acknowledged.lock().unwrap().insert(n);
-                if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
-                    enough.notify_one();
-                }
-            }
-        });
-    }
-    enough.notified().await;
-    relay.kill();
-    while requests.join_next().await.is_some() {}
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = posts_cut_by_kill(&client, relay, 0..BURST, "key", KILL_AFTER).await;
     assert!(acknowledged.len() >= KILL_AFTER);
     assert!(
         acknowledged.len() < BURST,

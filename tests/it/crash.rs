@@ -1,11 +1,8 @@
 //! Crash safety: kill -9 under load; every request answered 2xx must still be delivered.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::harness::*;
 
@@ -31,29 +28,7 @@ async fn every_acknowledged_webhook_is_delivered_after_kill_9() {
         .pool_max_idle_per_host(REQUESTS)
         .build()
         .unwrap();
-    let acknowledged = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let enough = Arc::new(Notify::new());
-    let mut requests = tokio::task::JoinSet::new();
-    for n in 0..REQUESTS {
-        let (client, url) = (client.clone(), relay.hook_url("gitlab"));
-        let (acknowledged, count, enough) = (acknowledged.clone(), count.clone(), enough.clone());
-        requests.spawn(async move {
-            let response = send_push(&client, &url, n, Some(&format!("key-{n}"))).await;
-            if let Ok(response) = response
-                && response.status().is_success()
-            {
-                acknowledged.lock().unwrap().insert(n);
-                if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
-                    enough.notify_one();
-                }
-            }
-        });
-    }
-    enough.notified().await;
-    relay.kill();
-    while requests.join_next().await.is_some() {}
-    let acknowledged = acknowledged.lock().unwrap().clone();
+    let acknowledged = posts_cut_by_kill(&client, &mut relay, 0..REQUESTS, "key", KILL_AFTER).await;
     assert!(acknowledged.len() >= KILL_AFTER);
     assert!(
         acknowledged.len() < REQUESTS,
@@ -127,53 +102,13 @@ async fn kill_loop_loses_nothing_acknowledged() {
             break;
         }
         let mut relay = Relay::child(dir.path(), &text);
-        let mut requests = tokio::task::JoinSet::new();
         // Killed once a random number of the 300 requests has been acknowledged, so every
         // cycle kills with requests and deliveries in progress.
         let kill_after = fastrand::usize(1..250);
-        let count = Arc::new(AtomicUsize::new(0));
-        let enough = Arc::new(Notify::new());
-        for n in next..next + 300 {
-            let (client, url) = (client.clone(), relay.hook_url("gitlab"));
-            let (count, enough) = (count.clone(), enough.clone());
-            requests.spawn(async move {
-                let response = client
-                    .post(url)
-                    .header("x-gitlab-token", TOKEN)
-                    .header("idempotency-key", format!("soak-{n}"))
-                    .body(push_body(n))
-                    .send()
-                    .await;
-                let ok = response.is_ok_and(|r| r.status().is_success());
-                if ok && count.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
-                    enough.notify_one();
-                }
-                ok.then_some(n)
-            });
-        }
+        let range = next..next + 300;
+        acknowledged
+            .extend(posts_cut_by_kill(&client, &mut relay, range, "soak", kill_after).await);
         next += 300;
-        // Answers are gathered while waiting for the kill point, and a relay that is gone
-        // before it (every request then fails) ends the wait too: the test never hangs.
-        let mut killed = false;
-        loop {
-            tokio::select! {
-                _ = enough.notified(), if !killed => {
-                    relay.kill();
-                    killed = true;
-                }
-                finished = requests.join_next() => match finished {
-                    Some(result) => acknowledged.extend(result.unwrap()),
-                    None => break,
-                },
-            }
-        }
-        if !killed {
-            eprintln!(
-                "cycle {cycles}: the relay ended before {kill_after} acknowledgements (exited: {})",
-                relay.try_exited()
-            );
-            relay.kill();
-        }
         cycles += 1;
     }
     let relay = Relay::child(dir.path(), &text);

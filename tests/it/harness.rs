@@ -544,6 +544,56 @@ pub async fn post_push(
     request.send().await.unwrap()
 }
 
+/// Posts pushes `ns` all at once to `relay` (GitLab, each with the Idempotency-Key
+/// `{key_prefix}-{n}`) and kills the relay with SIGKILL once `kill_after` are acknowledged;
+/// returns the pushes answered 2xx. Answers are gathered while it waits, so a relay that is
+/// gone before the kill point (every request then fails) ends the wait: it never hangs.
+pub async fn posts_cut_by_kill(
+    client: &reqwest::Client,
+    relay: &mut Relay,
+    ns: std::ops::Range<usize>,
+    key_prefix: &str,
+    kill_after: usize,
+) -> std::collections::BTreeSet<usize> {
+    let count = Arc::new(AtomicUsize::new(0));
+    let enough = Arc::new(Notify::new());
+    let mut requests = tokio::task::JoinSet::new();
+    for n in ns {
+        let (client, url) = (client.clone(), relay.hook_url("gitlab"));
+        let (count, enough, key) = (count.clone(), enough.clone(), format!("{key_prefix}-{n}"));
+        requests.spawn(async move {
+            let response = send_push(&client, &url, n, Some(&key)).await;
+            let ok = response.is_ok_and(|r| r.status().is_success());
+            if ok && count.fetch_add(1, Ordering::SeqCst) + 1 == kill_after {
+                enough.notify_one();
+            }
+            ok.then_some(n)
+        });
+    }
+    let mut acknowledged = std::collections::BTreeSet::new();
+    let mut killed = false;
+    loop {
+        tokio::select! {
+            _ = enough.notified(), if !killed => {
+                relay.kill();
+                killed = true;
+            }
+            finished = requests.join_next() => match finished {
+                Some(result) => acknowledged.extend(result.unwrap()),
+                None => break,
+            },
+        }
+    }
+    if !killed {
+        eprintln!(
+            "the relay ended before {kill_after} acknowledgements (exited: {})",
+            relay.try_exited()
+        );
+        relay.kill();
+    }
+    acknowledged
+}
+
 /// Posts pushes `ns` one after another; each must be accepted (202).
 pub async fn accept_pushes(client: &reqwest::Client, relay: &Relay, ns: std::ops::Range<usize>) {
     for n in ns {

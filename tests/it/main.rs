@@ -4,7 +4,12 @@
 #[cfg(feature = "amqp")]
 mod amqp;
 mod api;
-#[cfg(any(feature = "nats", feature = "redis"))]
+#[cfg(any(
+    feature = "nats",
+    feature = "redis",
+    feature = "amqp",
+    feature = "mqtt"
+))]
 mod broker_common;
 mod bulk;
 mod cli;

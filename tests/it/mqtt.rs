@@ -4,7 +4,6 @@
 //! burst loses nothing acknowledged. Each test subscribes to its own topic prefix.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +11,6 @@ use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::harness::*;
 use crate::proxy::Proxy;
@@ -299,8 +297,7 @@ async fn deliveries_wait_out_a_broker_outage_and_all_arrive_after_it() {
     );
 }
 
-const REQUESTS: usize = 2_000;
-const KILL_AFTER: usize = 700;
+use crate::broker_common::{BURST as REQUESTS, n_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_during_a_burst_loses_nothing_acknowledged() {
@@ -315,37 +312,7 @@ async fn kill_9_during_a_burst_loses_nothing_acknowledged() {
     let text = mqtt_config(dir.path(), &destination);
     let mut relay = Relay::child(dir.path(), &text);
 
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(REQUESTS)
-        .build()
-        .unwrap();
-    let acknowledged = Arc::new(Mutex::new(BTreeSet::new()));
-    let count = Arc::new(AtomicUsize::new(0));
-    let enough = Arc::new(Notify::new());
-    let mut requests = tokio::task::JoinSet::new();
-    for n in 0..REQUESTS {
-        let (client, url) = (client.clone(), relay.hook_url("gitlab"));
-        let (acknowledged, count, enough) = (acknowledged.clone(), count.clone(), enough.clone());
-        requests.spawn(async move {
-            let response = send_push(&client, &url, n, Some(&format!("key-{n}"))).await;
-            if let Ok(response) = response
-                && response.status().is_success()
-            {
-                acknowledged.lock().unwrap().insert(n);
-                if count.fetch_add(1, Ordering::SeqCst) + 1 == KILL_AFTER {
-                    enough.notify_one();
-                }
-            }
-        });
-    }
-    enough.notified().await;
-    relay.kill();
-    while requests.join_next().await.is_some() {}
-    let acknowledged = acknowledged.lock().unwrap().clone();
-    assert!(
-        acknowledged.len() < REQUESTS,
-        "the kill came after every request was answered; the test proved nothing"
-    );
+    let acknowledged = crate::broker_common::burst_cut_by_kill(&mut relay).await;
 
     let _relay = Relay::child(dir.path(), &text);
     let messages = subscriber
@@ -366,9 +333,4 @@ async fn kill_9_during_a_burst_loses_nothing_acknowledged() {
         messages.len()
     );
     assert!(duplicates <= 64, "{duplicates} duplicates");
-}
-
-fn n_of(body: &[u8]) -> usize {
-    let body: Value = serde_json::from_slice(body).unwrap();
-    body["n"].as_u64().unwrap() as usize
 }
